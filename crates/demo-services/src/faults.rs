@@ -1,0 +1,410 @@
+//! Fault injection: makes a demo service slow, failing, resetting or hanging
+//! on demand, so that the BFFs' resilience can be shown and tested against
+//! real sockets instead of mocks.
+//!
+//! One [`FaultRegistry`] holds the current [`Fault`] of every service; the
+//! control API writes it and [`inject`] (a middleware in front of every demo
+//! service) reads it on each request. Errors are spoken in the protocol of the
+//! service: problem+json for REST, a GraphQL error body for pricing, a
+//! trailers-only `grpc-status` for the gRPC services.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::{MatchedPath, Request, State};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use http::{HeaderValue, StatusCode, header};
+use rand::Rng;
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+
+use crate::problem::Problem;
+use crate::serve::ConnectionControl;
+use crate::stats::Stats;
+
+/// The demo services (and the identity provider) that faults can target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ServiceName {
+    /// The development identity provider.
+    Identity,
+    /// REST user profiles.
+    User,
+    /// REST orders.
+    Order,
+    /// REST recommendations.
+    Recommendation,
+    /// gRPC catalogue.
+    Product,
+    /// GraphQL prices.
+    Pricing,
+    /// REST reviews.
+    Review,
+    /// gRPC stock levels and the stock watch.
+    Inventory,
+}
+
+impl ServiceName {
+    /// Every service, in port order.
+    pub const ALL: [ServiceName; 8] = [
+        ServiceName::Identity,
+        ServiceName::User,
+        ServiceName::Order,
+        ServiceName::Recommendation,
+        ServiceName::Product,
+        ServiceName::Pricing,
+        ServiceName::Review,
+        ServiceName::Inventory,
+    ];
+
+    /// The name used in URLs and JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ServiceName::Identity => "identity",
+            ServiceName::User => "user",
+            ServiceName::Order => "order",
+            ServiceName::Recommendation => "recommendation",
+            ServiceName::Product => "product",
+            ServiceName::Pricing => "pricing",
+            ServiceName::Review => "review",
+            ServiceName::Inventory => "inventory",
+        }
+    }
+
+    /// Parses a name as used in URLs.
+    pub fn parse(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|s| s.as_str() == name)
+    }
+
+    /// The contract's default port.
+    pub fn default_port(self) -> u16 {
+        match self {
+            ServiceName::Identity => 7000,
+            ServiceName::User => 7001,
+            ServiceName::Order => 7002,
+            ServiceName::Recommendation => 7003,
+            ServiceName::Product => 7004,
+            ServiceName::Pricing => 7005,
+            ServiceName::Review => 7006,
+            ServiceName::Inventory => 7007,
+        }
+    }
+
+    /// How the service speaks, which decides how an injected error looks.
+    pub fn protocol(self) -> Protocol {
+        match self {
+            ServiceName::Product | ServiceName::Inventory => Protocol::Grpc,
+            ServiceName::Pricing => Protocol::GraphQl,
+            _ => Protocol::Http,
+        }
+    }
+}
+
+impl std::fmt::Display for ServiceName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The wire protocol of a service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    /// REST/JSON (and the identity provider).
+    Http,
+    /// GraphQL over HTTP.
+    GraphQl,
+    /// gRPC over HTTP/2.
+    Grpc,
+}
+
+/// What is wrong with a service right now. All parts combine: a request first
+/// waits `latency_ms` plus up to `jitter_ms`, then hangs while `hang` is set,
+/// then may have its connection reset (`reset_rate`), then may fail with
+/// `status` (`error_rate`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Fault {
+    /// Fixed delay before the request is handled, in milliseconds.
+    pub latency_ms: u64,
+    /// Extra random delay, uniform in `0..=jitter_ms`.
+    pub jitter_ms: u64,
+    /// Probability (0 to 1) that a request fails with `status`.
+    pub error_rate: f64,
+    /// The HTTP status of an injected failure (mapped to a gRPC code for gRPC).
+    pub status: u16,
+    /// Probability (0 to 1) that the connection is reset instead of answered.
+    pub reset_rate: f64,
+    /// While true, requests never get an answer (until the fault changes).
+    pub hang: bool,
+}
+
+impl Default for Fault {
+    fn default() -> Self {
+        Fault { latency_ms: 0, jitter_ms: 0, error_rate: 0.0, status: 503, reset_rate: 0.0, hang: false }
+    }
+}
+
+/// The largest latency or jitter accepted: ten minutes.
+pub const MAX_DELAY_MS: u64 = 600_000;
+
+/// A fault as a client sends it; every field optional. Numbers are read as
+/// floats so that a bad value gets a message naming the field rather than a
+/// parser error.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FaultSpec {
+    latency_ms: Option<f64>,
+    jitter_ms: Option<f64>,
+    error_rate: Option<f64>,
+    status: Option<f64>,
+    reset_rate: Option<f64>,
+    hang: Option<bool>,
+}
+
+/// One invalid field of a request.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct FieldError {
+    /// The field, as named in the request.
+    pub field: String,
+    /// What is wrong with it.
+    pub message: String,
+}
+
+impl FieldError {
+    /// A field error.
+    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+        FieldError { field: field.into(), message: message.into() }
+    }
+}
+
+impl FaultSpec {
+    /// Checks every field and builds the fault, or lists every invalid field.
+    pub fn validate(self) -> Result<Fault, Vec<FieldError>> {
+        let mut errors = Vec::new();
+        let mut fault = Fault::default();
+        let millis = |name: &str, v: Option<f64>, errors: &mut Vec<FieldError>| -> u64 {
+            match v {
+                None => 0,
+                Some(v) if v.fract() != 0.0 || !(0.0..=MAX_DELAY_MS as f64).contains(&v) => {
+                    errors.push(FieldError::new(
+                        name,
+                        format!("must be a whole number of milliseconds from 0 to {MAX_DELAY_MS}, got {v}"),
+                    ));
+                    0
+                }
+                Some(v) => v as u64,
+            }
+        };
+        fault.latency_ms = millis("latency_ms", self.latency_ms, &mut errors);
+        fault.jitter_ms = millis("jitter_ms", self.jitter_ms, &mut errors);
+        let rate = |name: &str, v: Option<f64>, errors: &mut Vec<FieldError>| -> f64 {
+            match v {
+                None => 0.0,
+                Some(v) if !(0.0..=1.0).contains(&v) => {
+                    errors.push(FieldError::new(name, format!("must be a probability from 0 to 1, got {v}")));
+                    0.0
+                }
+                Some(v) => v,
+            }
+        };
+        fault.error_rate = rate("error_rate", self.error_rate, &mut errors);
+        fault.reset_rate = rate("reset_rate", self.reset_rate, &mut errors);
+        match self.status {
+            None => {}
+            Some(s) if s.fract() != 0.0 || !(400.0..=599.0).contains(&s) => {
+                errors.push(FieldError::new("status", format!("must be an HTTP error status from 400 to 599, got {s}")));
+            }
+            Some(s) => fault.status = s as u16,
+        }
+        fault.hang = self.hang.unwrap_or(false);
+        if errors.is_empty() { Ok(fault) } else { Err(errors) }
+    }
+}
+
+/// The current fault of every service, with change notification so that hung
+/// requests wake up when their fault is cleared.
+#[derive(Debug)]
+pub struct FaultRegistry {
+    faults: RwLock<BTreeMap<ServiceName, Fault>>,
+    changed: watch::Sender<u64>,
+}
+
+impl Default for FaultRegistry {
+    fn default() -> Self {
+        FaultRegistry { faults: RwLock::new(BTreeMap::new()), changed: watch::Sender::new(0) }
+    }
+}
+
+impl FaultRegistry {
+    /// Replaces the fault of `service`.
+    pub fn set(&self, service: ServiceName, fault: Fault) {
+        self.faults.write().unwrap_or_else(|p| p.into_inner()).insert(service, fault);
+        self.changed.send_modify(|v| *v += 1);
+    }
+
+    /// Clears the fault of `service`; true when there was one.
+    pub fn clear(&self, service: ServiceName) -> bool {
+        let had = self.faults.write().unwrap_or_else(|p| p.into_inner()).remove(&service).is_some();
+        self.changed.send_modify(|v| *v += 1);
+        had
+    }
+
+    /// Clears every fault.
+    pub fn clear_all(&self) {
+        self.faults.write().unwrap_or_else(|p| p.into_inner()).clear();
+        self.changed.send_modify(|v| *v += 1);
+    }
+
+    /// The fault of `service`, if any.
+    pub fn get(&self, service: ServiceName) -> Option<Fault> {
+        self.faults.read().unwrap_or_else(|p| p.into_inner()).get(&service).cloned()
+    }
+
+    /// Every current fault.
+    pub fn list(&self) -> BTreeMap<ServiceName, Fault> {
+        self.faults.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Waits until `service` is no longer set to hang.
+    async fn wait_while_hanging(&self, service: ServiceName) {
+        let mut changes = self.changed.subscribe();
+        while self.get(service).is_some_and(|f| f.hang) {
+            if changes.changed().await.is_err() {
+                // The registry is gone: hang for good, as asked.
+                std::future::pending::<()>().await;
+            }
+        }
+    }
+}
+
+/// State of the fault middleware of one service.
+#[derive(Clone, Debug)]
+pub struct FaultState {
+    /// The service this middleware sits in front of.
+    pub service: ServiceName,
+    /// Where faults are read.
+    pub faults: Arc<FaultRegistry>,
+    /// Where requests are counted.
+    pub stats: Arc<Stats>,
+}
+
+/// Middleware: counts the request, then applies the service's current fault.
+pub async fn inject(State(state): State<FaultState>, request: Request, next: Next) -> Response {
+    let operation = match state.service.protocol() {
+        Protocol::Grpc => request.uri().path().to_owned(),
+        _ => {
+            let path = request.extensions().get::<MatchedPath>().map_or(request.uri().path(), MatchedPath::as_str);
+            format!("{} {}", request.method(), path)
+        }
+    };
+    if operation != "GET /healthz" {
+        state.stats.record(state.service, &operation);
+    }
+    let Some(fault) = state.faults.get(state.service) else {
+        return next.run(request).await;
+    };
+    let (delay, reset, fail) = {
+        let mut rng = rand::thread_rng();
+        let jitter = if fault.jitter_ms > 0 { rng.gen_range(0..=fault.jitter_ms) } else { 0 };
+        (
+            Duration::from_millis(fault.latency_ms + jitter),
+            fault.reset_rate > 0.0 && rng.gen_bool(fault.reset_rate),
+            fault.error_rate > 0.0 && rng.gen_bool(fault.error_rate),
+        )
+    };
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
+    }
+    if fault.hang {
+        state.faults.wait_while_hanging(state.service).await;
+    }
+    if reset {
+        if let Some(control) = request.extensions().get::<ConnectionControl>() {
+            control.reset();
+            // The accept loop drops this request together with its connection.
+            std::future::pending::<()>().await;
+        }
+    }
+    if fail {
+        return injected_error(state.service, fault.status);
+    }
+    next.run(request).await
+}
+
+/// An injected failure in the protocol of `service`.
+fn injected_error(service: ServiceName, status: u16) -> Response {
+    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
+    let detail = format!("fault injected into the {service} service");
+    match service.protocol() {
+        Protocol::Http => Problem::new(status, detail).into_response(),
+        Protocol::GraphQl => {
+            let body = serde_json::json!({ "errors": [{ "message": detail, "extensions": { "code": "INJECTED_FAULT" } }] });
+            (status, axum::Json(body)).into_response()
+        }
+        Protocol::Grpc => {
+            // A trailers-only gRPC response: HTTP 200 with the status in headers.
+            let mut response = Response::new(Body::empty());
+            let headers = response.headers_mut();
+            headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
+            headers.insert("grpc-status", HeaderValue::from(grpc_code(status) as i32));
+            if let Ok(message) = HeaderValue::from_str(&detail) {
+                headers.insert("grpc-message", message);
+            }
+            response
+        }
+    }
+}
+
+/// The gRPC code closest to an HTTP status (the mapping of the gRPC HTTP/2
+/// spec, extended to the statuses a fault is likely to name).
+pub fn grpc_code(status: StatusCode) -> tonic::Code {
+    match status.as_u16() {
+        400 => tonic::Code::InvalidArgument,
+        401 => tonic::Code::Unauthenticated,
+        403 => tonic::Code::PermissionDenied,
+        404 => tonic::Code::NotFound,
+        409 => tonic::Code::Aborted,
+        429 => tonic::Code::ResourceExhausted,
+        501 => tonic::Code::Unimplemented,
+        502 | 503 => tonic::Code::Unavailable,
+        504 => tonic::Code::DeadlineExceeded,
+        _ => tonic::Code::Internal,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn validation_names_every_bad_field() {
+        let spec = FaultSpec {
+            latency_ms: Some(-5.0),
+            jitter_ms: Some(1.5),
+            error_rate: Some(1.5),
+            status: Some(200.0),
+            reset_rate: Some(-0.1),
+            hang: None,
+        };
+        let errors = spec.validate().expect_err("invalid");
+        let fields: Vec<&str> = errors.iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(fields, ["latency_ms", "jitter_ms", "error_rate", "reset_rate", "status"]);
+    }
+
+    #[test]
+    fn a_valid_spec_builds_the_fault() {
+        let spec = FaultSpec { latency_ms: Some(250.0), error_rate: Some(0.5), status: Some(500.0), ..FaultSpec::default() };
+        let fault = spec.validate().expect("valid");
+        assert_eq!(fault, Fault { latency_ms: 250, error_rate: 0.5, status: 500, ..Fault::default() });
+    }
+
+    #[test]
+    fn service_names_round_trip() {
+        for s in ServiceName::ALL {
+            assert_eq!(ServiceName::parse(s.as_str()), Some(s));
+        }
+        assert_eq!(ServiceName::parse("payments"), None);
+    }
+}

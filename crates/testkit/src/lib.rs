@@ -1,0 +1,33 @@
+//! Helpers shared by the tests of every crate: the demo services on free
+//! ports, a test JWKS with a token minter (for good and deliberately bad
+//! tokens), and a real `redis-server` started on a free port.
+//!
+//! Everything talks over real sockets; nothing here fakes a shared crate.
+
+mod redis_server;
+mod tokens;
+
+pub use redis_server::RedisServer;
+pub use tokens::{JwksServer, TEST_ISSUER, TestClaims};
+
+use demo_services::{DemoConfig, DemoStack};
+
+/// Starts every demo service and the control API on free ports.
+///
+/// # Panics
+/// When the services cannot start: a test cannot go on without them.
+pub async fn start_demo() -> DemoStack {
+    start_demo_with(DemoConfig::ephemeral()).await
+}
+
+/// Starts the demo world with a custom configuration (ports are still best
+/// left at 0).
+///
+/// # Panics
+/// When the services cannot start.
+pub async fn start_demo_with(config: DemoConfig) -> DemoStack {
+    match DemoStack::start(config).await {
+        Ok(stack) => stack,
+        Err(error) => panic!("the demo services did not start: {error}"),
+    }
+}
