@@ -4,7 +4,10 @@
 use std::error::Error;
 
 fn main() -> Result<(), Box<dyn Error>> {
-    let files = ["proto/catalog/v1/product.proto", "proto/inventory/v1/inventory.proto"];
+    let files = [
+        "proto/catalog/v1/product.proto",
+        "proto/inventory/v1/inventory.proto",
+    ];
     for file in &files {
         println!("cargo:rerun-if-changed={file}");
     }

@@ -37,7 +37,10 @@ pub struct ControlState {
 pub fn router(state: ControlState) -> Router {
     Router::new()
         .route("/faults", get(list_faults).delete(clear_all_faults))
-        .route("/faults/{service}", put(set_fault).delete(clear_fault).get(get_fault))
+        .route(
+            "/faults/{service}",
+            put(set_fault).delete(clear_fault).get(get_fault),
+        )
         .route("/prices/{product_id}", put(set_price).get(get_price))
         .route("/stock/{product_id}", put(set_stock).get(get_stock))
         .route("/identity/rotate-keys", post(rotate_keys))
@@ -48,7 +51,10 @@ pub fn router(state: ControlState) -> Router {
 fn service(name: &str) -> Result<ServiceName, Problem> {
     ServiceName::parse(name).ok_or_else(|| {
         let known: Vec<&str> = ServiceName::ALL.iter().map(|s| s.as_str()).collect();
-        Problem::invalid_field("service", format!("unknown service {name:?}; one of {}", known.join(", ")))
+        Problem::invalid_field(
+            "service",
+            format!("unknown service {name:?}; one of {}", known.join(", ")),
+        )
     })
 }
 
@@ -58,7 +64,9 @@ struct FaultList {
 }
 
 async fn list_faults(State(s): State<ControlState>) -> Response {
-    json(&FaultList { faults: s.faults.list() })
+    json(&FaultList {
+        faults: s.faults.list(),
+    })
 }
 
 async fn clear_all_faults(State(s): State<ControlState>) -> StatusCode {
@@ -66,9 +74,15 @@ async fn clear_all_faults(State(s): State<ControlState>) -> StatusCode {
     StatusCode::NO_CONTENT
 }
 
-async fn get_fault(State(s): State<ControlState>, Path(name): Path<String>) -> Result<Response, Problem> {
+async fn get_fault(
+    State(s): State<ControlState>,
+    Path(name): Path<String>,
+) -> Result<Response, Problem> {
     let service = service(&name)?;
-    let fault = s.faults.get(service).ok_or_else(|| Problem::new(StatusCode::NOT_FOUND, format!("no fault set on {service}")))?;
+    let fault = s
+        .faults
+        .get(service)
+        .ok_or_else(|| Problem::new(StatusCode::NOT_FOUND, format!("no fault set on {service}")))?;
     Ok(json(&fault))
 }
 
@@ -84,7 +98,10 @@ async fn set_fault(
     Ok(json(&fault))
 }
 
-async fn clear_fault(State(s): State<ControlState>, Path(name): Path<String>) -> Result<StatusCode, Problem> {
+async fn clear_fault(
+    State(s): State<ControlState>,
+    Path(name): Path<String>,
+) -> Result<StatusCode, Problem> {
     let service = service(&name)?;
     s.faults.clear(service);
     tracing::info!(%service, "fault cleared");
@@ -104,9 +121,16 @@ async fn set_price(
     }
 }
 
-async fn get_price(State(s): State<ControlState>, Path(id): Path<String>) -> Result<Response, Problem> {
+async fn get_price(
+    State(s): State<ControlState>,
+    Path(id): Path<String>,
+) -> Result<Response, Problem> {
     let id = parse_uuid("productId", &id)?;
-    Ok(json(&s.prices.get(&id).ok_or_else(|| Problem::not_found("product", id))?))
+    Ok(json(
+        &s.prices
+            .get(&id)
+            .ok_or_else(|| Problem::not_found("product", id))?,
+    ))
 }
 
 #[derive(Debug, Deserialize)]
@@ -123,14 +147,28 @@ async fn set_stock(
     let id = parse_uuid("productId", &id)?;
     let available = update.available;
     if available.fract() != 0.0 || !(0.0..=1_000_000.0).contains(&available) {
-        return Err(Problem::invalid_field("available", format!("must be a whole number from 0 to 1000000, got {available}")));
+        return Err(Problem::invalid_field(
+            "available",
+            format!("must be a whole number from 0 to 1000000, got {available}"),
+        ));
     }
-    Ok(json(&s.stock.set_available(&id, available as i64).ok_or_else(|| Problem::not_found("product", id))?))
+    Ok(json(
+        &s.stock
+            .set_available(&id, available as i64)
+            .ok_or_else(|| Problem::not_found("product", id))?,
+    ))
 }
 
-async fn get_stock(State(s): State<ControlState>, Path(id): Path<String>) -> Result<Response, Problem> {
+async fn get_stock(
+    State(s): State<ControlState>,
+    Path(id): Path<String>,
+) -> Result<Response, Problem> {
     let id = parse_uuid("productId", &id)?;
-    Ok(json(&s.stock.get(&id).ok_or_else(|| Problem::not_found("product", id))?))
+    Ok(json(
+        &s.stock
+            .get(&id)
+            .ok_or_else(|| Problem::not_found("product", id))?,
+    ))
 }
 
 async fn rotate_keys(State(s): State<ControlState>) -> Response {

@@ -142,7 +142,14 @@ pub struct Fault {
 
 impl Default for Fault {
     fn default() -> Self {
-        Fault { latency_ms: 0, jitter_ms: 0, error_rate: 0.0, status: 503, reset_rate: 0.0, hang: false }
+        Fault {
+            latency_ms: 0,
+            jitter_ms: 0,
+            error_rate: 0.0,
+            status: 503,
+            reset_rate: 0.0,
+            hang: false,
+        }
     }
 }
 
@@ -175,7 +182,10 @@ pub struct FieldError {
 impl FieldError {
     /// A field error.
     pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
-        FieldError { field: field.into(), message: message.into() }
+        FieldError {
+            field: field.into(),
+            message: message.into(),
+        }
     }
 }
 
@@ -203,7 +213,10 @@ impl FaultSpec {
             match v {
                 None => 0.0,
                 Some(v) if !(0.0..=1.0).contains(&v) => {
-                    errors.push(FieldError::new(name, format!("must be a probability from 0 to 1, got {v}")));
+                    errors.push(FieldError::new(
+                        name,
+                        format!("must be a probability from 0 to 1, got {v}"),
+                    ));
                     0.0
                 }
                 Some(v) => v,
@@ -214,12 +227,19 @@ impl FaultSpec {
         match self.status {
             None => {}
             Some(s) if s.fract() != 0.0 || !(400.0..=599.0).contains(&s) => {
-                errors.push(FieldError::new("status", format!("must be an HTTP error status from 400 to 599, got {s}")));
+                errors.push(FieldError::new(
+                    "status",
+                    format!("must be an HTTP error status from 400 to 599, got {s}"),
+                ));
             }
             Some(s) => fault.status = s as u16,
         }
         fault.hang = self.hang.unwrap_or(false);
-        if errors.is_empty() { Ok(fault) } else { Err(errors) }
+        if errors.is_empty() {
+            Ok(fault)
+        } else {
+            Err(errors)
+        }
     }
 }
 
@@ -233,38 +253,59 @@ pub struct FaultRegistry {
 
 impl Default for FaultRegistry {
     fn default() -> Self {
-        FaultRegistry { faults: RwLock::new(BTreeMap::new()), changed: watch::Sender::new(0) }
+        FaultRegistry {
+            faults: RwLock::new(BTreeMap::new()),
+            changed: watch::Sender::new(0),
+        }
     }
 }
 
 impl FaultRegistry {
     /// Replaces the fault of `service`.
     pub fn set(&self, service: ServiceName, fault: Fault) {
-        self.faults.write().unwrap_or_else(|p| p.into_inner()).insert(service, fault);
+        self.faults
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(service, fault);
         self.changed.send_modify(|v| *v += 1);
     }
 
     /// Clears the fault of `service`; true when there was one.
     pub fn clear(&self, service: ServiceName) -> bool {
-        let had = self.faults.write().unwrap_or_else(|p| p.into_inner()).remove(&service).is_some();
+        let had = self
+            .faults
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&service)
+            .is_some();
         self.changed.send_modify(|v| *v += 1);
         had
     }
 
     /// Clears every fault.
     pub fn clear_all(&self) {
-        self.faults.write().unwrap_or_else(|p| p.into_inner()).clear();
+        self.faults
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
         self.changed.send_modify(|v| *v += 1);
     }
 
     /// The fault of `service`, if any.
     pub fn get(&self, service: ServiceName) -> Option<Fault> {
-        self.faults.read().unwrap_or_else(|p| p.into_inner()).get(&service).cloned()
+        self.faults
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&service)
+            .cloned()
     }
 
     /// Every current fault.
     pub fn list(&self) -> BTreeMap<ServiceName, Fault> {
-        self.faults.read().unwrap_or_else(|p| p.into_inner()).clone()
+        self.faults
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// Waits until `service` is no longer set to hang.
@@ -295,7 +336,10 @@ pub async fn inject(State(state): State<FaultState>, request: Request, next: Nex
     let operation = match state.service.protocol() {
         Protocol::Grpc => request.uri().path().to_owned(),
         _ => {
-            let path = request.extensions().get::<MatchedPath>().map_or(request.uri().path(), MatchedPath::as_str);
+            let path = request
+                .extensions()
+                .get::<MatchedPath>()
+                .map_or(request.uri().path(), MatchedPath::as_str);
             format!("{} {}", request.method(), path)
         }
     };
@@ -307,7 +351,11 @@ pub async fn inject(State(state): State<FaultState>, request: Request, next: Nex
     };
     let (delay, reset, fail) = {
         let mut rng = rand::thread_rng();
-        let jitter = if fault.jitter_ms > 0 { rng.gen_range(0..=fault.jitter_ms) } else { 0 };
+        let jitter = if fault.jitter_ms > 0 {
+            rng.gen_range(0..=fault.jitter_ms)
+        } else {
+            0
+        };
         (
             Duration::from_millis(fault.latency_ms + jitter),
             fault.reset_rate > 0.0 && rng.gen_bool(fault.reset_rate),
@@ -320,12 +368,10 @@ pub async fn inject(State(state): State<FaultState>, request: Request, next: Nex
     if fault.hang {
         state.faults.wait_while_hanging(state.service).await;
     }
-    if reset {
-        if let Some(control) = request.extensions().get::<ConnectionControl>() {
-            control.reset();
-            // The accept loop drops this request together with its connection.
-            std::future::pending::<()>().await;
-        }
+    if reset && let Some(control) = request.extensions().get::<ConnectionControl>() {
+        control.reset();
+        // The accept loop drops this request together with its connection.
+        std::future::pending::<()>().await;
     }
     if fail {
         return injected_error(state.service, fault.status);
@@ -347,7 +393,10 @@ fn injected_error(service: ServiceName, status: u16) -> Response {
             // A trailers-only gRPC response: HTTP 200 with the status in headers.
             let mut response = Response::new(Body::empty());
             let headers = response.headers_mut();
-            headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
+            headers.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/grpc"),
+            );
             headers.insert("grpc-status", HeaderValue::from(grpc_code(status) as i32));
             if let Ok(message) = HeaderValue::from_str(&detail) {
                 headers.insert("grpc-message", message);
@@ -390,14 +439,36 @@ mod tests {
         };
         let errors = spec.validate().expect_err("invalid");
         let fields: Vec<&str> = errors.iter().map(|e| e.field.as_str()).collect();
-        assert_eq!(fields, ["latency_ms", "jitter_ms", "error_rate", "reset_rate", "status"]);
+        assert_eq!(
+            fields,
+            [
+                "latency_ms",
+                "jitter_ms",
+                "error_rate",
+                "reset_rate",
+                "status"
+            ]
+        );
     }
 
     #[test]
     fn a_valid_spec_builds_the_fault() {
-        let spec = FaultSpec { latency_ms: Some(250.0), error_rate: Some(0.5), status: Some(500.0), ..FaultSpec::default() };
+        let spec = FaultSpec {
+            latency_ms: Some(250.0),
+            error_rate: Some(0.5),
+            status: Some(500.0),
+            ..FaultSpec::default()
+        };
         let fault = spec.validate().expect("valid");
-        assert_eq!(fault, Fault { latency_ms: 250, error_rate: 0.5, status: 500, ..Fault::default() });
+        assert_eq!(
+            fault,
+            Fault {
+                latency_ms: 250,
+                error_rate: 0.5,
+                status: 500,
+                ..Fault::default()
+            }
+        );
     }
 
     #[test]

@@ -20,7 +20,10 @@ use crate::data::{DemoData, Product, StockLevel};
 use crate::rest::MAX_BATCH;
 
 fn timestamp(unix: i64) -> prost_types::Timestamp {
-    prost_types::Timestamp { seconds: unix, nanos: 0 }
+    prost_types::Timestamp {
+        seconds: unix,
+        nanos: 0,
+    }
 }
 
 fn parse_id(field: &str, raw: &str) -> Result<Uuid, Status> {
@@ -32,7 +35,10 @@ fn parse_id(field: &str, raw: &str) -> Result<Uuid, Status> {
 
 fn parse_ids(field: &str, raw: &[String]) -> Result<Vec<Uuid>, Status> {
     if raw.is_empty() || raw.len() > MAX_BATCH {
-        return Err(Status::invalid_argument(format!("{field} must list 1 to {MAX_BATCH} ids, got {}", raw.len())));
+        return Err(Status::invalid_argument(format!(
+            "{field} must list 1 to {MAX_BATCH} ids, got {}",
+            raw.len()
+        )));
     }
     raw.iter().map(|r| parse_id(field, r)).collect()
 }
@@ -48,9 +54,18 @@ fn product_message(p: &Product) -> catalog::Product {
         images: p
             .images
             .iter()
-            .map(|i| catalog::Image { url: i.url.clone(), alt: i.alt.clone(), width: i.width, height: i.height })
+            .map(|i| catalog::Image {
+                url: i.url.clone(),
+                alt: i.alt.clone(),
+                width: i.width,
+                height: i.height,
+            })
             .collect(),
-        attributes: p.attributes.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+        attributes: p
+            .attributes
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
         tags: p.tags.clone(),
         rating_average: p.rating_average,
         rating_count: p.rating_count,
@@ -79,7 +94,10 @@ impl catalog::product_service_server::ProductService for ProductService {
         request: Request<catalog::GetProductRequest>,
     ) -> Result<Response<catalog::Product>, Status> {
         let id = parse_id("id", &request.get_ref().id)?;
-        let product = self.data.product(&id).ok_or_else(|| Status::not_found(format!("no product with id {id}")))?;
+        let product = self
+            .data
+            .product(&id)
+            .ok_or_else(|| Status::not_found(format!("no product with id {id}")))?;
         Ok(Response::new(product_message(product)))
     }
 
@@ -111,14 +129,23 @@ impl StockBook {
     /// A book holding the initial stock of the demo data.
     pub fn new(data: &DemoData) -> Self {
         StockBook {
-            levels: RwLock::new(data.initial_stock().iter().map(|s| (s.product_id, s.clone())).collect()),
+            levels: RwLock::new(
+                data.initial_stock()
+                    .iter()
+                    .map(|s| (s.product_id, s.clone()))
+                    .collect(),
+            ),
             changes: broadcast::Sender::new(1024),
         }
     }
 
     /// The stock of one product.
     pub fn get(&self, id: &Uuid) -> Option<StockLevel> {
-        self.levels.read().unwrap_or_else(|p| p.into_inner()).get(id).cloned()
+        self.levels
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(id)
+            .cloned()
     }
 
     /// Sets the available units of a product; the difference is booked to
@@ -165,7 +192,9 @@ impl StockBook {
                     let levels = self.levels.read().unwrap_or_else(|p| p.into_inner());
                     let mut rng = rand::thread_rng();
                     let n = rng.gen_range(0..levels.len().max(1));
-                    let Some(id) = levels.keys().nth(n).copied() else { continue };
+                    let Some(id) = levels.keys().nth(n).copied() else {
+                        continue;
+                    };
                     (id, rng.gen_range(-3i64..=5))
                 };
                 self.update(&id, |level| {
@@ -201,7 +230,10 @@ fn stock_message(s: &StockLevel) -> inventory::Stock {
 }
 
 fn event(kind: inventory::stock_event::Kind, s: &StockLevel) -> inventory::StockEvent {
-    inventory::StockEvent { kind: kind as i32, stock: Some(stock_message(s)) }
+    inventory::StockEvent {
+        kind: kind as i32,
+        stock: Some(stock_message(s)),
+    }
 }
 
 /// `inventory.v1.InventoryService` over a [`StockBook`].
@@ -226,7 +258,10 @@ impl inventory::inventory_service_server::InventoryService for InventoryService 
         request: Request<inventory::GetStockRequest>,
     ) -> Result<Response<inventory::Stock>, Status> {
         let id = parse_id("product_id", &request.get_ref().product_id)?;
-        let level = self.stock.get(&id).ok_or_else(|| Status::not_found(format!("no stock for product {id}")))?;
+        let level = self
+            .stock
+            .get(&id)
+            .ok_or_else(|| Status::not_found(format!("no stock for product {id}")))?;
         Ok(Response::new(stock_message(&level)))
     }
 
@@ -256,26 +291,30 @@ impl inventory::inventory_service_server::InventoryService for InventoryService 
         let changes = self.stock.subscribe();
         let mut snapshot = Vec::with_capacity(ids.len());
         for id in &ids {
-            let level = self.stock.get(id).ok_or_else(|| Status::not_found(format!("no stock for product {id}")))?;
+            let level = self
+                .stock
+                .get(id)
+                .ok_or_else(|| Status::not_found(format!("no stock for product {id}")))?;
             snapshot.push(Ok(event(inventory::stock_event::Kind::Snapshot, &level)));
         }
         let stock = self.stock.clone();
         let watched = ids.clone();
         let live = BroadcastStream::new(changes).filter_map(move |change| {
             let out = match change {
-            Ok(level) if watched.contains(&level.product_id) => {
-                Some(vec![Ok(event(inventory::stock_event::Kind::Changed, &level))])
-            }
-            Ok(_) => None,
-            // The watcher fell behind: send the current state of everything
-            // it watches instead of the changes it missed.
-            Err(BroadcastStreamRecvError::Lagged(_)) => Some(
-                watched
-                    .iter()
-                    .filter_map(|id| stock.get(id))
-                    .map(|level| Ok(event(inventory::stock_event::Kind::Snapshot, &level)))
-                    .collect(),
-            ),
+                Ok(level) if watched.contains(&level.product_id) => Some(vec![Ok(event(
+                    inventory::stock_event::Kind::Changed,
+                    &level,
+                ))]),
+                Ok(_) => None,
+                // The watcher fell behind: send the current state of everything
+                // it watches instead of the changes it missed.
+                Err(BroadcastStreamRecvError::Lagged(_)) => Some(
+                    watched
+                        .iter()
+                        .filter_map(|id| stock.get(id))
+                        .map(|level| Ok(event(inventory::stock_event::Kind::Snapshot, &level)))
+                        .collect(),
+                ),
             };
             std::future::ready(out)
         });

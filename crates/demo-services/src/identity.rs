@@ -20,7 +20,8 @@ use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use http::{HeaderMap, HeaderValue, StatusCode, header};
 use jsonwebtoken::jwk::{
-    Jwk, JwkSet, KeyAlgorithm, OctetKeyPairParameters, OctetKeyPairType, PublicKeyUse, ThumbprintHash,
+    Jwk, JwkSet, KeyAlgorithm, OctetKeyPairParameters, OctetKeyPairType, PublicKeyUse,
+    ThumbprintHash,
 };
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use rand::RngCore;
@@ -70,13 +71,21 @@ pub struct SigningKey {
 impl std::fmt::Debug for SigningKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // Never print private key material.
-        f.debug_struct("SigningKey").field("alg", &self.alg).field("kid", &self.kid()).finish()
+        f.debug_struct("SigningKey")
+            .field("alg", &self.alg)
+            .field("kid", &self.kid())
+            .finish()
     }
 }
 
 impl SigningKey {
     fn new(alg: Algorithm, encoding: EncodingKey, mut jwk: Jwk) -> Result<Self, KeyError> {
-        let kid = jwk.thumbprint(ThumbprintHash::SHA256).map_err(|e| KeyError::Generate { alg, message: e.to_string() })?;
+        let kid = jwk
+            .thumbprint(ThumbprintHash::SHA256)
+            .map_err(|e| KeyError::Generate {
+                alg,
+                message: e.to_string(),
+            })?;
         jwk.common.key_id = Some(kid);
         jwk.common.public_key_use = Some(PublicKeyUse::Signature);
         jwk.common.key_algorithm = Some(match alg {
@@ -93,10 +102,12 @@ impl SigningKey {
         match alg {
             Algorithm::RS256 => {
                 use rsa::pkcs1::EncodeRsaPrivateKey;
-                let key = rsa::RsaPrivateKey::new(&mut OsRng, 2048).map_err(|e| fail(e.to_string()))?;
+                let key =
+                    rsa::RsaPrivateKey::new(&mut OsRng, 2048).map_err(|e| fail(e.to_string()))?;
                 let der = key.to_pkcs1_der().map_err(|e| fail(e.to_string()))?;
                 let encoding = EncodingKey::from_rsa_der(der.as_bytes());
-                let jwk = Jwk::from_encoding_key(&encoding, alg).map_err(|e| fail(e.to_string()))?;
+                let jwk =
+                    Jwk::from_encoding_key(&encoding, alg).map_err(|e| fail(e.to_string()))?;
                 SigningKey::new(alg, encoding, jwk)
             }
             Algorithm::ES256 => {
@@ -104,7 +115,8 @@ impl SigningKey {
                 let key = p256::SecretKey::random(&mut OsRng);
                 let der = key.to_pkcs8_der().map_err(|e| fail(e.to_string()))?;
                 let encoding = EncodingKey::from_ec_der(der.as_bytes());
-                let jwk = Jwk::from_encoding_key(&encoding, alg).map_err(|e| fail(e.to_string()))?;
+                let jwk =
+                    Jwk::from_encoding_key(&encoding, alg).map_err(|e| fail(e.to_string()))?;
                 SigningKey::new(alg, encoding, jwk)
             }
             Algorithm::EdDSA => {
@@ -112,15 +124,20 @@ impl SigningKey {
                 OsRng.fill_bytes(&mut seed);
                 let key = ed25519_dalek::SigningKey::from_bytes(&seed);
                 // PKCS#8 v1 of an Ed25519 seed: a fixed 16-byte header, then the seed.
-                let mut der = vec![0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04, 0x20];
+                let mut der = vec![
+                    0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04,
+                    0x22, 0x04, 0x20,
+                ];
                 der.extend_from_slice(&seed);
                 let encoding = EncodingKey::from_ed_der(&der);
-                let mut jwk = Jwk::from_encoding_key(&encoding, alg).map_err(|e| fail(e.to_string()))?;
-                jwk.algorithm = jsonwebtoken::jwk::AlgorithmParameters::OctetKeyPair(OctetKeyPairParameters {
-                    key_type: OctetKeyPairType::OctetKeyPair,
-                    curve: jsonwebtoken::jwk::EllipticCurve::Ed25519,
-                    x: URL_SAFE_NO_PAD.encode(key.verifying_key().as_bytes()),
-                });
+                let mut jwk =
+                    Jwk::from_encoding_key(&encoding, alg).map_err(|e| fail(e.to_string()))?;
+                jwk.algorithm =
+                    jsonwebtoken::jwk::AlgorithmParameters::OctetKeyPair(OctetKeyPairParameters {
+                        key_type: OctetKeyPairType::OctetKeyPair,
+                        curve: jsonwebtoken::jwk::EllipticCurve::Ed25519,
+                        x: URL_SAFE_NO_PAD.encode(key.verifying_key().as_bytes()),
+                    });
                 SigningKey::new(alg, encoding, jwk)
             }
             other => Err(fail(format!("{other:?} is not offered"))),
@@ -144,7 +161,11 @@ impl SigningKey {
 
     /// Signs `claims` with this key under `header` (whose `alg` and `kid` the
     /// caller chooses: tests use this to forge bad headers).
-    pub fn sign_with_header<C: Serialize>(&self, header: &Header, claims: &C) -> Result<String, KeyError> {
+    pub fn sign_with_header<C: Serialize>(
+        &self,
+        header: &Header,
+        claims: &C,
+    ) -> Result<String, KeyError> {
         Ok(jsonwebtoken::encode(header, claims, &self.encoding)?)
     }
 
@@ -177,7 +198,10 @@ impl SigningKeys {
 
     /// The key for `alg`.
     pub fn key(&self, alg: Algorithm) -> Result<&SigningKey, KeyError> {
-        self.keys.iter().find(|k| k.alg == alg).ok_or(KeyError::NoKey(alg))
+        self.keys
+            .iter()
+            .find(|k| k.alg == alg)
+            .ok_or(KeyError::NoKey(alg))
     }
 
     /// All keys.
@@ -187,7 +211,9 @@ impl SigningKeys {
 
     /// The public half, as a JWKS document.
     pub fn jwks(&self) -> JwkSet {
-        JwkSet { keys: self.keys.iter().map(|k| k.jwk.clone()).collect() }
+        JwkSet {
+            keys: self.keys.iter().map(|k| k.jwk.clone()).collect(),
+        }
     }
 }
 
@@ -247,7 +273,10 @@ pub struct OAuthError {
 
 impl OAuthError {
     fn new(code: &'static str, description: impl Into<String>) -> Self {
-        OAuthError { code, description: description.into() }
+        OAuthError {
+            code,
+            description: description.into(),
+        }
     }
     fn status(&self) -> StatusCode {
         match self.code {
@@ -266,7 +295,10 @@ impl IntoResponse for OAuthError {
         let headers = response.headers_mut();
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         if status == StatusCode::UNAUTHORIZED {
-            headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Basic realm=\"demo-identity\""));
+            headers.insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Basic realm=\"demo-identity\""),
+            );
         }
         response
     }
@@ -306,7 +338,9 @@ pub struct Identity {
 
 impl std::fmt::Debug for Identity {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Identity").field("issuer", &self.issuer).finish_non_exhaustive()
+        f.debug_struct("Identity")
+            .field("issuer", &self.issuer)
+            .finish_non_exhaustive()
     }
 }
 
@@ -321,16 +355,26 @@ fn sha256(bytes: &[u8]) -> [u8; 32] {
 /// Compares secrets without leaking where they differ through timing.
 fn secrets_equal(a: &str, b: &str) -> bool {
     let (a, b) = (sha256(a.as_bytes()), sha256(b.as_bytes()));
-    a.iter().zip(b.iter()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    a.iter()
+        .zip(b.iter())
+        .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+        == 0
 }
 
 impl Identity {
     /// A provider issuing tokens as `issuer`, valid for `access_ttl` (capped
     /// at 15 minutes).
-    pub fn new(issuer: String, data: Arc<DemoData>, access_ttl: Duration) -> Result<Self, KeyError> {
+    pub fn new(
+        issuer: String,
+        data: Arc<DemoData>,
+        access_ttl: Duration,
+    ) -> Result<Self, KeyError> {
         Ok(Identity {
             issuer,
-            keys: RwLock::new(KeyRing { current: Arc::new(SigningKeys::generate()?), previous: None }),
+            keys: RwLock::new(KeyRing {
+                current: Arc::new(SigningKeys::generate()?),
+                previous: None,
+            }),
             data,
             access_ttl: access_ttl.min(MAX_ACCESS_TTL),
             refresh: Mutex::new(RefreshStore::default()),
@@ -344,7 +388,11 @@ impl Identity {
 
     /// The keys tokens are signed with now.
     pub fn current_keys(&self) -> Arc<SigningKeys> {
-        self.keys.read().unwrap_or_else(|p| p.into_inner()).current.clone()
+        self.keys
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .current
+            .clone()
     }
 
     /// The published JWKS: current keys, then the previous set if any.
@@ -368,13 +416,24 @@ impl Identity {
     }
 
     fn sign(&self, claims: &AccessClaims, alg: Algorithm) -> Result<String, OAuthError> {
-        self.current_keys().key(alg).and_then(|k| k.sign(claims)).map_err(|error| {
-            tracing::error!(%error, "signing an access token failed");
-            OAuthError::new("server_error", "the token could not be signed")
-        })
+        self.current_keys()
+            .key(alg)
+            .and_then(|k| k.sign(claims))
+            .map_err(|error| {
+                tracing::error!(%error, "signing an access token failed");
+                OAuthError::new("server_error", "the token could not be signed")
+            })
     }
 
-    fn access_claims(&self, sub: String, aud: &str, scope: &str, tier: &str, client_id: &str, username: Option<&str>) -> AccessClaims {
+    fn access_claims(
+        &self,
+        sub: String,
+        aud: &str,
+        scope: &str,
+        tier: &str,
+        client_id: &str,
+        username: Option<&str>,
+    ) -> AccessClaims {
         let iat = now();
         AccessClaims {
             iss: self.issuer.clone(),
@@ -405,13 +464,28 @@ impl Identity {
         let password_ok = secrets_equal(password, DEMO_PASSWORD);
         let user = match user {
             Some(user) if password_ok => user,
-            _ => return Err(OAuthError::new("invalid_grant", "unknown user or wrong password")),
+            _ => {
+                return Err(OAuthError::new(
+                    "invalid_grant",
+                    "unknown user or wrong password",
+                ));
+            }
         };
         if !matches!(audience, "bff-mobile" | "bff-web") {
-            return Err(OAuthError::new("invalid_request", "users may request audience bff-mobile or bff-web"));
+            return Err(OAuthError::new(
+                "invalid_request",
+                "users may request audience bff-mobile or bff-web",
+            ));
         }
         let scope = grant_scope(scope, &USER_SCOPES)?;
-        let claims = self.access_claims(user.id.to_string(), audience, &scope, &user.tier, "demo-app", Some(&user.username));
+        let claims = self.access_claims(
+            user.id.to_string(),
+            audience,
+            &scope,
+            &user.tier,
+            "demo-app",
+            Some(&user.username),
+        );
         let access_token = self.sign(&claims, alg)?;
         let family = Uuid::new_v4();
         let refresh_token = self.store_refresh(family, user.id, audience, &scope, alg);
@@ -427,25 +501,48 @@ impl Identity {
         scope: Option<&str>,
         alg: Algorithm,
     ) -> Result<TokenResponse, OAuthError> {
-        let partner = self.data.partners().iter().find(|p| p.client_id == client_id);
+        let partner = self
+            .data
+            .partners()
+            .iter()
+            .find(|p| p.client_id == client_id);
         let secret_ok = partner.is_some_and(|p| secrets_equal(client_secret, &p.client_secret));
         let partner = match partner {
             Some(p) if secret_ok => p,
-            _ => return Err(OAuthError::new("invalid_client", "unknown client or wrong secret")),
+            _ => {
+                return Err(OAuthError::new(
+                    "invalid_client",
+                    "unknown client or wrong secret",
+                ));
+            }
         };
         if audience != "bff-partner" {
-            return Err(OAuthError::new("invalid_request", "partner clients may request audience bff-partner only"));
+            return Err(OAuthError::new(
+                "invalid_request",
+                "partner clients may request audience bff-partner only",
+            ));
         }
         let allowed: Vec<&str> = partner.scopes.iter().map(String::as_str).collect();
         let scope = grant_scope(scope, &allowed)?;
-        let claims = self.access_claims(partner.client_id.clone(), audience, &scope, &partner.tier, &partner.client_id, None);
+        let claims = self.access_claims(
+            partner.client_id.clone(),
+            audience,
+            &scope,
+            &partner.tier,
+            &partner.client_id,
+            None,
+        );
         let access_token = self.sign(&claims, alg)?;
         Ok(self.response(access_token, scope, None))
     }
 
     /// The refresh-token grant: rotates the refresh token; a reused one
     /// revokes its family.
-    pub fn refresh_grant(&self, token: &str, scope: Option<&str>) -> Result<TokenResponse, OAuthError> {
+    pub fn refresh_grant(
+        &self,
+        token: &str,
+        scope: Option<&str>,
+    ) -> Result<TokenResponse, OAuthError> {
         let hash = sha256(token.as_bytes());
         let (family, user_id, audience, granted, alg) = {
             let mut store = self.refresh.lock().unwrap_or_else(|p| p.into_inner());
@@ -456,10 +553,16 @@ impl Identity {
             if record.used {
                 store.revoked_families.insert(family);
                 tracing::warn!(%family, "refresh token reuse: family revoked");
-                return Err(OAuthError::new("invalid_grant", "refresh token already used; the session has been revoked"));
+                return Err(OAuthError::new(
+                    "invalid_grant",
+                    "refresh token already used; the session has been revoked",
+                ));
             }
             if store.revoked_families.contains(&family) {
-                return Err(OAuthError::new("invalid_grant", "the session has been revoked"));
+                return Err(OAuthError::new(
+                    "invalid_grant",
+                    "the session has been revoked",
+                ));
             }
             let Some(record) = store.tokens.get_mut(&hash) else {
                 return Err(OAuthError::new("invalid_grant", "unknown refresh token"));
@@ -468,7 +571,13 @@ impl Identity {
                 return Err(OAuthError::new("invalid_grant", "refresh token expired"));
             }
             record.used = true;
-            (family, record.user_id, record.audience.clone(), record.scope.clone(), record.alg)
+            (
+                family,
+                record.user_id,
+                record.audience.clone(),
+                record.scope.clone(),
+                record.alg,
+            )
         };
         let allowed: Vec<&str> = granted.split(' ').filter(|s| !s.is_empty()).collect();
         let scope = grant_scope(scope, &allowed)?;
@@ -476,13 +585,27 @@ impl Identity {
             .data
             .user(&user_id)
             .ok_or_else(|| OAuthError::new("invalid_grant", "the user no longer exists"))?;
-        let claims = self.access_claims(user.id.to_string(), &audience, &scope, &user.tier, "demo-app", Some(&user.username));
+        let claims = self.access_claims(
+            user.id.to_string(),
+            &audience,
+            &scope,
+            &user.tier,
+            "demo-app",
+            Some(&user.username),
+        );
         let access_token = self.sign(&claims, alg)?;
         let refresh_token = self.store_refresh(family, user_id, &audience, &scope, alg);
         Ok(self.response(access_token, scope, Some(refresh_token)))
     }
 
-    fn store_refresh(&self, family: Uuid, user_id: Uuid, audience: &str, scope: &str, alg: Algorithm) -> String {
+    fn store_refresh(
+        &self,
+        family: Uuid,
+        user_id: Uuid,
+        audience: &str,
+        scope: &str,
+        alg: Algorithm,
+    ) -> String {
         let mut raw = [0u8; 32];
         OsRng.fill_bytes(&mut raw);
         let token = URL_SAFE_NO_PAD.encode(raw);
@@ -506,7 +629,12 @@ impl Identity {
         token
     }
 
-    fn response(&self, access_token: String, scope: String, refresh_token: Option<String>) -> TokenResponse {
+    fn response(
+        &self,
+        access_token: String,
+        scope: String,
+        refresh_token: Option<String>,
+    ) -> TokenResponse {
         TokenResponse {
             access_token,
             token_type: "Bearer".to_owned(),
@@ -526,7 +654,10 @@ fn grant_scope(requested: Option<&str>, allowed: &[&str]) -> Result<String, OAut
             let mut granted: Vec<&str> = Vec::new();
             for s in requested.split(' ').filter(|s| !s.is_empty()) {
                 if !allowed.contains(&s) {
-                    return Err(OAuthError::new("invalid_scope", format!("scope {s} is not allowed for this client")));
+                    return Err(OAuthError::new(
+                        "invalid_scope",
+                        format!("scope {s} is not allowed for this client"),
+                    ));
                 }
                 if !granted.contains(&s) {
                     granted.push(s);
@@ -565,9 +696,10 @@ async fn discovery(State(identity): State<Arc<Identity>>) -> Response {
 
 async fn jwks(State(identity): State<Arc<Identity>>) -> Response {
     let mut response = json(&identity.jwks());
-    response
-        .headers_mut()
-        .insert(header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=300"));
+    response.headers_mut().insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("public, max-age=300"),
+    );
     response
 }
 
@@ -587,15 +719,22 @@ struct TokenForm {
 }
 
 fn required<'a>(field: &str, value: &'a Option<String>) -> Result<&'a str, OAuthError> {
-    value.as_deref().filter(|v| !v.is_empty()).ok_or_else(|| OAuthError::new("invalid_request", format!("{field} is required")))
+    value
+        .as_deref()
+        .filter(|v| !v.is_empty())
+        .ok_or_else(|| OAuthError::new("invalid_request", format!("{field} is required")))
 }
 
 /// Client id and secret from HTTP Basic authentication, if present.
 fn basic_credentials(headers: &HeaderMap) -> Result<Option<(String, String)>, OAuthError> {
-    let Some(value) = headers.get(header::AUTHORIZATION) else { return Ok(None) };
+    let Some(value) = headers.get(header::AUTHORIZATION) else {
+        return Ok(None);
+    };
     let bad = || OAuthError::new("invalid_client", "malformed Basic credentials");
     let value = value.to_str().map_err(|_| bad())?;
-    let Some(encoded) = value.strip_prefix("Basic ") else { return Err(bad()) };
+    let Some(encoded) = value.strip_prefix("Basic ") else {
+        return Err(bad());
+    };
     let decoded = STANDARD.decode(encoded.trim()).map_err(|_| bad())?;
     let decoded = String::from_utf8(decoded).map_err(|_| bad())?;
     let (id, secret) = decoded.split_once(':').ok_or_else(bad)?;
@@ -616,13 +755,20 @@ async fn token(State(identity): State<Arc<Identity>>, headers: HeaderMap, body: 
     }
 }
 
-fn issue(identity: &Identity, headers: &HeaderMap, body: &[u8]) -> Result<TokenResponse, OAuthError> {
+fn issue(
+    identity: &Identity,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<TokenResponse, OAuthError> {
     let form_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"));
     if !form_type {
-        return Err(OAuthError::new("invalid_request", "the body must be application/x-www-form-urlencoded"));
+        return Err(OAuthError::new(
+            "invalid_request",
+            "the body must be application/x-www-form-urlencoded",
+        ));
     }
     let form: TokenForm = serde_urlencoded::from_bytes(body)
         .map_err(|e| OAuthError::new("invalid_request", format!("malformed form body: {e}")))?;
@@ -630,12 +776,20 @@ fn issue(identity: &Identity, headers: &HeaderMap, body: &[u8]) -> Result<TokenR
         None | Some("RS256") => Algorithm::RS256,
         Some("ES256") => Algorithm::ES256,
         Some("EdDSA") => Algorithm::EdDSA,
-        Some(other) => return Err(OAuthError::new("invalid_request", format!("signing_alg {other} is not offered"))),
+        Some(other) => {
+            return Err(OAuthError::new(
+                "invalid_request",
+                format!("signing_alg {other} is not offered"),
+            ));
+        }
     };
     let audience = |form: &TokenForm| -> Result<String, OAuthError> {
         let aud = required("audience", &form.audience)?;
         if !AUDIENCES.contains(&aud) {
-            return Err(OAuthError::new("invalid_request", format!("audience must be one of {}", AUDIENCES.join(", "))));
+            return Err(OAuthError::new(
+                "invalid_request",
+                format!("audience must be one of {}", AUDIENCES.join(", ")),
+            ));
         }
         Ok(aud.to_owned())
     };
@@ -650,11 +804,26 @@ fn issue(identity: &Identity, headers: &HeaderMap, body: &[u8]) -> Result<TokenR
         "client_credentials" => {
             let (id, secret) = match basic_credentials(headers)? {
                 Some(pair) => pair,
-                None => (required("client_id", &form.client_id)?.to_owned(), required("client_secret", &form.client_secret)?.to_owned()),
+                None => (
+                    required("client_id", &form.client_id)?.to_owned(),
+                    required("client_secret", &form.client_secret)?.to_owned(),
+                ),
             };
-            identity.client_credentials_grant(&id, &secret, &audience(&form)?, form.scope.as_deref(), alg)
+            identity.client_credentials_grant(
+                &id,
+                &secret,
+                &audience(&form)?,
+                form.scope.as_deref(),
+                alg,
+            )
         }
-        "refresh_token" => identity.refresh_grant(required("refresh_token", &form.refresh_token)?, form.scope.as_deref()),
-        other => Err(OAuthError::new("unsupported_grant_type", format!("grant_type {other} is not supported"))),
+        "refresh_token" => identity.refresh_grant(
+            required("refresh_token", &form.refresh_token)?,
+            form.scope.as_deref(),
+        ),
+        other => Err(OAuthError::new(
+            "unsupported_grant_type",
+            format!("grant_type {other} is not supported"),
+        )),
     }
 }

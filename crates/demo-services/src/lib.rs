@@ -72,7 +72,10 @@ impl DemoConfig {
     pub fn contract_defaults() -> Self {
         DemoConfig {
             host: IpAddr::V4(Ipv4Addr::LOCALHOST),
-            ports: ServiceName::ALL.into_iter().map(|s| (s, s.default_port())).collect(),
+            ports: ServiceName::ALL
+                .into_iter()
+                .map(|s| (s, s.default_port()))
+                .collect(),
             control_port: CONTROL_PORT,
             seed: data::DEFAULT_SEED,
             redis_url: None,
@@ -136,7 +139,13 @@ pub struct DemoStack {
 
 async fn bind(what: &str, host: IpAddr, port: u16) -> Result<TcpListener, StartError> {
     let addr = SocketAddr::new(host, port);
-    TcpListener::bind(addr).await.map_err(|source| StartError::Bind { what: what.to_owned(), addr, source })
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| StartError::Bind {
+            what: what.to_owned(),
+            addr,
+            source,
+        })
 }
 
 fn local_addr(listener: &TcpListener, what: &str) -> Result<SocketAddr, StartError> {
@@ -153,8 +162,15 @@ impl DemoStack {
     pub async fn start(config: DemoConfig) -> Result<Self, StartError> {
         let mut listeners = Vec::new();
         for service in ServiceName::ALL {
-            let port = config.ports.get(&service).copied().unwrap_or_else(|| service.default_port());
-            listeners.push((service, bind(&format!("{service} service"), config.host, port).await?));
+            let port = config
+                .ports
+                .get(&service)
+                .copied()
+                .unwrap_or_else(|| service.default_port());
+            listeners.push((
+                service,
+                bind(&format!("{service} service"), config.host, port).await?,
+            ));
         }
         let control_listener = bind("control API", config.host, config.control_port).await?;
         let mut addrs = BTreeMap::new();
@@ -163,10 +179,19 @@ impl DemoStack {
         }
         let control = local_addr(&control_listener, "control API")?;
 
-        let redis = config.redis_url.as_deref().map(redis::Client::open).transpose().map_err(StartError::Redis)?;
+        let redis = config
+            .redis_url
+            .as_deref()
+            .map(redis::Client::open)
+            .transpose()
+            .map_err(StartError::Redis)?;
         let identity_addr = addrs[&ServiceName::Identity];
         let issuer = config.issuer.clone().unwrap_or_else(|| {
-            let host = if identity_addr.ip().is_unspecified() { IpAddr::V4(Ipv4Addr::LOCALHOST) } else { identity_addr.ip() };
+            let host = if identity_addr.ip().is_unspecified() {
+                IpAddr::V4(Ipv4Addr::LOCALHOST)
+            } else {
+                identity_addr.ip()
+            };
             format!("http://{}", SocketAddr::new(host, identity_addr.port()))
         });
         let (seed, ttl) = (config.seed, config.access_token_ttl);
@@ -193,16 +218,20 @@ impl DemoStack {
                 ServiceName::Recommendation => rest::recommendation_router(data.clone()),
                 ServiceName::Review => rest::review_router(data.clone()),
                 ServiceName::Pricing => pricing::router(prices.clone()),
-                ServiceName::Product => {
-                    tonic::service::Routes::new(ProductServiceServer::new(grpc::ProductService::new(data.clone())))
-                        .into_axum_router()
-                }
-                ServiceName::Inventory => {
-                    tonic::service::Routes::new(InventoryServiceServer::new(grpc::InventoryService::new(stock.clone())))
-                        .into_axum_router()
-                }
+                ServiceName::Product => tonic::service::Routes::new(ProductServiceServer::new(
+                    grpc::ProductService::new(data.clone()),
+                ))
+                .into_axum_router(),
+                ServiceName::Inventory => tonic::service::Routes::new(InventoryServiceServer::new(
+                    grpc::InventoryService::new(stock.clone()),
+                ))
+                .into_axum_router(),
             };
-            let state = faults::FaultState { service, faults: faults.clone(), stats: stats.clone() };
+            let state = faults::FaultState {
+                service,
+                faults: faults.clone(),
+                stats: stats.clone(),
+            };
             let router = router
                 .route("/healthz", get(|| async { "ok" }))
                 .fallback(not_found)
@@ -218,7 +247,11 @@ impl DemoStack {
         })
         .route("/healthz", get(|| async { "ok" }))
         .fallback(not_found);
-        tasks.spawn(serve::serve(control_listener, control_router, shutdown.clone()));
+        tasks.spawn(serve::serve(
+            control_listener,
+            control_router,
+            shutdown.clone(),
+        ));
 
         if let Some(every) = config.stock_simulation {
             let simulation = stock.clone().simulate(every);
@@ -229,7 +262,18 @@ impl DemoStack {
             });
         }
         tracing::info!(seed, "demo services started");
-        Ok(DemoStack { addrs, control, data, identity, faults, stats, prices, stock, shutdown, tasks })
+        Ok(DemoStack {
+            addrs,
+            control,
+            data,
+            identity,
+            faults,
+            stats,
+            prices,
+            stock,
+            shutdown,
+            tasks,
+        })
     }
 
     /// The address `service` listens on.
@@ -240,7 +284,11 @@ impl DemoStack {
     /// The base URL of `service` (for pricing, the GraphQL endpoint).
     pub fn url(&self, service: ServiceName) -> String {
         let base = format!("http://{}", self.addr(service));
-        if service == ServiceName::Pricing { format!("{base}/graphql") } else { base }
+        if service == ServiceName::Pricing {
+            format!("{base}/graphql")
+        } else {
+            base
+        }
     }
 
     /// The address of the control API.
@@ -299,5 +347,8 @@ impl Drop for DemoStack {
 }
 
 async fn not_found(uri: http::Uri) -> problem::Problem {
-    problem::Problem::new(http::StatusCode::NOT_FOUND, format!("no route for {}", uri.path()))
+    problem::Problem::new(
+        http::StatusCode::NOT_FOUND,
+        format!("no route for {}", uri.path()),
+    )
 }

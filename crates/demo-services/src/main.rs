@@ -23,9 +23,19 @@ struct Args {
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into())).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .init();
     let args = Args::parse();
-    let config = DemoConfig { host: args.host, seed: args.seed, issuer: args.issuer, redis_url: args.redis_url, ..DemoConfig::contract_defaults() };
+    let config = DemoConfig {
+        host: args.host,
+        seed: args.seed,
+        issuer: args.issuer,
+        redis_url: args.redis_url,
+        ..DemoConfig::contract_defaults()
+    };
     let stack = match DemoStack::start(config).await {
         Ok(stack) => stack,
         Err(error) => {

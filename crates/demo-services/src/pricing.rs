@@ -10,7 +10,9 @@ use std::collections::HashMap;
 use std::convert::Infallible;
 use std::sync::{Arc, RwLock};
 
-use async_graphql::{Context, EmptyMutation, EmptySubscription, ErrorExtensions, ID, Object, Schema, SimpleObject};
+use async_graphql::{
+    Context, EmptyMutation, EmptySubscription, ErrorExtensions, ID, Object, Schema, SimpleObject,
+};
 use async_graphql_axum::GraphQL;
 use axum::Router;
 use axum::extract::State;
@@ -68,27 +70,40 @@ impl PriceUpdate {
     fn validate(&self) -> Result<(), Vec<FieldError>> {
         let mut errors = Vec::new();
         if self.current.is_none() && self.currency.is_none() && self.discount.is_none() {
-            errors.push(FieldError::new("body", "give at least one of current, currency, discount"));
+            errors.push(FieldError::new(
+                "body",
+                "give at least one of current, currency, discount",
+            ));
         }
-        if let Some(c) = self.current {
-            if c.fract() != 0.0 || !(0.0..=MAX_PRICE_MINOR).contains(&c) {
-                errors.push(FieldError::new(
-                    "current",
-                    format!("must be a whole number of minor units (cents) from 0 to {MAX_PRICE_MINOR}, got {c}"),
-                ));
-            }
+        if let Some(c) = self.current
+            && (c.fract() != 0.0 || !(0.0..=MAX_PRICE_MINOR).contains(&c))
+        {
+            errors.push(FieldError::new(
+                "current",
+                format!("must be a whole number of minor units (cents) from 0 to {MAX_PRICE_MINOR}, got {c}"),
+            ));
         }
-        if let Some(c) = &self.currency {
-            if c.len() != 3 || !c.bytes().all(|b| b.is_ascii_uppercase()) {
-                errors.push(FieldError::new("currency", "must be an ISO 4217 code such as EUR"));
-            }
+        if let Some(c) = &self.currency
+            && (c.len() != 3 || !c.bytes().all(|b| b.is_ascii_uppercase()))
+        {
+            errors.push(FieldError::new(
+                "currency",
+                "must be an ISO 4217 code such as EUR",
+            ));
         }
-        if let Some(d) = self.discount {
-            if !(0.0..=100.0).contains(&d) {
-                errors.push(FieldError::new("discount", format!("must be a percentage from 0 to 100, got {d}")));
-            }
+        if let Some(d) = self.discount
+            && !(0.0..=100.0).contains(&d)
+        {
+            errors.push(FieldError::new(
+                "discount",
+                format!("must be a percentage from 0 to 100, got {d}"),
+            ));
         }
-        if errors.is_empty() { Ok(()) } else { Err(errors) }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(errors)
+        }
     }
 }
 
@@ -116,7 +131,12 @@ impl PriceBook {
     /// changes are also published there.
     pub fn new(data: &DemoData, redis: Option<redis::Client>) -> Self {
         PriceBook {
-            prices: RwLock::new(data.initial_prices().iter().map(|p| (p.product_id, p.clone())).collect()),
+            prices: RwLock::new(
+                data.initial_prices()
+                    .iter()
+                    .map(|p| (p.product_id, p.clone()))
+                    .collect(),
+            ),
             events: broadcast::Sender::new(1024),
             redis,
         }
@@ -124,7 +144,11 @@ impl PriceBook {
 
     /// The price of one product.
     pub fn get(&self, id: &Uuid) -> Option<Price> {
-        self.prices.read().unwrap_or_else(|p| p.into_inner()).get(id).cloned()
+        self.prices
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(id)
+            .cloned()
     }
 
     /// Receives every later price change.
@@ -152,7 +176,8 @@ impl PriceBook {
                     price.discount = if price.original == 0 || price.current >= price.original {
                         0.0
                     } else {
-                        ((1.0 - price.current as f64 / price.original as f64) * 10_000.0).round() / 100.0
+                        ((1.0 - price.current as f64 / price.original as f64) * 10_000.0).round()
+                            / 100.0
                     };
                 }
                 (None, Some(discount)) => {
@@ -201,7 +226,11 @@ impl PriceBook {
 
 async fn publish_redis(client: &redis::Client, payload: &str) -> redis::RedisResult<()> {
     let mut conn = client.get_multiplexed_async_connection().await?;
-    redis::cmd("PUBLISH").arg(PRICE_EVENTS_CHANNEL).arg(payload).query_async::<i64>(&mut conn).await?;
+    redis::cmd("PUBLISH")
+        .arg(PRICE_EVENTS_CHANNEL)
+        .arg(payload)
+        .query_async::<i64>(&mut conn)
+        .await?;
     Ok(())
 }
 
@@ -252,16 +281,30 @@ fn parse_graphql_id(field: &str, id: &ID) -> async_graphql::Result<Uuid> {
 #[Object]
 impl Query {
     /// The price of one product, or null when the product is unknown.
-    async fn pricing(&self, ctx: &Context<'_>, product_id: ID) -> async_graphql::Result<Option<PriceObject>> {
+    async fn pricing(
+        &self,
+        ctx: &Context<'_>,
+        product_id: ID,
+    ) -> async_graphql::Result<Option<PriceObject>> {
         let id = parse_graphql_id("productId", &product_id)?;
-        Ok(ctx.data::<Arc<PriceBook>>()?.get(&id).map(PriceObject::from))
+        Ok(ctx
+            .data::<Arc<PriceBook>>()?
+            .get(&id)
+            .map(PriceObject::from))
     }
 
     /// The prices of up to 100 products in one call; unknown products are
     /// left out.
-    async fn pricings(&self, ctx: &Context<'_>, product_ids: Vec<ID>) -> async_graphql::Result<Vec<PriceObject>> {
+    async fn pricings(
+        &self,
+        ctx: &Context<'_>,
+        product_ids: Vec<ID>,
+    ) -> async_graphql::Result<Vec<PriceObject>> {
         if product_ids.is_empty() || product_ids.len() > MAX_BATCH {
-            return Err(bad_input(format!("productIds must list 1 to {MAX_BATCH} ids, got {}", product_ids.len())));
+            return Err(bad_input(format!(
+                "productIds must list 1 to {MAX_BATCH} ids, got {}",
+                product_ids.len()
+            )));
         }
         let book = ctx.data::<Arc<PriceBook>>()?;
         let mut out = Vec::with_capacity(product_ids.len());
@@ -280,7 +323,11 @@ pub type PricingSchema = Schema<Query, EmptyMutation, EmptySubscription>;
 /// Builds the schema over `book`, with depth and complexity limits so that a
 /// hostile query cannot make the demo service spin.
 pub fn schema(book: Arc<PriceBook>) -> PricingSchema {
-    Schema::build(Query, EmptyMutation, EmptySubscription).data(book).limit_depth(8).limit_complexity(500).finish()
+    Schema::build(Query, EmptyMutation, EmptySubscription)
+        .data(book)
+        .limit_depth(8)
+        .limit_complexity(500)
+        .finish()
 }
 
 /// `POST /graphql` and the price-change stream `GET /events` (SSE).
@@ -291,10 +338,16 @@ pub fn router(book: Arc<PriceBook>) -> Router {
         .with_state(book)
 }
 
-async fn events(State(book): State<Arc<PriceBook>>) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
+async fn events(
+    State(book): State<Arc<PriceBook>>,
+) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
     let stream = BroadcastStream::new(book.subscribe()).filter_map(|change| {
         let change = change.ok()?;
-        Event::default().event("price.changed").json_data(&change).ok().map(Ok)
+        Event::default()
+            .event("price.changed")
+            .json_data(&change)
+            .ok()
+            .map(Ok)
     });
     Sse::new(stream).keep_alive(KeepAlive::default())
 }

@@ -44,7 +44,10 @@ impl Problem {
             [one] => format!("invalid {}: {}", one.field, one.message),
             _ => "the request has invalid fields".to_owned(),
         };
-        Problem { errors, ..Problem::new(StatusCode::BAD_REQUEST, detail) }
+        Problem {
+            errors,
+            ..Problem::new(StatusCode::BAD_REQUEST, detail)
+        }
     }
 
     /// 400 for one invalid field.
@@ -62,9 +65,10 @@ impl IntoResponse for Problem {
     fn into_response(self) -> Response {
         let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let mut response = (status, Json(self)).into_response();
-        response
-            .headers_mut()
-            .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/problem+json"),
+        );
         response
     }
 }
@@ -74,17 +78,31 @@ pub fn parse_uuid(field: &str, value: &str) -> Result<Uuid, Problem> {
     // Only the hyphenated form is accepted: one spelling per id keeps cache
     // keys and logs unambiguous.
     if value.len() != 36 {
-        return Err(Problem::invalid_field(field, "must be a UUID like 123e4567-e89b-12d3-a456-426614174000"));
+        return Err(Problem::invalid_field(
+            field,
+            "must be a UUID like 123e4567-e89b-12d3-a456-426614174000",
+        ));
     }
-    Uuid::try_parse(value)
-        .map_err(|_| Problem::invalid_field(field, "must be a UUID like 123e4567-e89b-12d3-a456-426614174000"))
+    Uuid::try_parse(value).map_err(|_| {
+        Problem::invalid_field(
+            field,
+            "must be a UUID like 123e4567-e89b-12d3-a456-426614174000",
+        )
+    })
 }
 
 /// The field path and message of a serde error, for [`FieldError`].
-fn field_error<E: std::fmt::Display>(error: serde_path_to_error::Error<E>, root: &str) -> FieldError {
+fn field_error<E: std::fmt::Display>(
+    error: serde_path_to_error::Error<E>,
+    root: &str,
+) -> FieldError {
     let path = error.path().to_string();
     // `?` is the path of a syntax error, before any field was reached.
-    let field = if matches!(path.as_str(), "." | "?" | "") { root.to_owned() } else { path };
+    let field = if matches!(path.as_str(), "." | "?" | "") {
+        root.to_owned()
+    } else {
+        path
+    };
     FieldError::new(field, error.into_inner().to_string())
 }
 
@@ -99,7 +117,9 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for ValidQuery<T> 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
         let query = parts.uri.query().unwrap_or_default();
         let de = serde_urlencoded::Deserializer::new(form_urlencoded::parse(query.as_bytes()));
-        serde_path_to_error::deserialize(de).map(ValidQuery).map_err(|e| Problem::invalid(vec![field_error(e, "query")]))
+        serde_path_to_error::deserialize(de)
+            .map(ValidQuery)
+            .map_err(|e| Problem::invalid(vec![field_error(e, "query")]))
     }
 }
 
@@ -116,8 +136,10 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ValidJson<T> {
             .await
             .map_err(|e| Problem::new(e.status(), e.body_text()))?;
         let mut de = serde_json::Deserializer::from_slice(&bytes);
-        let value = serde_path_to_error::deserialize(&mut de).map_err(|e| Problem::invalid(vec![field_error(e, "body")]))?;
-        de.end().map_err(|e| Problem::invalid_field("body", e.to_string()))?;
+        let value = serde_path_to_error::deserialize(&mut de)
+            .map_err(|e| Problem::invalid(vec![field_error(e, "body")]))?;
+        de.end()
+            .map_err(|e| Problem::invalid_field("body", e.to_string()))?;
         Ok(ValidJson(value))
     }
 }
@@ -127,7 +149,10 @@ pub fn check_limit(limit: Option<i64>, default: usize, max: usize) -> Result<usi
     match limit {
         None => Ok(default),
         Some(n) if n >= 1 && n as usize <= max => Ok(n as usize),
-        Some(n) => Err(Problem::invalid_field("limit", format!("must be from 1 to {max}, got {n}"))),
+        Some(n) => Err(Problem::invalid_field(
+            "limit",
+            format!("must be from 1 to {max}, got {n}"),
+        )),
     }
 }
 
@@ -136,6 +161,9 @@ pub fn check_offset(offset: Option<i64>) -> Result<usize, Problem> {
     match offset {
         None => Ok(0),
         Some(n) if n >= 0 => Ok(n as usize),
-        Some(n) => Err(Problem::invalid_field("offset", format!("must be 0 or more, got {n}"))),
+        Some(n) => Err(Problem::invalid_field(
+            "offset",
+            format!("must be 0 or more, got {n}"),
+        )),
     }
 }

@@ -21,12 +21,19 @@ pub(crate) fn json<T: Serialize + ?Sized>(value: &T) -> Response {
     match serde_json::to_vec(value) {
         Ok(body) => {
             let mut response = body.into_response();
-            response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            response.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
             response
         }
         Err(error) => {
             tracing::error!(%error, "serialising a response failed");
-            Problem::new(StatusCode::INTERNAL_SERVER_ERROR, "the response could not be produced").into_response()
+            Problem::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "the response could not be produced",
+            )
+            .into_response()
         }
     }
 }
@@ -37,12 +44,16 @@ fn required(field: &str, value: Option<String>) -> Result<String, Problem> {
 
 /// `GET /users/{userId}`.
 pub fn user_router(data: Arc<DemoData>) -> Router {
-    Router::new().route("/users/{user_id}", get(get_user)).with_state(data)
+    Router::new()
+        .route("/users/{user_id}", get(get_user))
+        .with_state(data)
 }
 
 async fn get_user(State(data): Data, Path(id): Path<String>) -> Result<Response, Problem> {
     let id = parse_uuid("userId", &id)?;
-    let user = data.user(&id).ok_or_else(|| Problem::not_found("user", id))?;
+    let user = data
+        .user(&id)
+        .ok_or_else(|| Problem::not_found("user", id))?;
     Ok(json(user))
 }
 
@@ -74,30 +85,51 @@ struct OrderPage<'a> {
 
 const ORDER_STATUSES: &[&str] = &["paid", "shipped", "delivered", "cancelled", "returned"];
 
-async fn list_orders(State(data): Data, ValidQuery(q): ValidQuery<OrdersQuery>) -> Result<Response, Problem> {
+async fn list_orders(
+    State(data): Data,
+    ValidQuery(q): ValidQuery<OrdersQuery>,
+) -> Result<Response, Problem> {
     let user_id = parse_uuid("user_id", &required("user_id", q.user_id)?)?;
     let limit = check_limit(q.limit, 20, 100)?;
     let offset = check_offset(q.offset)?;
-    if let Some(status) = q.status.as_deref() {
-        if !ORDER_STATUSES.contains(&status) {
-            return Err(Problem::invalid_field("status", format!("must be one of {}", ORDER_STATUSES.join(", "))));
-        }
+    if let Some(status) = q.status.as_deref()
+        && !ORDER_STATUSES.contains(&status)
+    {
+        return Err(Problem::invalid_field(
+            "status",
+            format!("must be one of {}", ORDER_STATUSES.join(", ")),
+        ));
     }
-    let orders = data.orders_of(&user_id).ok_or_else(|| Problem::not_found("user", user_id))?;
-    let matching: Vec<&Order> = orders.filter(|o| q.status.as_deref().is_none_or(|s| o.status == s)).collect();
+    let orders = data
+        .orders_of(&user_id)
+        .ok_or_else(|| Problem::not_found("user", user_id))?;
+    let matching: Vec<&Order> = orders
+        .filter(|o| q.status.as_deref().is_none_or(|s| o.status == s))
+        .collect();
     let total = matching.len();
     let orders = matching.into_iter().skip(offset).take(limit).collect();
-    Ok(json(&OrderPage { user_id, total, limit, offset, orders }))
+    Ok(json(&OrderPage {
+        user_id,
+        total,
+        limit,
+        offset,
+        orders,
+    }))
 }
 
 async fn get_order(State(data): Data, Path(id): Path<String>) -> Result<Response, Problem> {
     let id = parse_uuid("orderId", &id)?;
-    Ok(json(data.order(&id).ok_or_else(|| Problem::not_found("order", id))?))
+    Ok(json(
+        data.order(&id)
+            .ok_or_else(|| Problem::not_found("order", id))?,
+    ))
 }
 
 /// `GET /recommendations?user_id=…&limit=…`.
 pub fn recommendation_router(data: Arc<DemoData>) -> Router {
-    Router::new().route("/recommendations", get(list_recommendations)).with_state(data)
+    Router::new()
+        .route("/recommendations", get(list_recommendations))
+        .with_state(data)
 }
 
 #[derive(Debug, Deserialize)]
@@ -120,7 +152,9 @@ async fn list_recommendations(
 ) -> Result<Response, Problem> {
     let user_id = parse_uuid("user_id", &required("user_id", q.user_id)?)?;
     let limit = check_limit(q.limit, 10, 20)?;
-    let all = data.recommendations_for(&user_id).ok_or_else(|| Problem::not_found("user", user_id))?;
+    let all = data
+        .recommendations_for(&user_id)
+        .ok_or_else(|| Problem::not_found("user", user_id))?;
     Ok(json(&RecommendationList {
         user_id,
         model_version: "cf-v3.2.0",
@@ -155,15 +189,27 @@ struct ReviewPage<'a> {
     reviews: &'a [Review],
 }
 
-async fn list_reviews(State(data): Data, ValidQuery(q): ValidQuery<ReviewsQuery>) -> Result<Response, Problem> {
+async fn list_reviews(
+    State(data): Data,
+    ValidQuery(q): ValidQuery<ReviewsQuery>,
+) -> Result<Response, Problem> {
     let product_id = parse_uuid("product_id", &required("product_id", q.product_id)?)?;
     let limit = check_limit(q.limit, 10, 50)?;
     let offset = check_offset(q.offset)?;
-    let reviews = data.reviews_of(&product_id).ok_or_else(|| Problem::not_found("product", product_id))?;
+    let reviews = data
+        .reviews_of(&product_id)
+        .ok_or_else(|| Problem::not_found("product", product_id))?;
     let average_rating = data.product(&product_id).map_or(0.0, |p| p.rating_average);
     let start = offset.min(reviews.len());
     let end = (start + limit).min(reviews.len());
-    Ok(json(&ReviewPage { product_id, average_rating, total: reviews.len(), limit, offset, reviews: &reviews[start..end] }))
+    Ok(json(&ReviewPage {
+        product_id,
+        average_rating,
+        total: reviews.len(),
+        limit,
+        offset,
+        reviews: &reviews[start..end],
+    }))
 }
 
 #[derive(Debug, Deserialize)]
@@ -194,14 +240,23 @@ pub const MAX_BATCH: usize = 100;
 pub(crate) fn parse_id_list(field: &str, raw: &str) -> Result<Vec<Uuid>, Problem> {
     let parts: Vec<&str> = raw.split(',').filter(|s| !s.is_empty()).collect();
     if parts.is_empty() || parts.len() > MAX_BATCH {
-        return Err(Problem::invalid_field(field, format!("must list 1 to {MAX_BATCH} ids, got {}", parts.len())));
+        return Err(Problem::invalid_field(
+            field,
+            format!("must list 1 to {MAX_BATCH} ids, got {}", parts.len()),
+        ));
     }
     parts.into_iter().map(|p| parse_uuid(field, p)).collect()
 }
 
-async fn review_summaries(State(data): Data, ValidQuery(q): ValidQuery<SummaryQuery>) -> Result<Response, Problem> {
+async fn review_summaries(
+    State(data): Data,
+    ValidQuery(q): ValidQuery<SummaryQuery>,
+) -> Result<Response, Problem> {
     let ids = parse_id_list("product_ids", &required("product_ids", q.product_ids)?)?;
-    let mut out = Summaries { summaries: Vec::with_capacity(ids.len()), missing_ids: Vec::new() };
+    let mut out = Summaries {
+        summaries: Vec::with_capacity(ids.len()),
+        missing_ids: Vec::new(),
+    };
     for id in ids {
         match (data.reviews_of(&id), data.product(&id)) {
             (Some(reviews), Some(product)) => {

@@ -29,17 +29,27 @@ impl Stats {
 
     /// A copy of all counters.
     pub fn snapshot(&self) -> BTreeMap<ServiceName, BTreeMap<String, u64>> {
-        self.counts.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.counts
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// How many requests `service` received for `operation`.
     pub fn count(&self, service: ServiceName, operation: &str) -> u64 {
         let counts = self.counts.lock().unwrap_or_else(|p| p.into_inner());
-        counts.get(&service).and_then(|m| m.get(operation)).copied().unwrap_or(0)
+        counts
+            .get(&service)
+            .and_then(|m| m.get(operation))
+            .copied()
+            .unwrap_or(0)
     }
 
     /// Sets every counter back to zero.
     pub fn reset(&self) {
-        self.counts.lock().unwrap_or_else(|p| p.into_inner()).clear();
+        self.counts
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
     }
 }

@@ -24,11 +24,20 @@ async fn set_fault(stack: &DemoStack, service: &str, fault: Value) {
         .send()
         .await
         .expect("control API");
-    assert_eq!(response.status(), 200, "{}", response.text().await.unwrap_or_default());
+    assert_eq!(
+        response.status(),
+        200,
+        "{}",
+        response.text().await.unwrap_or_default()
+    );
 }
 
 async fn clear_fault(stack: &DemoStack, service: &str) {
-    let response = client().delete(format!("{}/faults/{service}", stack.control_url())).send().await.expect("control API");
+    let response = client()
+        .delete(format!("{}/faults/{service}", stack.control_url()))
+        .send()
+        .await
+        .expect("control API");
     assert_eq!(response.status(), 204);
 }
 
@@ -40,11 +49,20 @@ async fn call(stack: &DemoStack, service: ServiceName) -> Result<u16, String> {
     let product = stack.data().products()[0].id;
     match service {
         ServiceName::Product => {
-            let mut client = ProductServiceClient::connect(stack.url(service)).await.map_err(|e| e.to_string())?;
-            match client.get_product(GetProductRequest { id: product.to_string() }).await {
+            let mut client = ProductServiceClient::connect(stack.url(service))
+                .await
+                .map_err(|e| e.to_string())?;
+            match client
+                .get_product(GetProductRequest {
+                    id: product.to_string(),
+                })
+                .await
+            {
                 Ok(_) => Ok(200),
                 Err(status) => match status.code() {
-                    tonic::Code::Unavailable if status.message().contains("fault injected") => Ok(503),
+                    tonic::Code::Unavailable if status.message().contains("fault injected") => {
+                        Ok(503)
+                    }
                     tonic::Code::Internal if status.message().contains("fault injected") => Ok(500),
                     _ => Err(format!("{:?}: {}", status.code(), status.message())),
                 },
@@ -52,7 +70,12 @@ async fn call(stack: &DemoStack, service: ServiceName) -> Result<u16, String> {
         }
         ServiceName::Pricing => {
             let query = json!({ "query": format!("{{ pricing(productId: \"{product}\") {{ current }} }}") });
-            let r = client().post(stack.url(service)).json(&query).send().await.map_err(|e| e.to_string())?;
+            let r = client()
+                .post(stack.url(service))
+                .json(&query)
+                .send()
+                .await
+                .map_err(|e| e.to_string())?;
             Ok(r.status().as_u16())
         }
         ServiceName::Identity => {
@@ -64,13 +87,22 @@ async fn call(stack: &DemoStack, service: ServiceName) -> Result<u16, String> {
             Ok(r.status().as_u16())
         }
         _ => {
-            let r = client().get(format!("{}/users/{user}", stack.url(ServiceName::User))).send().await.map_err(|e| e.to_string())?;
+            let r = client()
+                .get(format!("{}/users/{user}", stack.url(ServiceName::User)))
+                .send()
+                .await
+                .map_err(|e| e.to_string())?;
             Ok(r.status().as_u16())
         }
     }
 }
 
-const PROTOCOLS: [ServiceName; 4] = [ServiceName::User, ServiceName::Pricing, ServiceName::Product, ServiceName::Identity];
+const PROTOCOLS: [ServiceName; 4] = [
+    ServiceName::User,
+    ServiceName::Pricing,
+    ServiceName::Product,
+    ServiceName::Identity,
+];
 
 #[tokio::test]
 async fn latency_delays_every_protocol() {
@@ -80,12 +112,21 @@ async fn latency_delays_every_protocol() {
         let started = Instant::now();
         assert_eq!(call(&stack, service).await, Ok(200), "{service}");
         let took = started.elapsed();
-        assert!(took >= Duration::from_millis(300), "{service} answered in {took:?}, before the latency");
-        assert!(took < Duration::from_millis(2_300), "{service} took {took:?}");
+        assert!(
+            took >= Duration::from_millis(300),
+            "{service} answered in {took:?}, before the latency"
+        );
+        assert!(
+            took < Duration::from_millis(2_300),
+            "{service} took {took:?}"
+        );
         clear_fault(&stack, service.as_str()).await;
         let started = Instant::now();
         assert_eq!(call(&stack, service).await, Ok(200));
-        assert!(started.elapsed() < Duration::from_millis(300), "{service} is fast again once cleared");
+        assert!(
+            started.elapsed() < Duration::from_millis(300),
+            "{service} is fast again once cleared"
+        );
     }
 }
 
@@ -93,10 +134,19 @@ async fn latency_delays_every_protocol() {
 async fn error_status_fails_every_protocol() {
     let stack = testkit::start_demo().await;
     for service in PROTOCOLS {
-        set_fault(&stack, service.as_str(), json!({ "error_rate": 1.0, "status": 500 })).await;
+        set_fault(
+            &stack,
+            service.as_str(),
+            json!({ "error_rate": 1.0, "status": 500 }),
+        )
+        .await;
         assert_eq!(call(&stack, service).await, Ok(500), "{service}");
         set_fault(&stack, service.as_str(), json!({ "error_rate": 1 })).await;
-        assert_eq!(call(&stack, service).await, Ok(503), "{service}: the default status is 503");
+        assert_eq!(
+            call(&stack, service).await,
+            Ok(503),
+            "{service}: the default status is 503"
+        );
         clear_fault(&stack, service.as_str()).await;
         assert_eq!(call(&stack, service).await, Ok(200), "{service}");
     }
@@ -113,7 +163,10 @@ async fn error_rate_is_a_probability() {
         }
     }
     // Binomial(200, 0.5): below 60 or above 140 happens once in 10^8 runs.
-    assert!((60..=140).contains(&failures), "{failures} failures out of 200");
+    assert!(
+        (60..=140).contains(&failures),
+        "{failures} failures out of 200"
+    );
 }
 
 #[tokio::test]
@@ -122,7 +175,10 @@ async fn reset_drops_the_connection_on_every_protocol() {
     for service in PROTOCOLS {
         set_fault(&stack, service.as_str(), json!({ "reset_rate": 1.0 })).await;
         let outcome = call(&stack, service).await;
-        assert!(outcome.is_err(), "{service}: expected a connection error, got {outcome:?}");
+        assert!(
+            outcome.is_err(),
+            "{service}: expected a connection error, got {outcome:?}"
+        );
         clear_fault(&stack, service.as_str()).await;
         assert_eq!(call(&stack, service).await, Ok(200), "{service}");
     }
@@ -140,23 +196,53 @@ async fn hang_holds_requests_until_cleared() {
         tokio::time::sleep(Duration::from_millis(500)).await;
         assert!(!pending.is_finished(), "{service} answered while hanging");
         clear_fault(&stack, service.as_str()).await;
-        let outcome = tokio::time::timeout(Duration::from_secs(5), pending).await.expect("released").expect("task");
-        assert_eq!(outcome, Ok(200), "{service} answers once the hang is cleared");
+        let outcome = tokio::time::timeout(Duration::from_secs(5), pending)
+            .await
+            .expect("released")
+            .expect("task");
+        assert_eq!(
+            outcome,
+            Ok(200),
+            "{service} answers once the hang is cleared"
+        );
     }
 }
 
 #[tokio::test]
 async fn faults_are_listed_and_cleared() {
     let stack = testkit::start_demo().await;
-    set_fault(&stack, "order", json!({ "latency_ms": 20, "jitter_ms": 10 })).await;
+    set_fault(
+        &stack,
+        "order",
+        json!({ "latency_ms": 20, "jitter_ms": 10 }),
+    )
+    .await;
     set_fault(&stack, "inventory", json!({ "hang": true })).await;
-    let list: Value = client().get(format!("{}/faults", stack.control_url())).send().await.expect("list").json().await.expect("json");
+    let list: Value = client()
+        .get(format!("{}/faults", stack.control_url()))
+        .send()
+        .await
+        .expect("list")
+        .json()
+        .await
+        .expect("json");
     assert_eq!(list["faults"]["order"]["latency_ms"], 20);
     assert_eq!(list["faults"]["inventory"]["hang"], true);
     clear_fault(&stack, "order").await;
-    let list: Value = client().get(format!("{}/faults", stack.control_url())).send().await.expect("list").json().await.expect("json");
+    let list: Value = client()
+        .get(format!("{}/faults", stack.control_url()))
+        .send()
+        .await
+        .expect("list")
+        .json()
+        .await
+        .expect("json");
     assert!(list["faults"].get("order").is_none());
-    let response = client().delete(format!("{}/faults", stack.control_url())).send().await.expect("clear all");
+    let response = client()
+        .delete(format!("{}/faults", stack.control_url()))
+        .send()
+        .await
+        .expect("clear all");
     assert_eq!(response.status(), 204);
     assert!(stack.faults().list().is_empty());
 }
@@ -186,10 +272,16 @@ async fn bad_fault_requests_are_400_naming_the_problem() {
             .await
             .expect("request");
         assert_eq!(response.status(), 400, "{service} {body}");
-        assert_eq!(response.headers()["content-type"], "application/problem+json");
+        assert_eq!(
+            response.headers()["content-type"],
+            "application/problem+json"
+        );
         let problem: Value = response.json().await.expect("json");
         assert_eq!(problem["errors"][0]["field"], field, "{body}: {problem}");
         assert!(problem["detail"].as_str().is_some_and(|d| d.len() > 10));
     }
-    assert!(stack.faults().list().is_empty(), "no bad request changed anything");
+    assert!(
+        stack.faults().list().is_empty(),
+        "no bad request changed anything"
+    );
 }

@@ -10,11 +10,19 @@ use jsonwebtoken::{DecodingKey, Validation};
 use serde_json::Value;
 
 fn client() -> reqwest::Client {
-    reqwest::Client::builder().timeout(Duration::from_secs(10)).build().expect("client")
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .expect("client")
 }
 
 async fn token(base: &str, form: &[(&str, &str)]) -> (u16, Value) {
-    let response = client().post(format!("{base}/oauth/token")).form(form).send().await.expect("token request");
+    let response = client()
+        .post(format!("{base}/oauth/token"))
+        .form(form)
+        .send()
+        .await
+        .expect("token request");
     let status = response.status().as_u16();
     (status, response.json().await.expect("json"))
 }
@@ -31,13 +39,23 @@ async fn verify(base: &str, token: &str, audience: &str) -> AccessClaims {
         .await
         .expect("jwks json");
     let header = jsonwebtoken::decode_header(token).expect("header");
-    let jwk = jwks.find(header.kid.as_deref().expect("kid")).expect("kid in JWKS");
+    let jwk = jwks
+        .find(header.kid.as_deref().expect("kid"))
+        .expect("kid in JWKS");
     let key = DecodingKey::from_jwk(jwk).expect("decoding key");
-    let alg = jwk.common.key_algorithm.expect("alg").to_string().parse().expect("alg");
+    let alg = jwk
+        .common
+        .key_algorithm
+        .expect("alg")
+        .to_string()
+        .parse()
+        .expect("alg");
     let mut validation = Validation::new(alg);
     validation.set_audience(&[audience]);
     validation.set_issuer(&[base]);
-    jsonwebtoken::decode::<AccessClaims>(token, &key, &validation).expect("verifies").claims
+    jsonwebtoken::decode::<AccessClaims>(token, &key, &validation)
+        .expect("verifies")
+        .claims
 }
 
 #[tokio::test]
@@ -53,7 +71,10 @@ async fn password_grant_tokens_verify_against_the_jwks() {
         .await
         .expect("json");
     assert_eq!(discovery["issuer"], base);
-    assert_eq!(discovery["jwks_uri"], format!("{base}/.well-known/jwks.json"));
+    assert_eq!(
+        discovery["jwks_uri"],
+        format!("{base}/.well-known/jwks.json")
+    );
 
     let user = &stack.data().users()[0];
     for alg in ["RS256", "ES256", "EdDSA"] {
@@ -70,11 +91,21 @@ async fn password_grant_tokens_verify_against_the_jwks() {
         .await;
         assert_eq!(status, 200, "{body}");
         assert!(body["expires_in"].as_u64().is_some_and(|s| s <= 900));
-        let claims = verify(&base, body["access_token"].as_str().expect("token"), "bff-web").await;
+        let claims = verify(
+            &base,
+            body["access_token"].as_str().expect("token"),
+            "bff-web",
+        )
+        .await;
         assert_eq!(claims.sub, user.id.to_string());
         assert_eq!(claims.scope, "profile orders live");
         assert!(claims.exp - claims.iat <= 900);
-        assert_eq!(jsonwebtoken::decode_header(body["access_token"].as_str().expect("t")).expect("h").alg, alg.parse::<jsonwebtoken::Algorithm>().expect("alg"));
+        assert_eq!(
+            jsonwebtoken::decode_header(body["access_token"].as_str().expect("t"))
+                .expect("h")
+                .alg,
+            alg.parse::<jsonwebtoken::Algorithm>().expect("alg")
+        );
     }
 }
 
@@ -84,19 +115,39 @@ async fn client_credentials_for_partners() {
     let base = stack.url(ServiceName::Identity);
     let (status, body) = token(
         &base,
-        &[("grant_type", "client_credentials"), ("client_id", "partner-acme"), ("client_secret", "acme-secret"), ("audience", "bff-partner")],
+        &[
+            ("grant_type", "client_credentials"),
+            ("client_id", "partner-acme"),
+            ("client_secret", "acme-secret"),
+            ("audience", "bff-partner"),
+        ],
     )
     .await;
     assert_eq!(status, 200, "{body}");
     assert!(body.get("refresh_token").is_none());
-    let claims = verify(&base, body["access_token"].as_str().expect("token"), "bff-partner").await;
-    assert_eq!((claims.sub.as_str(), claims.scope.as_str(), claims.tier.as_str()), ("partner-acme", "catalog:read", "premium"));
+    let claims = verify(
+        &base,
+        body["access_token"].as_str().expect("token"),
+        "bff-partner",
+    )
+    .await;
+    assert_eq!(
+        (
+            claims.sub.as_str(),
+            claims.scope.as_str(),
+            claims.tier.as_str()
+        ),
+        ("partner-acme", "catalog:read", "premium")
+    );
 
     // HTTP Basic client authentication works too.
     let response = client()
         .post(format!("{base}/oauth/token"))
         .basic_auth("partner-initech", Some("initech-secret"))
-        .form(&[("grant_type", "client_credentials"), ("audience", "bff-partner")])
+        .form(&[
+            ("grant_type", "client_credentials"),
+            ("audience", "bff-partner"),
+        ])
         .send()
         .await
         .expect("token");
@@ -104,29 +155,87 @@ async fn client_credentials_for_partners() {
 
     let (status, body) = token(
         &base,
-        &[("grant_type", "client_credentials"), ("client_id", "partner-acme"), ("client_secret", "wrong"), ("audience", "bff-partner")],
+        &[
+            ("grant_type", "client_credentials"),
+            ("client_id", "partner-acme"),
+            ("client_secret", "wrong"),
+            ("audience", "bff-partner"),
+        ],
     )
     .await;
-    assert_eq!((status, body["error"].as_str()), (401, Some("invalid_client")));
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (401, Some("invalid_client"))
+    );
 }
 
 #[tokio::test]
 async fn bad_token_requests_get_oauth_errors() {
     let stack = testkit::start_demo().await;
     let base = stack.url(ServiceName::Identity);
-    let cases: [(&[(&str, &str)], u16, &str); 6] = [
-        (&[("grant_type", "password"), ("username", "user0001"), ("password", "nope"), ("audience", "bff-web")], 400, "invalid_grant"),
-        (&[("grant_type", "password"), ("username", "nobody"), ("password", "demo-password"), ("audience", "bff-web")], 400, "invalid_grant"),
-        (&[("grant_type", "password"), ("username", "user0001"), ("password", "demo-password")], 400, "invalid_request"),
-        (&[("grant_type", "password"), ("username", "user0001"), ("password", "demo-password"), ("audience", "bff-web"), ("scope", "admin")], 400, "invalid_scope"),
+    type Form<'a> = &'a [(&'a str, &'a str)];
+    let cases: [(Form<'_>, u16, &str); 6] = [
+        (
+            &[
+                ("grant_type", "password"),
+                ("username", "user0001"),
+                ("password", "nope"),
+                ("audience", "bff-web"),
+            ],
+            400,
+            "invalid_grant",
+        ),
+        (
+            &[
+                ("grant_type", "password"),
+                ("username", "nobody"),
+                ("password", "demo-password"),
+                ("audience", "bff-web"),
+            ],
+            400,
+            "invalid_grant",
+        ),
+        (
+            &[
+                ("grant_type", "password"),
+                ("username", "user0001"),
+                ("password", "demo-password"),
+            ],
+            400,
+            "invalid_request",
+        ),
+        (
+            &[
+                ("grant_type", "password"),
+                ("username", "user0001"),
+                ("password", "demo-password"),
+                ("audience", "bff-web"),
+                ("scope", "admin"),
+            ],
+            400,
+            "invalid_scope",
+        ),
         (&[("grant_type", "implicit")], 400, "unsupported_grant_type"),
-        (&[("grant_type", "refresh_token"), ("refresh_token", "forged")], 400, "invalid_grant"),
+        (
+            &[("grant_type", "refresh_token"), ("refresh_token", "forged")],
+            400,
+            "invalid_grant",
+        ),
     ];
     for (form, status, error) in cases {
         let (got, body) = token(&base, form).await;
-        assert_eq!((got, body["error"].as_str()), (status, Some(error)), "{form:?}");
+        assert_eq!(
+            (got, body["error"].as_str()),
+            (status, Some(error)),
+            "{form:?}"
+        );
     }
-    let response = client().post(format!("{base}/oauth/token")).body("{}").send().await.expect("request");
+    let response = client()
+        .post(format!("{base}/oauth/token"))
+        .body("{}")
+        .send()
+        .await
+        .expect("request");
     assert_eq!(response.status(), 400, "a body that is not a form");
 }
 
@@ -136,21 +245,52 @@ async fn refresh_tokens_rotate_and_reuse_revokes_the_family() {
     let base = stack.url(ServiceName::Identity);
     let (_, first) = token(
         &base,
-        &[("grant_type", "password"), ("username", "user0002"), ("password", "demo-password"), ("audience", "bff-mobile")],
+        &[
+            ("grant_type", "password"),
+            ("username", "user0002"),
+            ("password", "demo-password"),
+            ("audience", "bff-mobile"),
+        ],
     )
     .await;
-    let r1 = first["refresh_token"].as_str().expect("refresh token").to_owned();
-    let (status, second) = token(&base, &[("grant_type", "refresh_token"), ("refresh_token", &r1)]).await;
+    let r1 = first["refresh_token"]
+        .as_str()
+        .expect("refresh token")
+        .to_owned();
+    let (status, second) = token(
+        &base,
+        &[("grant_type", "refresh_token"), ("refresh_token", &r1)],
+    )
+    .await;
     assert_eq!(status, 200);
-    let r2 = second["refresh_token"].as_str().expect("rotated").to_owned();
+    let r2 = second["refresh_token"]
+        .as_str()
+        .expect("rotated")
+        .to_owned();
     assert_ne!(r1, r2);
-    verify(&base, second["access_token"].as_str().expect("token"), "bff-mobile").await;
+    verify(
+        &base,
+        second["access_token"].as_str().expect("token"),
+        "bff-mobile",
+    )
+    .await;
 
     // Replaying the first token is theft: it fails and revokes the family,
     // so the legitimately rotated token stops working too.
-    let (status, body) = token(&base, &[("grant_type", "refresh_token"), ("refresh_token", &r1)]).await;
-    assert_eq!((status, body["error"].as_str()), (400, Some("invalid_grant")));
-    let (status, _) = token(&base, &[("grant_type", "refresh_token"), ("refresh_token", &r2)]).await;
+    let (status, body) = token(
+        &base,
+        &[("grant_type", "refresh_token"), ("refresh_token", &r1)],
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("invalid_grant"))
+    );
+    let (status, _) = token(
+        &base,
+        &[("grant_type", "refresh_token"), ("refresh_token", &r2)],
+    )
+    .await;
     assert_eq!(status, 400);
 }
 
@@ -158,13 +298,31 @@ async fn refresh_tokens_rotate_and_reuse_revokes_the_family() {
 async fn rotated_keys_keep_old_tokens_verifiable() {
     let stack = testkit::start_demo().await;
     let base = stack.url(ServiceName::Identity);
-    let form = [("grant_type", "password"), ("username", "user0003"), ("password", "demo-password"), ("audience", "bff-web")];
+    let form = [
+        ("grant_type", "password"),
+        ("username", "user0003"),
+        ("password", "demo-password"),
+        ("audience", "bff-web"),
+    ];
     let (_, before) = token(&base, &form).await;
-    let response = client().post(format!("{}/identity/rotate-keys", stack.control_url())).send().await.expect("rotate");
+    let response = client()
+        .post(format!("{}/identity/rotate-keys", stack.control_url()))
+        .send()
+        .await
+        .expect("rotate");
     assert_eq!(response.status(), 200);
     let (_, after) = token(&base, &form).await;
-    let kid = |t: &Value| jsonwebtoken::decode_header(t["access_token"].as_str().expect("t")).expect("h").kid;
+    let kid = |t: &Value| {
+        jsonwebtoken::decode_header(t["access_token"].as_str().expect("t"))
+            .expect("h")
+            .kid
+    };
     assert_ne!(kid(&before), kid(&after));
-    verify(&base, before["access_token"].as_str().expect("t"), "bff-web").await;
+    verify(
+        &base,
+        before["access_token"].as_str().expect("t"),
+        "bff-web",
+    )
+    .await;
     verify(&base, after["access_token"].as_str().expect("t"), "bff-web").await;
 }

@@ -22,7 +22,8 @@ impl RedisServer {
     /// When `REQUIRE_REDIS=1` and the binary is missing (CI must not skip
     /// these tests silently), or when an installed server fails to start.
     pub async fn start() -> Option<Self> {
-        let binary = std::env::var("REDIS_SERVER_BIN").unwrap_or_else(|_| "redis-server".to_owned());
+        let binary =
+            std::env::var("REDIS_SERVER_BIN").unwrap_or_else(|_| "redis-server".to_owned());
         let required = std::env::var("REQUIRE_REDIS").is_ok_and(|v| v == "1");
         let mut last_error = String::new();
         for _ in 0..5 {
@@ -31,7 +32,16 @@ impl RedisServer {
                 Err(e) => panic!("no free port for redis-server: {e}"),
             };
             let spawned = Command::new(&binary)
-                .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+                .args([
+                    "--port",
+                    &port.to_string(),
+                    "--bind",
+                    "127.0.0.1",
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "no",
+                ])
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
                 .kill_on_drop(true)
@@ -42,7 +52,9 @@ impl RedisServer {
                     if required {
                         panic!("REQUIRE_REDIS=1 but `{binary}` is not installed");
                     }
-                    eprintln!("skipping: `{binary}` is not installed (set REQUIRE_REDIS=1 to make this fail)");
+                    eprintln!(
+                        "skipping: `{binary}` is not installed (set REQUIRE_REDIS=1 to make this fail)"
+                    );
                     return None;
                 }
                 Err(e) => panic!("could not run `{binary}`: {e}"),
@@ -82,7 +94,9 @@ impl RedisServer {
 }
 
 async fn ping(port: u16) -> bool {
-    let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)).await else { return false };
+    let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)).await else {
+        return false;
+    };
     if stream.write_all(b"PING\r\n").await.is_err() {
         return false;
     }
@@ -91,5 +105,7 @@ async fn ping(port: u16) -> bool {
 }
 
 fn free_port() -> std::io::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
 }

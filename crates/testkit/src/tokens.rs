@@ -149,7 +149,8 @@ impl JwksServer {
         let secret = serde_json::to_vec(rsa.jwk()).unwrap_or_default();
         let mut header = Header::new(Algorithm::HS256);
         header.kid = Some(rsa.kid().to_owned());
-        jsonwebtoken::encode(&header, claims, &EncodingKey::from_secret(&secret)).unwrap_or_default()
+        jsonwebtoken::encode(&header, claims, &EncodingKey::from_secret(&secret))
+            .unwrap_or_default()
     }
 
     /// An unsigned token (`alg: none`) naming the RSA key's `kid`.

@@ -52,8 +52,16 @@ impl DemoData {
     /// Builds the demo world from `seed`. Takes a few tens of milliseconds.
     pub fn generate(seed: u64) -> Self {
         let products: Vec<Product> = (0..PRODUCT_COUNT).map(|i| gen_product(seed, i)).collect();
-        let prices: Vec<Price> = products.iter().enumerate().map(|(i, p)| gen_price(seed, i, p)).collect();
-        let stock: Vec<StockLevel> = products.iter().enumerate().map(|(i, p)| gen_stock(seed, i, p)).collect();
+        let prices: Vec<Price> = products
+            .iter()
+            .enumerate()
+            .map(|(i, p)| gen_price(seed, i, p))
+            .collect();
+        let stock: Vec<StockLevel> = products
+            .iter()
+            .enumerate()
+            .map(|(i, p)| gen_stock(seed, i, p))
+            .collect();
         let users: Vec<User> = (0..USER_COUNT).map(|i| gen_user(seed, i)).collect();
 
         let mut reviews_by_product: HashMap<Uuid, Vec<Review>> = HashMap::new();
@@ -76,7 +84,11 @@ impl DemoData {
             let mut rng = SeededRng::derive(seed, "orders-of-user", ui as u64);
             // Every tenth user has no orders at all, so that the empty case is
             // always there to test against.
-            let count = if ui % 10 == 9 { 0 } else { rng.range(1, 12) as usize };
+            let count = if ui % 10 == 9 {
+                0
+            } else {
+                rng.range(1, 12) as usize
+            };
             let mut mine = Vec::with_capacity(count);
             for oi in 0..count {
                 let order = gen_order(seed, ui, oi, user, &products, &prices);
@@ -97,8 +109,16 @@ impl DemoData {
         DemoData {
             seed,
             user_index: users.iter().enumerate().map(|(i, u)| (u.id, i)).collect(),
-            username_index: users.iter().enumerate().map(|(i, u)| (u.username.clone(), i)).collect(),
-            product_index: products.iter().enumerate().map(|(i, p)| (p.id, i)).collect(),
+            username_index: users
+                .iter()
+                .enumerate()
+                .map(|(i, u)| (u.username.clone(), i))
+                .collect(),
+            product_index: products
+                .iter()
+                .enumerate()
+                .map(|(i, p)| (p.id, i))
+                .collect(),
             order_index: orders.iter().enumerate().map(|(i, o)| (o.id, i)).collect(),
             users,
             products,
@@ -142,7 +162,9 @@ impl DemoData {
     }
     /// A user's orders, newest first; `None` for an unknown user.
     pub fn orders_of(&self, user: &Uuid) -> Option<impl ExactSizeIterator<Item = &Order>> {
-        self.orders_by_user.get(user).map(|v| v.iter().map(|i| &self.orders[*i]))
+        self.orders_by_user
+            .get(user)
+            .map(|v| v.iter().map(|i| &self.orders[*i]))
     }
     /// Reviews of a product, newest first; `None` for an unknown product.
     pub fn reviews_of(&self, product: &Uuid) -> Option<&[Review]> {
@@ -187,22 +209,46 @@ fn partners() -> Vec<PartnerClient> {
         tier: tier.to_owned(),
     };
     vec![
-        p("partner-acme", "acme-secret", "Acme Retail", &["catalog:read"], "premium"),
-        p("partner-globex", "globex-secret", "Globex Marketplace", &["catalog:read"], "standard"),
-        p("partner-initech", "initech-secret", "Initech Deals", &["catalog:read"], "free"),
-        p("partner-hooli", "hooli-secret", "Hooli Analytics (no catalogue access)", &["reports:read"], "standard"),
+        p(
+            "partner-acme",
+            "acme-secret",
+            "Acme Retail",
+            &["catalog:read"],
+            "premium",
+        ),
+        p(
+            "partner-globex",
+            "globex-secret",
+            "Globex Marketplace",
+            &["catalog:read"],
+            "standard",
+        ),
+        p(
+            "partner-initech",
+            "initech-secret",
+            "Initech Deals",
+            &["catalog:read"],
+            "free",
+        ),
+        p(
+            "partner-hooli",
+            "hooli-secret",
+            "Hooli Analytics (no catalogue access)",
+            &["reports:read"],
+            "standard",
+        ),
     ]
 }
 
 const FIRST: &[&str] = &[
-    "Alice", "Bob", "Carol", "David", "Erin", "Frank", "Grace", "Heidi", "Ivan", "Judy", "Mallory", "Niaj",
-    "Olivia", "Peggy", "Rupert", "Sybil", "Trent", "Uma", "Victor", "Walter", "Yara", "Zoe", "Amara", "Kenji",
-    "Lucía", "Mateo", "Noor", "Priya", "Sven", "Tomás",
+    "Alice", "Bob", "Carol", "David", "Erin", "Frank", "Grace", "Heidi", "Ivan", "Judy", "Mallory",
+    "Niaj", "Olivia", "Peggy", "Rupert", "Sybil", "Trent", "Uma", "Victor", "Walter", "Yara",
+    "Zoe", "Amara", "Kenji", "Lucía", "Mateo", "Noor", "Priya", "Sven", "Tomás",
 ];
 const LAST: &[&str] = &[
-    "Anderson", "Brown", "Chen", "Dubois", "Evans", "Fischer", "García", "Hansen", "Ito", "Jensen", "Kowalski",
-    "Larsen", "Müller", "Nakamura", "Okafor", "Patel", "Quinn", "Rossi", "Silva", "Tanaka", "Usman", "Varga",
-    "Williams", "Yilmaz", "Zhang",
+    "Anderson", "Brown", "Chen", "Dubois", "Evans", "Fischer", "García", "Hansen", "Ito", "Jensen",
+    "Kowalski", "Larsen", "Müller", "Nakamura", "Okafor", "Patel", "Quinn", "Rossi", "Silva",
+    "Tanaka", "Usman", "Varga", "Williams", "Yilmaz", "Zhang",
 ];
 const CITIES: &[(&str, &str, &str)] = &[
     ("Berlin", "BE", "DE"),
@@ -217,24 +263,81 @@ const CITIES: &[(&str, &str, &str)] = &[
     ("Madrid", "MD", "ES"),
 ];
 const STREETS: &[&str] = &[
-    "Maple Avenue", "Harbour Street", "Linden Allee", "Rua Augusta", "Elm Road", "Station Road", "King Street",
-    "Canal Walk", "Market Lane", "Hill Crescent",
+    "Maple Avenue",
+    "Harbour Street",
+    "Linden Allee",
+    "Rua Augusta",
+    "Elm Road",
+    "Station Road",
+    "King Street",
+    "Canal Walk",
+    "Market Lane",
+    "Hill Crescent",
 ];
 const CATEGORIES: &[&str] = &[
-    "electronics", "home", "kitchen", "outdoor", "fashion", "books", "toys", "sports", "beauty", "garden",
+    "electronics",
+    "home",
+    "kitchen",
+    "outdoor",
+    "fashion",
+    "books",
+    "toys",
+    "sports",
+    "beauty",
+    "garden",
 ];
 const BRANDS: &[&str] = &[
-    "Northwind", "Contoso", "Fabrikam", "Tailspin", "Wingtip", "Proseware", "Litware", "Adatum", "Lucerne",
-    "Fourth Coffee", "Woodgrove", "Alpine Ski House",
+    "Northwind",
+    "Contoso",
+    "Fabrikam",
+    "Tailspin",
+    "Wingtip",
+    "Proseware",
+    "Litware",
+    "Adatum",
+    "Lucerne",
+    "Fourth Coffee",
+    "Woodgrove",
+    "Alpine Ski House",
 ];
 const ADJECTIVES: &[&str] = &[
-    "Compact", "Wireless", "Ergonomic", "Classic", "Ultra", "Smart", "Portable", "Premium", "Eco", "Rugged",
-    "Minimal", "Deluxe", "Pro", "Lightweight", "Modular",
+    "Compact",
+    "Wireless",
+    "Ergonomic",
+    "Classic",
+    "Ultra",
+    "Smart",
+    "Portable",
+    "Premium",
+    "Eco",
+    "Rugged",
+    "Minimal",
+    "Deluxe",
+    "Pro",
+    "Lightweight",
+    "Modular",
 ];
 const NOUNS: &[&str] = &[
-    "Headphones", "Kettle", "Backpack", "Desk Lamp", "Running Shoes", "Blender", "Tent", "Novel", "Board Game",
-    "Yoga Mat", "Face Cream", "Garden Hose", "Speaker", "Jacket", "Coffee Grinder", "Water Bottle", "Keyboard",
-    "Cookware Set", "Bike Light", "Watch",
+    "Headphones",
+    "Kettle",
+    "Backpack",
+    "Desk Lamp",
+    "Running Shoes",
+    "Blender",
+    "Tent",
+    "Novel",
+    "Board Game",
+    "Yoga Mat",
+    "Face Cream",
+    "Garden Hose",
+    "Speaker",
+    "Jacket",
+    "Coffee Grinder",
+    "Water Bottle",
+    "Keyboard",
+    "Cookware Set",
+    "Bike Light",
+    "Watch",
 ];
 const SENTENCES: &[&str] = &[
     "Designed for everyday use and built to last.",
@@ -249,11 +352,23 @@ const SENTENCES: &[&str] = &[
     "Ships in fully recyclable packaging.",
 ];
 const REVIEW_TITLES: &[&str] = &[
-    "Does what it says", "Better than expected", "Not for me", "Great value", "Solid build quality",
-    "Would buy again", "Disappointing", "Exactly as described", "Fantastic", "Okay for the price",
+    "Does what it says",
+    "Better than expected",
+    "Not for me",
+    "Great value",
+    "Solid build quality",
+    "Would buy again",
+    "Disappointing",
+    "Exactly as described",
+    "Fantastic",
+    "Okay for the price",
 ];
 const REASONS: &[&str] = &[
-    "bought_together", "similar_to_viewed", "trending_in_category", "price_drop", "because_you_liked",
+    "bought_together",
+    "similar_to_viewed",
+    "trending_in_category",
+    "price_drop",
+    "because_you_liked",
 ];
 const LOYALTY_TIERS: &[&str] = &["bronze", "silver", "gold", "platinum"];
 const CURRENCIES: &[&str] = &["EUR", "USD", "GBP"];
@@ -265,7 +380,9 @@ fn gen_address(rng: &mut SeededRng, recipient: &str, label: &str, default: bool)
         label: label.to_owned(),
         recipient: recipient.to_owned(),
         line1: format!("{} {}", rng.range(1, 240), rng.pick(STREETS)),
-        line2: rng.chance(0.3).then(|| format!("Apartment {}", rng.range(1, 60))),
+        line2: rng
+            .chance(0.3)
+            .then(|| format!("Apartment {}", rng.range(1, 60))),
         city: city.to_owned(),
         region: region.to_owned(),
         postal_code: format!("{:05}", rng.range(1000, 99_999)),
@@ -273,7 +390,9 @@ fn gen_address(rng: &mut SeededRng, recipient: &str, label: &str, default: bool)
         phone: format!("+1-555-{:04}", rng.range(0, 9999)),
         is_default_shipping: default,
         is_default_billing: default,
-        delivery_instructions: rng.chance(0.4).then(|| "Leave with the concierge if nobody answers.".to_owned()),
+        delivery_instructions: rng
+            .chance(0.4)
+            .then(|| "Leave with the concierge if nobody answers.".to_owned()),
     }
 }
 
@@ -286,7 +405,14 @@ fn gen_user(seed: u64, i: usize) -> User {
     let created = EPOCH - rng.range(200, 2000) as i64 * DAY;
     let full_name = format!("{first} {last}");
     let addresses: Vec<Address> = (0..rng.range(1, 3))
-        .map(|n| gen_address(&mut rng, &full_name, ["Home", "Work", "Parents"][n as usize], n == 0))
+        .map(|n| {
+            gen_address(
+                &mut rng,
+                &full_name,
+                ["Home", "Work", "Parents"][n as usize],
+                n == 0,
+            )
+        })
         .collect();
     let billing = addresses[0].id;
     let loyalty_tier = *rng.pick(LOYALTY_TIERS);
@@ -302,7 +428,11 @@ fn gen_user(seed: u64, i: usize) -> User {
             LoyaltyEvent {
                 at: rfc3339(EPOCH - (n as i64 * 17 + rng.range(0, 16) as i64) * DAY),
                 kind: if earn { "earned" } else { "redeemed" }.to_owned(),
-                points: if earn { rng.range(10, 900) as i64 } else { -(rng.range(100, 2000) as i64) },
+                points: if earn {
+                    rng.range(10, 900) as i64
+                } else {
+                    -(rng.range(100, 2000) as i64)
+                },
                 description: if earn {
                     format!("Points for order ORD-{:08}", rng.range(1, 99_999_999))
                 } else {
@@ -330,8 +460,12 @@ fn gen_user(seed: u64, i: usize) -> User {
             Device {
                 id: rng.uuid(),
                 platform: if ios { "ios" } else { "android" }.to_owned(),
-                model: if ios { rng.pick(&["iPhone 15", "iPhone 16 Pro", "iPad Air"]) } else { rng.pick(&["Pixel 9", "Galaxy S25", "Fairphone 5"]) }
-                    .to_string(),
+                model: if ios {
+                    rng.pick(&["iPhone 15", "iPhone 16 Pro", "iPad Air"])
+                } else {
+                    rng.pick(&["Pixel 9", "Galaxy S25", "Fairphone 5"])
+                }
+                .to_string(),
                 os_version: format!("{}.{}", rng.range(14, 19), rng.range(0, 4)),
                 app_version: format!("5.{}.{}", rng.range(0, 12), rng.range(0, 9)),
                 push_enabled: rng.chance(0.7),
@@ -340,26 +474,50 @@ fn gen_user(seed: u64, i: usize) -> User {
         })
         .collect();
     let mut sizes = BTreeMap::new();
-    sizes.insert("shirt".to_owned(), rng.pick(&["S", "M", "L", "XL"]).to_string());
+    sizes.insert(
+        "shirt".to_owned(),
+        rng.pick(&["S", "M", "L", "XL"]).to_string(),
+    );
     sizes.insert("shoe_eu".to_owned(), rng.range(36, 47).to_string());
     let (_, _, country) = *rng.pick(CITIES);
     User {
         id,
-        email: format!("{}.{}{}@example.com", first.to_lowercase(), last.to_lowercase(), i + 1),
+        email: format!(
+            "{}.{}{}@example.com",
+            first.to_lowercase(),
+            last.to_lowercase(),
+            i + 1
+        ),
         email_verified: rng.chance(0.9),
         first_name: first.to_owned(),
         last_name: last.to_owned(),
         display_name: format!("{first} {}.", &last[..1]),
         avatar_url: format!("https://img.example.com/avatars/{id}.jpg"),
         phone: format!("+1-555-{:04}", rng.range(0, 9999)),
-        date_of_birth: format!("{}-{:02}-{:02}", rng.range(1950, 2006), rng.range(1, 12), rng.range(1, 28)),
-        locale: rng.pick(&["en-US", "en-GB", "de-DE", "fr-FR", "es-ES", "ja-JP"]).to_string(),
-        timezone: rng.pick(&["Europe/Berlin", "America/Chicago", "Asia/Tokyo", "Europe/Lisbon"]).to_string(),
+        date_of_birth: format!(
+            "{}-{:02}-{:02}",
+            rng.range(1950, 2006),
+            rng.range(1, 12),
+            rng.range(1, 28)
+        ),
+        locale: rng
+            .pick(&["en-US", "en-GB", "de-DE", "fr-FR", "es-ES", "ja-JP"])
+            .to_string(),
+        timezone: rng
+            .pick(&[
+                "Europe/Berlin",
+                "America/Chicago",
+                "Asia/Tokyo",
+                "Europe/Lisbon",
+            ])
+            .to_string(),
         status: "active".to_owned(),
         tier: tier.to_owned(),
         created_at: rfc3339(created),
         updated_at: rfc3339(EPOCH - rng.range(0, 100) as i64 * DAY),
-        last_login_at: rfc3339(EPOCH - rng.range(0, 30) as i64 * DAY - rng.range(0, DAY as u64) as i64),
+        last_login_at: rfc3339(
+            EPOCH - rng.range(0, 30) as i64 * DAY - rng.range(0, DAY as u64) as i64,
+        ),
         preferences: Preferences {
             language: rng.pick(&["en", "de", "fr", "es", "ja"]).to_string(),
             currency: rng.pick(CURRENCIES).to_string(),
@@ -375,7 +533,11 @@ fn gen_user(seed: u64, i: usize) -> User {
                 quiet_hours_start: "22:00".to_owned(),
                 quiet_hours_end: "07:00".to_owned(),
             },
-            favorite_categories: rng.sample_indexes(CATEGORIES.len(), 3).into_iter().map(|c| CATEGORIES[c].to_owned()).collect(),
+            favorite_categories: rng
+                .sample_indexes(CATEGORIES.len(), 3)
+                .into_iter()
+                .map(|c| CATEGORIES[c].to_owned())
+                .collect(),
             sizes,
             accessibility: Accessibility {
                 reduced_motion: rng.chance(0.1),
@@ -403,12 +565,22 @@ fn gen_user(seed: u64, i: usize) -> User {
                 "gold" => Some("platinum".to_owned()),
                 _ => None,
             },
-            points_to_next_tier: if loyalty_tier == "platinum" { 0 } else { rng.range(100, 9000) },
+            points_to_next_tier: if loyalty_tier == "platinum" {
+                0
+            } else {
+                rng.range(100, 9000)
+            },
             benefits: match loyalty_tier {
                 "bronze" => vec!["birthday_voucher"],
                 "silver" => vec!["birthday_voucher", "free_returns"],
                 "gold" => vec!["birthday_voucher", "free_returns", "free_shipping"],
-                _ => vec!["birthday_voucher", "free_returns", "free_shipping", "priority_support", "early_access"],
+                _ => vec![
+                    "birthday_voucher",
+                    "free_returns",
+                    "free_shipping",
+                    "priority_support",
+                    "early_access",
+                ],
             }
             .into_iter()
             .map(str::to_owned)
@@ -420,8 +592,13 @@ fn gen_user(seed: u64, i: usize) -> User {
         marketing: Marketing {
             newsletter_subscribed: rng.chance(0.5),
             referral_code: format!("REF{:06X}", rng.range(0, 0xFF_FFFF)),
-            acquisition_channel: rng.pick(&["organic", "paid_search", "social", "referral", "email"]).to_string(),
-            segments: vec![format!("country_{}", country.to_lowercase()), format!("tier_{loyalty_tier}")],
+            acquisition_channel: rng
+                .pick(&["organic", "paid_search", "social", "referral", "email"])
+                .to_string(),
+            segments: vec![
+                format!("country_{}", country.to_lowercase()),
+                format!("tier_{loyalty_tier}"),
+            ],
         },
         username,
         addresses,
@@ -434,7 +611,10 @@ fn gen_product(seed: u64, i: usize) -> Product {
     let category = *rng.pick(CATEGORIES);
     let brand = *rng.pick(BRANDS);
     let name = format!("{} {} {}", brand, rng.pick(ADJECTIVES), rng.pick(NOUNS));
-    let description = (0..rng.range(3, 5)).map(|_| *rng.pick(SENTENCES)).collect::<Vec<_>>().join(" ");
+    let description = (0..rng.range(3, 5))
+        .map(|_| *rng.pick(SENTENCES))
+        .collect::<Vec<_>>()
+        .join(" ");
     let images = (0..rng.range(2, 4))
         .map(|n| Image {
             url: format!("https://img.example.com/products/{id}/{n}.jpg"),
@@ -444,10 +624,21 @@ fn gen_product(seed: u64, i: usize) -> Product {
         })
         .collect();
     let mut attributes = BTreeMap::new();
-    attributes.insert("colour".to_owned(), rng.pick(&["black", "white", "red", "blue", "green", "grey"]).to_string());
+    attributes.insert(
+        "colour".to_owned(),
+        rng.pick(&["black", "white", "red", "blue", "green", "grey"])
+            .to_string(),
+    );
     attributes.insert("weight_g".to_owned(), rng.range(80, 9000).to_string());
-    attributes.insert("material".to_owned(), rng.pick(&["aluminium", "cotton", "steel", "bamboo", "recycled plastic"]).to_string());
-    attributes.insert("origin".to_owned(), rng.pick(&["DE", "PT", "JP", "US", "VN", "MX"]).to_string());
+    attributes.insert(
+        "material".to_owned(),
+        rng.pick(&["aluminium", "cotton", "steel", "bamboo", "recycled plastic"])
+            .to_string(),
+    );
+    attributes.insert(
+        "origin".to_owned(),
+        rng.pick(&["DE", "PT", "JP", "US", "VN", "MX"]).to_string(),
+    );
     let created = EPOCH - rng.range(30, 1500) as i64 * DAY;
     Product {
         id,
@@ -458,7 +649,11 @@ fn gen_product(seed: u64, i: usize) -> Product {
         category: category.to_owned(),
         images,
         attributes,
-        tags: rng.sample_indexes(ADJECTIVES.len(), 2).into_iter().map(|a| ADJECTIVES[a].to_lowercase()).collect(),
+        tags: rng
+            .sample_indexes(ADJECTIVES.len(), 2)
+            .into_iter()
+            .map(|a| ADJECTIVES[a].to_lowercase())
+            .collect(),
         rating_average: 0.0,
         rating_count: 0,
         created_at: created,
@@ -469,7 +664,11 @@ fn gen_product(seed: u64, i: usize) -> Product {
 fn gen_price(seed: u64, i: usize, p: &Product) -> Price {
     let mut rng = SeededRng::derive(seed, "price", i as u64);
     let original = rng.range(199, 49_999);
-    let discount = if rng.chance(0.3) { [5.0, 10.0, 15.0, 20.0, 25.0, 40.0][rng.range(0, 5) as usize] } else { 0.0 };
+    let discount = if rng.chance(0.3) {
+        [5.0, 10.0, 15.0, 20.0, 25.0, 40.0][rng.range(0, 5) as usize]
+    } else {
+        0.0
+    };
     Price {
         product_id: p.id,
         current: discounted(original, discount),
@@ -488,15 +687,23 @@ pub fn discounted(original: u64, discount: f64) -> u64 {
 
 fn gen_stock(seed: u64, i: usize, p: &Product) -> StockLevel {
     let mut rng = SeededRng::derive(seed, "stock", i as u64);
-    let warehouses: Vec<WarehouseLevel> = [("wh-ber-1", "Berlin"), ("wh-lis-1", "Lisbon"), ("wh-aus-1", "Austin")]
-        .iter()
-        .map(|(id, loc)| WarehouseLevel {
-            warehouse_id: (*id).to_owned(),
-            location: (*loc).to_owned(),
-            // One product in eight is out of stock everywhere.
-            available: if i % 8 == 7 { 0 } else { rng.range(0, 120) as i64 },
-        })
-        .collect();
+    let warehouses: Vec<WarehouseLevel> = [
+        ("wh-ber-1", "Berlin"),
+        ("wh-lis-1", "Lisbon"),
+        ("wh-aus-1", "Austin"),
+    ]
+    .iter()
+    .map(|(id, loc)| WarehouseLevel {
+        warehouse_id: (*id).to_owned(),
+        location: (*loc).to_owned(),
+        // One product in eight is out of stock everywhere.
+        available: if i % 8 == 7 {
+            0
+        } else {
+            rng.range(0, 120) as i64
+        },
+    })
+    .collect();
     StockLevel {
         product_id: p.id,
         available: warehouses.iter().map(|w| w.available).sum(),
@@ -521,7 +728,10 @@ fn gen_reviews(seed: u64, i: usize, p: &Product, users: &[User]) -> Vec<Review> 
                 author_name: author.display_name.clone(),
                 rating,
                 title: rng.pick(REVIEW_TITLES).to_string(),
-                body: (0..rng.range(2, 4)).map(|_| *rng.pick(SENTENCES)).collect::<Vec<_>>().join(" "),
+                body: (0..rng.range(2, 4))
+                    .map(|_| *rng.pick(SENTENCES))
+                    .collect::<Vec<_>>()
+                    .join(" "),
                 locale: author.locale.clone(),
                 verified_purchase: rng.chance(0.7),
                 helpful_votes: rng.range(0, 250) as u32,
@@ -533,7 +743,14 @@ fn gen_reviews(seed: u64, i: usize, p: &Product, users: &[User]) -> Vec<Review> 
     reviews
 }
 
-fn gen_order(seed: u64, ui: usize, oi: usize, user: &User, products: &[Product], prices: &[Price]) -> Order {
+fn gen_order(
+    seed: u64,
+    ui: usize,
+    oi: usize,
+    user: &User,
+    products: &[Product],
+    prices: &[Price],
+) -> Order {
     let mut rng = SeededRng::derive(seed, "order", (ui as u64) << 16 | oi as u64);
     let id = rng.uuid();
     let created = EPOCH - rng.range(1, 720) as i64 * DAY - rng.range(0, DAY as u64) as i64;
@@ -546,7 +763,11 @@ fn gen_order(seed: u64, ui: usize, oi: usize, user: &User, products: &[Product],
             let p = &products[pi];
             let quantity = rng.range(1, 3) as u32;
             let unit = prices[pi].original;
-            let discount = if rng.chance(0.2) { unit / 10 * u64::from(quantity) } else { 0 };
+            let discount = if rng.chance(0.2) {
+                unit / 10 * u64::from(quantity)
+            } else {
+                0
+            };
             OrderItem {
                 product_id: p.id,
                 sku: p.sku.clone(),
@@ -560,7 +781,10 @@ fn gen_order(seed: u64, ui: usize, oi: usize, user: &User, products: &[Product],
             }
         })
         .collect();
-    let subtotal: u64 = items.iter().map(|i| i.unit_price_minor * u64::from(i.quantity)).sum();
+    let subtotal: u64 = items
+        .iter()
+        .map(|i| i.unit_price_minor * u64::from(i.quantity))
+        .sum();
     let discount: u64 = items.iter().map(|i| i.discount_minor).sum();
     let tax = (subtotal - discount) * 19 / 100;
     let shipping_cost = if subtotal > 5000 { 0 } else { 499 };
@@ -576,24 +800,51 @@ fn gen_order(seed: u64, ui: usize, oi: usize, user: &User, products: &[Product],
     let shipped = delivered || status == "shipped";
     let tracking = shipped.then(|| format!("1Z{:016}", rng.range(0, 9_999_999_999_999_999)));
     let pm = &user.payment_methods[0];
-    let mut events = vec![OrderEvent { at: rfc3339(created), status: "placed".to_owned(), note: "Order received".to_owned() }];
-    events.push(OrderEvent { at: rfc3339(created + 600), status: "paid".to_owned(), note: "Payment captured".to_owned() });
+    let mut events = vec![OrderEvent {
+        at: rfc3339(created),
+        status: "placed".to_owned(),
+        note: "Order received".to_owned(),
+    }];
+    events.push(OrderEvent {
+        at: rfc3339(created + 600),
+        status: "paid".to_owned(),
+        note: "Payment captured".to_owned(),
+    });
     if shipped {
-        events.push(OrderEvent { at: rfc3339(created + DAY), status: "shipped".to_owned(), note: "Handed to carrier".to_owned() });
+        events.push(OrderEvent {
+            at: rfc3339(created + DAY),
+            status: "shipped".to_owned(),
+            note: "Handed to carrier".to_owned(),
+        });
     }
     if delivered {
-        events.push(OrderEvent { at: rfc3339(created + 3 * DAY), status: "delivered".to_owned(), note: "Delivered to the door".to_owned() });
+        events.push(OrderEvent {
+            at: rfc3339(created + 3 * DAY),
+            status: "delivered".to_owned(),
+            note: "Delivered to the door".to_owned(),
+        });
     }
     if status == "cancelled" || status == "returned" {
-        events.push(OrderEvent { at: rfc3339(created + 5 * DAY), status: status.to_owned(), note: "Refund issued".to_owned() });
+        events.push(OrderEvent {
+            at: rfc3339(created + 5 * DAY),
+            status: status.to_owned(),
+            note: "Refund issued".to_owned(),
+        });
     }
     Order {
         id,
-        number: format!("ORD-{}-{:06}", 2024 + (created - EPOCH + 720 * DAY) / (365 * DAY), (ui * 16 + oi) + 1),
+        number: format!(
+            "ORD-{}-{:06}",
+            2024 + (created - EPOCH + 720 * DAY) / (365 * DAY),
+            (ui * 16 + oi) + 1
+        ),
         user_id: user.id,
         status: status.to_owned(),
         created_at: rfc3339(created),
-        updated_at: events.last().map(|e| e.at.clone()).unwrap_or_else(|| rfc3339(created)),
+        updated_at: events
+            .last()
+            .map(|e| e.at.clone())
+            .unwrap_or_else(|| rfc3339(created)),
         currency,
         subtotal_minor: subtotal,
         discount_minor: discount,
@@ -604,7 +855,9 @@ fn gen_order(seed: u64, ui: usize, oi: usize, user: &User, products: &[Product],
         shipping: Shipping {
             method: rng.pick(&["standard", "express", "pickup"]).to_string(),
             carrier: rng.pick(&["DHL", "UPS", "CTT", "FedEx"]).to_string(),
-            tracking_url: tracking.as_ref().map(|t| format!("https://track.example.com/{t}")),
+            tracking_url: tracking
+                .as_ref()
+                .map(|t| format!("https://track.example.com/{t}")),
             tracking_number: tracking,
             address: user.addresses[0].clone(),
             estimated_delivery: rfc3339(created + 3 * DAY),
@@ -615,16 +868,28 @@ fn gen_order(seed: u64, ui: usize, oi: usize, user: &User, products: &[Product],
             kind: pm.kind.clone(),
             brand: pm.brand.clone(),
             last4: pm.last4.clone(),
-            status: if status == "cancelled" || status == "returned" { "refunded" } else { "captured" }.to_owned(),
+            status: if status == "cancelled" || status == "returned" {
+                "refunded"
+            } else {
+                "captured"
+            }
+            .to_owned(),
             captured_at: Some(rfc3339(created + 600)),
         },
         events,
     }
 }
 
-fn gen_recommendations(seed: u64, ui: usize, products: &[Product], prices: &[Price]) -> Vec<Recommendation> {
+fn gen_recommendations(
+    seed: u64,
+    ui: usize,
+    products: &[Product],
+    prices: &[Price],
+) -> Vec<Recommendation> {
     let mut rng = SeededRng::derive(seed, "recommendations", ui as u64);
-    let mut scores: Vec<f64> = (0..20).map(|_| (rng.unit() * 1000.0).round() / 1000.0).collect();
+    let mut scores: Vec<f64> = (0..20)
+        .map(|_| (rng.unit() * 1000.0).round() / 1000.0)
+        .collect();
     scores.sort_by(|a, b| b.total_cmp(a));
     rng.sample_indexes(products.len(), 20)
         .into_iter()
@@ -661,10 +926,18 @@ mod tests {
         assert_eq!(d.products().len(), PRODUCT_COUNT);
         assert_eq!(d.initial_prices().len(), PRODUCT_COUNT);
         assert_eq!(d.initial_stock().len(), PRODUCT_COUNT);
-        let with_orders = d.users().iter().filter(|u| d.orders_of(&u.id).is_some_and(|o| o.len() > 0)).count();
+        let with_orders = d
+            .users()
+            .iter()
+            .filter(|u| d.orders_of(&u.id).is_some_and(|o| o.len() > 0))
+            .count();
         assert_eq!(with_orders, 900);
         let profile = serde_json::to_vec(&d.users()[0]).expect("serialises");
-        assert!(profile.len() > 2_000, "a profile is a few KB, got {}", profile.len());
+        assert!(
+            profile.len() > 2_000,
+            "a profile is a few KB, got {}",
+            profile.len()
+        );
     }
 
     #[test]
@@ -672,7 +945,11 @@ mod tests {
         let d = DemoData::generate(3);
         for u in d.users().iter().take(50) {
             let orders: Vec<&Order> = d.orders_of(&u.id).expect("known user").collect();
-            assert!(orders.windows(2).all(|w| w[0].created_at >= w[1].created_at));
+            assert!(
+                orders
+                    .windows(2)
+                    .all(|w| w[0].created_at >= w[1].created_at)
+            );
             for o in orders {
                 let items: u64 = o.items.iter().map(|i| i.total_minor).sum();
                 assert_eq!(o.total_minor, items + o.tax_minor + o.shipping_minor);
@@ -684,7 +961,12 @@ mod tests {
     #[test]
     fn ids_are_unique() {
         let d = DemoData::generate(DEFAULT_SEED);
-        let mut ids: Vec<Uuid> = d.users().iter().map(|u| u.id).chain(d.products().iter().map(|p| p.id)).collect();
+        let mut ids: Vec<Uuid> = d
+            .users()
+            .iter()
+            .map(|u| u.id)
+            .chain(d.products().iter().map(|p| p.id))
+            .collect();
         let n = ids.len();
         ids.sort_unstable();
         ids.dedup();
@@ -697,11 +979,31 @@ mod determinism {
     use super::*;
 
     fn world_bytes(d: &DemoData) -> Vec<u8> {
-        let orders: Vec<&Order> = d.users().iter().flat_map(|u| d.orders_of(&u.id).into_iter().flatten()).collect();
-        let reviews: Vec<&[Review]> = d.products().iter().filter_map(|p| d.reviews_of(&p.id)).collect();
-        let recs: Vec<&[Recommendation]> = d.users().iter().filter_map(|u| d.recommendations_for(&u.id)).collect();
-        serde_json::to_vec(&(d.users(), d.products(), orders, reviews, recs, d.initial_prices(), d.initial_stock()))
-            .expect("serialises")
+        let orders: Vec<&Order> = d
+            .users()
+            .iter()
+            .flat_map(|u| d.orders_of(&u.id).into_iter().flatten())
+            .collect();
+        let reviews: Vec<&[Review]> = d
+            .products()
+            .iter()
+            .filter_map(|p| d.reviews_of(&p.id))
+            .collect();
+        let recs: Vec<&[Recommendation]> = d
+            .users()
+            .iter()
+            .filter_map(|u| d.recommendations_for(&u.id))
+            .collect();
+        serde_json::to_vec(&(
+            d.users(),
+            d.products(),
+            orders,
+            reviews,
+            recs,
+            d.initial_prices(),
+            d.initial_stock(),
+        ))
+        .expect("serialises")
     }
 
     #[test]
@@ -709,7 +1011,11 @@ mod determinism {
         let a = world_bytes(&DemoData::generate(DEFAULT_SEED));
         let b = world_bytes(&DemoData::generate(DEFAULT_SEED));
         let c = world_bytes(&DemoData::generate(DEFAULT_SEED + 1));
-        assert!(a.len() > 1_000_000, "the world is a few MB of JSON, got {}", a.len());
+        assert!(
+            a.len() > 1_000_000,
+            "the world is a few MB of JSON, got {}",
+            a.len()
+        );
         assert!(a == b, "same seed, same bytes");
         assert!(a != c, "another seed, other bytes");
     }

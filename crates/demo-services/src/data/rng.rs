@@ -81,7 +81,9 @@ mod tests {
 
     #[test]
     fn same_seed_same_stream_and_domains_are_independent() {
-        let a: Vec<u64> = (0..8).map(|_| SeededRng::derive(7, "user", 1).next_u64()).collect();
+        let a: Vec<u64> = (0..8)
+            .map(|_| SeededRng::derive(7, "user", 1).next_u64())
+            .collect();
         assert!(a.windows(2).all(|w| w[0] == w[1]));
         assert_ne!(
             SeededRng::derive(7, "user", 1).next_u64(),
