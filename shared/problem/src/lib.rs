@@ -1,0 +1,364 @@
+//! `ApiError`: the one error type BFF handlers return, rendered as RFC 9457
+//! `application/problem+json`.
+//!
+//! It lives in its own small crate because every layer needs it — the token
+//! extractor, the aggregation core, the edge — and none of them should depend
+//! on another just to fail properly. Each error carries a stable,
+//! machine-readable `code` (also the last segment of its `type` URI) so that
+//! clients branch on codes, never on prose.
+//!
+//! The edge fills in `requestId` and `traceId`: an `ApiError` turned into a
+//! response leaves a copy of itself in the response extensions, and the edge
+//! re-renders it with the request's ids. Internal causes are never part of
+//! the body; log them where the error is made.
+//!
+//! ```
+//! use bff_problem::{ApiError, FieldError};
+//! let e = ApiError::validation(vec![FieldError::new("productId", "must be a UUID")]);
+//! assert_eq!(e.status().as_u16(), 400);
+//! assert_eq!(e.code(), "validation_failed");
+//! ```
+
+#![warn(missing_docs)]
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::response::{IntoResponse, Response};
+use http::{HeaderValue, StatusCode, header};
+use serde::Serialize;
+
+/// The media type of problem details.
+pub const PROBLEM_JSON: &str = "application/problem+json";
+
+/// One invalid input field.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FieldError {
+    /// The field as the client named it (`productId`, `ids[3]`, `includeReviews`).
+    pub field: String,
+    /// What is wrong, in words a client developer can act on.
+    pub message: String,
+}
+
+impl FieldError {
+    /// A field error.
+    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+        FieldError {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// An error answered to a client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    title: &'static str,
+    detail: String,
+    errors: Vec<FieldError>,
+    retry_after: Option<u64>,
+    challenge: Option<&'static str>,
+}
+
+impl ApiError {
+    /// A problem with a status, a stable code, a short title and a detail.
+    pub fn new(
+        status: StatusCode,
+        code: &'static str,
+        title: &'static str,
+        detail: impl Into<String>,
+    ) -> Self {
+        ApiError {
+            status,
+            code,
+            title,
+            detail: detail.into(),
+            errors: Vec::new(),
+            retry_after: None,
+            challenge: None,
+        }
+    }
+
+    /// 400: the request is malformed in a way no single field explains.
+    pub fn bad_request(detail: impl Into<String>) -> Self {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            "Bad request",
+            detail,
+        )
+    }
+
+    /// 400 listing every invalid field.
+    pub fn validation(errors: Vec<FieldError>) -> Self {
+        let detail = match errors.as_slice() {
+            [one] => format!("{}: {}", one.field, one.message),
+            _ => format!("{} fields are invalid", errors.len()),
+        };
+        ApiError {
+            errors,
+            ..ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "validation_failed",
+                "Invalid request",
+                detail,
+            )
+        }
+    }
+
+    /// 401 with a `WWW-Authenticate: Bearer` challenge.
+    pub fn unauthorized(detail: impl Into<String>) -> Self {
+        ApiError {
+            challenge: Some("Bearer"),
+            ..ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "Authentication required",
+                detail,
+            )
+        }
+    }
+
+    /// 403: authenticated, but not allowed.
+    pub fn forbidden(detail: impl Into<String>) -> Self {
+        ApiError::new(StatusCode::FORBIDDEN, "forbidden", "Forbidden", detail)
+    }
+
+    /// 404.
+    pub fn not_found(detail: impl Into<String>) -> Self {
+        ApiError::new(StatusCode::NOT_FOUND, "not_found", "Not found", detail)
+    }
+
+    /// 503 with `Retry-After` in seconds.
+    pub fn unavailable(detail: impl Into<String>, retry_after_secs: u64) -> Self {
+        ApiError {
+            retry_after: Some(retry_after_secs),
+            ..ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                "Service unavailable",
+                detail,
+            )
+        }
+    }
+
+    /// 429 with `Retry-After` in seconds.
+    pub fn rate_limited(detail: impl Into<String>, retry_after_secs: u64) -> Self {
+        ApiError {
+            retry_after: Some(retry_after_secs),
+            ..ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limited",
+                "Too many requests",
+                detail,
+            )
+        }
+    }
+
+    /// 500. The detail is fixed: internal causes are logged, never sent.
+    pub fn internal() -> Self {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "Internal error",
+            "the request could not be completed; the request id identifies it in our logs",
+        )
+    }
+
+    /// A generic problem for a bare error status produced below the handlers
+    /// (a 405 from routing, a 413 from the body limit, …).
+    pub fn from_status(status: StatusCode) -> Self {
+        let (code, title, detail) = match status.as_u16() {
+            404 => ("not_found", "Not found", "no such resource"),
+            405 => (
+                "method_not_allowed",
+                "Method not allowed",
+                "this resource does not accept that method",
+            ),
+            408 => (
+                "request_timeout",
+                "Request timeout",
+                "the request took too long to arrive",
+            ),
+            413 => (
+                "payload_too_large",
+                "Payload too large",
+                "the request body is larger than allowed",
+            ),
+            415 => (
+                "unsupported_media_type",
+                "Unsupported media type",
+                "the request body has an unsupported type",
+            ),
+            431 => (
+                "headers_too_large",
+                "Request header fields too large",
+                "the request headers are too large",
+            ),
+            400..=499 => (
+                "bad_request",
+                "Bad request",
+                "the request could not be understood",
+            ),
+            503 => (
+                "unavailable",
+                "Service unavailable",
+                "the service is temporarily unavailable",
+            ),
+            504 => (
+                "timeout",
+                "Gateway timeout",
+                "the request did not complete in time",
+            ),
+            _ => {
+                return ApiError {
+                    status,
+                    ..ApiError::internal()
+                };
+            }
+        };
+        ApiError::new(status, code, title, detail)
+    }
+
+    /// Adds a `Retry-After`.
+    pub fn with_retry_after(mut self, secs: u64) -> Self {
+        self.retry_after = Some(secs);
+        self
+    }
+
+    /// The HTTP status.
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+
+    /// The stable machine-readable code.
+    pub fn code(&self) -> &'static str {
+        self.code
+    }
+
+    /// The human-readable detail.
+    pub fn detail(&self) -> &str {
+        &self.detail
+    }
+
+    /// The invalid fields, for validation errors.
+    pub fn errors(&self) -> &[FieldError] {
+        &self.errors
+    }
+
+    /// Renders the response, with the ids of the request when known.
+    pub fn to_response(&self, request_id: Option<&str>, trace_id: Option<&str>) -> Response {
+        let body = ProblemBody {
+            kind: format!("urn:problem-type:bff:{}", self.code),
+            title: self.title,
+            status: self.status.as_u16(),
+            detail: &self.detail,
+            code: self.code,
+            request_id,
+            trace_id,
+            errors: &self.errors,
+        };
+        let mut response = (self.status, Json(body)).into_response();
+        let headers = response.headers_mut();
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        if let Some(secs) = self.retry_after {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        if let Some(challenge) = self.challenge {
+            headers.insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static(challenge),
+            );
+        }
+        response.extensions_mut().insert(Arc::new(self.clone()));
+        response
+    }
+}
+
+impl std::fmt::Display for ApiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}: {}", self.status.as_u16(), self.code, self.detail)
+    }
+}
+
+impl std::error::Error for ApiError {}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        self.to_response(None, None)
+    }
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ProblemBody<'a> {
+    #[serde(rename = "type")]
+    kind: String,
+    title: &'static str,
+    status: u16,
+    detail: &'a str,
+    code: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    request_id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    trace_id: Option<&'a str>,
+    #[serde(skip_serializing_if = "<[FieldError]>::is_empty")]
+    errors: &'a [FieldError],
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::body::to_bytes;
+
+    async fn body(response: Response) -> serde_json::Value {
+        serde_json::from_slice(&to_bytes(response.into_body(), 1 << 16).await.expect("body"))
+            .expect("json")
+    }
+
+    #[tokio::test]
+    async fn renders_rfc9457_with_ids_and_field_errors() {
+        let error = ApiError::validation(vec![FieldError::new("ids", "at most 50 ids")]);
+        let response = error.to_response(Some("req-1"), Some("0af7651916cd43dd8448eb211c80319c"));
+        assert_eq!(response.status(), 400);
+        assert_eq!(response.headers()[header::CONTENT_TYPE], PROBLEM_JSON);
+        assert!(response.extensions().get::<Arc<ApiError>>().is_some());
+        let json = body(response).await;
+        assert_eq!(json["type"], "urn:problem-type:bff:validation_failed");
+        assert_eq!(json["status"], 400);
+        assert_eq!(json["requestId"], "req-1");
+        assert_eq!(json["traceId"], "0af7651916cd43dd8448eb211c80319c");
+        assert_eq!(json["errors"][0]["field"], "ids");
+        assert_eq!(json["detail"], "ids: at most 50 ids");
+    }
+
+    #[tokio::test]
+    async fn unavailable_and_unauthorized_carry_their_headers() {
+        let response = ApiError::unavailable("user data is unavailable", 5).into_response();
+        assert_eq!(response.headers()[header::RETRY_AFTER], "5");
+        let response = ApiError::unauthorized("missing token").into_response();
+        assert_eq!(response.headers()[header::WWW_AUTHENTICATE], "Bearer");
+        let json = body(response).await;
+        assert!(json.get("errors").is_none() && json.get("requestId").is_none());
+    }
+
+    #[test]
+    fn bare_statuses_map_to_stable_codes_without_leaking() {
+        assert_eq!(
+            ApiError::from_status(StatusCode::PAYLOAD_TOO_LARGE).code(),
+            "payload_too_large"
+        );
+        assert_eq!(
+            ApiError::from_status(StatusCode::METHOD_NOT_ALLOWED).code(),
+            "method_not_allowed"
+        );
+        let internal = ApiError::from_status(StatusCode::BAD_GATEWAY);
+        assert_eq!(
+            (internal.status().as_u16(), internal.code()),
+            (502, "internal")
+        );
+    }
+}

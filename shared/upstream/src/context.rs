@@ -1,0 +1,39 @@
+//! What every upstream call carries from the client request.
+
+use bff_telemetry::TraceContext;
+use http::{HeaderMap, HeaderValue};
+
+/// The request id and trace context of the client request on whose behalf
+/// a call is made; sent upstream as `x-request-id`, `traceparent` and
+/// `tracestate` (HTTP headers or gRPC metadata alike).
+#[derive(Debug, Clone)]
+pub struct CallContext {
+    /// The request id (validated or generated at the edge).
+    pub request_id: HeaderValue,
+    /// The trace of the client request.
+    pub trace: TraceContext,
+}
+
+impl CallContext {
+    /// A context for work not caused by a client request (background
+    /// refreshes, tests).
+    pub fn background() -> Self {
+        CallContext {
+            request_id: HeaderValue::from_static("background"),
+            trace: TraceContext::new_root(),
+        }
+    }
+
+    /// The propagation headers for one outgoing call (a new span id each).
+    pub fn headers(&self) -> HeaderMap {
+        let mut headers = HeaderMap::with_capacity(3);
+        headers.insert("x-request-id", self.request_id.clone());
+        if let Ok(tp) = HeaderValue::from_str(&self.trace.child().traceparent()) {
+            headers.insert("traceparent", tp);
+        }
+        if let Some(state) = self.trace.tracestate() {
+            headers.insert("tracestate", state.clone());
+        }
+        headers
+    }
+}
