@@ -1,0 +1,408 @@
+//! Gateway aggregation: one client request, several upstream *sections*
+//! fetched concurrently, one response that says exactly what went wrong.
+//!
+//! A handler declares each section — its name, whether the response is
+//! worthless without it (critical), its deadline, and the cache key of the
+//! copy that may stand in when it fails — then awaits them together:
+//!
+//! ```
+//! # use std::time::Duration;
+//! # use bff_aggregate::Aggregation;
+//! # use bff_upstream::UpstreamError;
+//! # async fn example(cache: &bff_cache::FragmentCache) -> Result<(), bff_problem::ApiError> {
+//! let agg = Aggregation::new(cache, Duration::from_millis(2500), "/v1/dashboard");
+//! let (user, orders) = tokio::join!(
+//!     agg.critical("user", Duration::from_millis(500)).cached("user:42".into())
+//!         .run(async { Ok::<_, UpstreamError>("Ada".to_owned()) }),
+//!     agg.optional("orders", Duration::from_secs(2))
+//!         .run(async { Ok::<_, UpstreamError>(vec![1, 2, 3]) }),
+//! );
+//! let user = user.required()?;           // 404 / 503 decided here
+//! let orders = orders.into_value();      // None when it failed
+//! let metadata = agg.metadata();         // partialFailures, degraded, stale, reasons
+//! # let _ = (user, orders, metadata); Ok(()) }
+//! ```
+//!
+//! Rules (the contract's "Partial responses"): each section has its own
+//! deadline inside the request's; a failed section is served from a stale
+//! cached copy when one exists, else it is `None`; the response is 200 while
+//! the critical section has data, 404 when its service says it does not
+//! exist, and 503 with `Retry-After` when there is no data at all.
+
+#![warn(missing_docs)]
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use bff_cache::FragmentCache;
+use bff_problem::ApiError;
+use bff_telemetry::names;
+use bff_upstream::{Failure, UpstreamError};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+/// Seconds a client is told to wait after a 503.
+pub const RETRY_AFTER_SECS: u64 = 5;
+
+/// Whether a response is worth anything without a section.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Criticality {
+    /// Without it the response fails (404 / 503).
+    Critical,
+    /// Without it the response is partial.
+    Optional,
+}
+
+#[derive(Debug)]
+struct Outcome {
+    name: &'static str,
+    failure: Option<Failure>,
+    stale: bool,
+}
+
+/// One client request's aggregation.
+#[derive(Debug)]
+pub struct Aggregation<'c> {
+    cache: &'c FragmentCache,
+    started: Instant,
+    deadline: Duration,
+    route: &'static str,
+    outcomes: Mutex<Vec<Outcome>>,
+}
+
+impl<'c> Aggregation<'c> {
+    /// Starts an aggregation whose sections all finish within `deadline`
+    /// from now. `route` labels the metrics.
+    pub fn new(cache: &'c FragmentCache, deadline: Duration, route: &'static str) -> Self {
+        Aggregation {
+            cache,
+            started: Instant::now(),
+            deadline,
+            route,
+            outcomes: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// A section the response cannot do without.
+    pub fn critical(&self, name: &'static str, deadline: Duration) -> SectionSpec<'_, 'c> {
+        SectionSpec {
+            agg: self,
+            name,
+            criticality: Criticality::Critical,
+            deadline,
+            cache_key: None,
+        }
+    }
+
+    /// A section the response can do without.
+    pub fn optional(&self, name: &'static str, deadline: Duration) -> SectionSpec<'_, 'c> {
+        SectionSpec {
+            agg: self,
+            name,
+            criticality: Criticality::Optional,
+            deadline,
+            cache_key: None,
+        }
+    }
+
+    fn record(&self, outcome: Outcome) {
+        self.outcomes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(outcome);
+    }
+
+    /// What happened to every section run so far, for the response body.
+    pub fn metadata(&self) -> Metadata {
+        let outcomes = self.outcomes.lock().unwrap_or_else(|p| p.into_inner());
+        let mut metadata = Metadata {
+            timestamp: now_rfc3339(),
+            partial_failures: 0,
+            degraded: Vec::new(),
+            stale: Vec::new(),
+            reasons: BTreeMap::new(),
+        };
+        for outcome in outcomes.iter() {
+            if let Some(failure) = outcome.failure {
+                metadata.partial_failures += 1;
+                metadata.degraded.push(outcome.name);
+                metadata.reasons.insert(outcome.name, failure.reason());
+                if outcome.stale {
+                    metadata.stale.push(outcome.name);
+                }
+            }
+        }
+        if metadata.partial_failures > 0 {
+            metrics::counter!(names::PARTIAL_RESPONSES, "route" => self.route).increment(1);
+        }
+        metadata
+    }
+}
+
+fn now_rfc3339() -> String {
+    time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_else(|_| String::from("1970-01-01T00:00:00Z"))
+}
+
+/// A section being declared.
+#[derive(Debug)]
+#[must_use = "a section does nothing until run"]
+pub struct SectionSpec<'a, 'c> {
+    agg: &'a Aggregation<'c>,
+    name: &'static str,
+    criticality: Criticality,
+    deadline: Duration,
+    cache_key: Option<String>,
+}
+
+impl SectionSpec<'_, '_> {
+    /// The cache key of this section's fragment: stored on success, served
+    /// stale on failure. Per-user data must have the subject in the key.
+    pub fn cached(mut self, key: String) -> Self {
+        self.cache_key = Some(key);
+        self
+    }
+
+    /// Fetches the section within its deadline (and the request's), falling
+    /// back to the cached copy on failure.
+    pub async fn run<T, F>(self, fetch: F) -> Section<T>
+    where
+        T: Serialize + DeserializeOwned,
+        F: Future<Output = Result<T, UpstreamError>>,
+    {
+        let agg = self.agg;
+        let remaining = agg.deadline.saturating_sub(agg.started.elapsed());
+        let budget = self.deadline.min(remaining);
+        let failure = match tokio::time::timeout(budget, fetch).await {
+            Ok(Ok(value)) => {
+                if let Some(key) = &self.cache_key {
+                    agg.cache.put(key, &value).await;
+                }
+                agg.record(Outcome {
+                    name: self.name,
+                    failure: None,
+                    stale: false,
+                });
+                return Section {
+                    name: self.name,
+                    criticality: self.criticality,
+                    value: Some(value),
+                    failure: None,
+                };
+            }
+            Ok(Err(error)) => {
+                tracing::info!(section = self.name, %error, "section failed");
+                error.failure
+            }
+            Err(_) => {
+                tracing::info!(
+                    section = self.name,
+                    budget_ms = budget.as_millis() as u64,
+                    "section timed out"
+                );
+                Failure::Timeout
+            }
+        };
+        metrics::counter!(names::SECTION_FAILURES, "section" => self.name, "reason" => failure.reason()).increment(1);
+        // A resource the service says does not exist is not stood in for.
+        let stale = match (&self.cache_key, failure) {
+            (_, Failure::NotFound) | (None, _) => None,
+            (Some(key), _) => {
+                let hit = agg.cache.get::<T>(key).await;
+                let result = if hit.is_some() { "stale" } else { "miss" };
+                metrics::counter!(names::CACHE_LOOKUPS, "section" => self.name, "result" => result)
+                    .increment(1);
+                hit.map(|(value, _age)| value)
+            }
+        };
+        agg.record(Outcome {
+            name: self.name,
+            failure: Some(failure),
+            stale: stale.is_some(),
+        });
+        Section {
+            name: self.name,
+            criticality: self.criticality,
+            value: stale,
+            failure: Some(failure),
+        }
+    }
+}
+
+/// A section's result: the value (fresh or stale) or nothing.
+#[derive(Debug)]
+pub struct Section<T> {
+    name: &'static str,
+    criticality: Criticality,
+    value: Option<T>,
+    failure: Option<Failure>,
+}
+
+impl<T> Section<T> {
+    /// The value, fresh or stale; `None` when the section failed without a
+    /// stand-in.
+    pub fn into_value(self) -> Option<T> {
+        self.value
+    }
+
+    /// The value, borrowed.
+    pub fn value(&self) -> Option<&T> {
+        self.value.as_ref()
+    }
+
+    /// Why the section failed, if it did (even when served stale).
+    pub fn failure(&self) -> Option<Failure> {
+        self.failure
+    }
+
+    /// The value of a section the response needs: 404 when its service said
+    /// it does not exist, 503 with `Retry-After` when there is no data.
+    pub fn required(self) -> Result<T, ApiError> {
+        match (self.value, self.failure) {
+            (Some(value), _) => Ok(value),
+            (None, Some(Failure::NotFound)) => {
+                Err(ApiError::not_found(format!("{} not found", self.name)))
+            }
+            (None, _) => {
+                if self.criticality == Criticality::Optional {
+                    tracing::warn!(section = self.name, "an optional section was required");
+                }
+                Err(ApiError::unavailable(
+                    format!(
+                        "{} data is unavailable right now; try again shortly",
+                        self.name
+                    ),
+                    RETRY_AFTER_SECS,
+                ))
+            }
+        }
+    }
+}
+
+/// The `metadata` object of an aggregated response.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Metadata {
+    /// When the response was assembled (RFC 3339).
+    pub timestamp: String,
+    /// How many sections failed (served stale or missing).
+    pub partial_failures: usize,
+    /// The sections that failed.
+    pub degraded: Vec<&'static str>,
+    /// The failed sections served from a stale copy.
+    pub stale: Vec<&'static str>,
+    /// Why each failed section failed.
+    pub reasons: BTreeMap<&'static str, &'static str>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cache() -> FragmentCache {
+        FragmentCache::new(100, Duration::from_secs(60))
+    }
+
+    fn fail<T>(failure: Failure) -> impl Future<Output = Result<T, UpstreamError>> {
+        async move { Err(UpstreamError::new("test", failure, "injected")) }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn sections_run_concurrently_within_their_deadlines() {
+        let cache = cache();
+        let agg = Aggregation::new(&cache, Duration::from_secs(3), "/t");
+        let started = tokio::time::Instant::now();
+        let slow = async {
+            tokio::time::sleep(Duration::from_secs(60)).await;
+            Ok::<u32, UpstreamError>(1)
+        };
+        let fast = async {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            Ok::<u32, UpstreamError>(2)
+        };
+        let (a, b) = tokio::join!(
+            agg.optional("slow", Duration::from_millis(800)).run(slow),
+            agg.critical("fast", Duration::from_millis(500)).run(fast)
+        );
+        assert_eq!(
+            started.elapsed(),
+            Duration::from_millis(800),
+            "bounded by the slow section's deadline"
+        );
+        assert_eq!(
+            (a.failure(), b.into_value()),
+            (Some(Failure::Timeout), Some(2))
+        );
+        let m = agg.metadata();
+        assert_eq!(
+            (
+                m.partial_failures,
+                m.degraded.clone(),
+                m.reasons.get("slow").copied()
+            ),
+            (1, vec!["slow"], Some("timeout"))
+        );
+        assert!(m.stale.is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_request_deadline_caps_every_section() {
+        let cache = cache();
+        let agg = Aggregation::new(&cache, Duration::from_millis(300), "/t");
+        let started = tokio::time::Instant::now();
+        let hang = std::future::pending::<Result<u32, UpstreamError>>();
+        let s = agg.optional("x", Duration::from_secs(2)).run(hang).await;
+        assert_eq!(started.elapsed(), Duration::from_millis(300));
+        assert_eq!(s.failure(), Some(Failure::Timeout));
+    }
+
+    #[tokio::test]
+    async fn a_failed_section_is_served_stale_and_reported() {
+        let cache = cache();
+        let first = Aggregation::new(&cache, Duration::from_secs(1), "/t");
+        let ok = first
+            .critical("user", Duration::from_secs(1))
+            .cached("user:1".into())
+            .run(async { Ok::<_, UpstreamError>("ada".to_owned()) })
+            .await;
+        assert_eq!(ok.required().expect("fresh"), "ada");
+        assert_eq!(first.metadata().partial_failures, 0);
+
+        let second = Aggregation::new(&cache, Duration::from_secs(1), "/t");
+        let stale = second
+            .critical("user", Duration::from_secs(1))
+            .cached("user:1".into())
+            .run(fail::<String>(Failure::Unavailable))
+            .await;
+        assert_eq!(stale.required().expect("stale"), "ada");
+        let m = second.metadata();
+        let json = serde_json::to_value(&m).expect("json");
+        assert_eq!(json["partialFailures"], 1);
+        assert_eq!(json["degraded"], serde_json::json!(["user"]));
+        assert_eq!(json["stale"], serde_json::json!(["user"]));
+        assert_eq!(json["reasons"]["user"], "unavailable");
+    }
+
+    #[tokio::test]
+    async fn the_status_decision() {
+        let cache = cache();
+        let agg = Aggregation::new(&cache, Duration::from_secs(1), "/t");
+        let missing = agg
+            .critical("user", Duration::from_secs(1))
+            .cached("u:nf".into())
+            .run(fail::<String>(Failure::NotFound))
+            .await;
+        assert_eq!(missing.required().expect_err("404").status().as_u16(), 404);
+        let down = agg
+            .critical("user", Duration::from_secs(1))
+            .run(fail::<String>(Failure::CircuitOpen))
+            .await;
+        let err = down.required().expect_err("503");
+        assert_eq!((err.status().as_u16(), err.code()), (503, "unavailable"));
+        let m = agg.metadata();
+        assert_eq!(m.reasons.get("user"), Some(&"circuit_open"));
+    }
+}

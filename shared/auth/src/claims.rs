@@ -1,0 +1,78 @@
+//! The verified identity of a caller.
+
+use axum::extract::FromRequestParts;
+use bff_problem::ApiError;
+use http::request::Parts;
+
+/// Rate-limit tier of a caller.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Tier {
+    /// The lowest limits.
+    Free,
+    /// The default when a token says nothing.
+    Standard,
+    /// The highest limits.
+    Premium,
+}
+
+impl Tier {
+    /// Parses a `tier` claim.
+    pub fn parse(value: &str) -> Option<Self> {
+        match value {
+            "free" => Some(Tier::Free),
+            "standard" => Some(Tier::Standard),
+            "premium" => Some(Tier::Premium),
+            _ => None,
+        }
+    }
+
+    /// The claim's spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Tier::Free => "free",
+            Tier::Standard => "standard",
+            Tier::Premium => "premium",
+        }
+    }
+}
+
+/// The claims of a verified token, as the BFFs use them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Claims {
+    /// The subject: a user's UUID (mobile, web) or a partner's client id.
+    pub sub: String,
+    /// Granted scopes.
+    pub scopes: Vec<String>,
+    /// Rate-limit tier (`standard` when the token has none).
+    pub tier: Tier,
+}
+
+impl Claims {
+    /// Whether `scope` was granted.
+    pub fn has_scope(&self, scope: &str) -> bool {
+        self.scopes.iter().any(|s| s == scope)
+    }
+
+    /// 403 unless `scope` was granted.
+    pub fn require_scope(&self, scope: &str) -> Result<(), ApiError> {
+        if self.has_scope(scope) {
+            Ok(())
+        } else {
+            Err(ApiError::forbidden(format!(
+                "this operation requires the scope {scope}"
+            )))
+        }
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Claims {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        parts
+            .extensions
+            .get::<Claims>()
+            .cloned()
+            .ok_or_else(|| ApiError::unauthorized("an Authorization: Bearer token is required"))
+    }
+}
