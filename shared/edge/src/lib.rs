@@ -1,0 +1,32 @@
+//! The HTTP edge every BFF shares: everything between the socket and the
+//! handler that is not specific to one client.
+//!
+//! - [`config`]: one typed configuration per binary, from defaults, an
+//!   optional TOML file and the environment; a bad value stops the process
+//!   with the key's name (exit code 2).
+//! - [`context`]: request id (honoured when valid, generated otherwise,
+//!   echoed, sent upstream) and W3C trace context, as the
+//!   [`RequestContext`] extractor.
+//! - [`rescue`]: every error response leaves as RFC 9457 problem+json with
+//!   `requestId` and `traceId`, whatever produced it.
+//! - [`etag`]: strong ETags and `304 Not Modified`.
+//! - [`extract`]: query extraction whose rejection names the field.
+//! - [`health`]: `/healthz`, `/readyz`, `/metrics`.
+//! - [`server`]: bind, serve HTTP/1.1 and h2c, drain on SIGTERM.
+//! - [`Shared`] and [`EdgeBuilder`]: the pieces a BFF composes its app from.
+
+#![warn(missing_docs)]
+
+pub mod config;
+pub mod context;
+pub mod etag;
+pub mod extract;
+pub mod health;
+mod metrics_layer;
+pub mod rescue;
+pub mod server;
+mod shared;
+
+pub use config::{BffConfig, BffSpec, ConfigError};
+pub use context::RequestContext;
+pub use shared::{EdgeBuilder, Shared, StartError};

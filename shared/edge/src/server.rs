@@ -1,0 +1,140 @@
+//! Serving and draining.
+
+use std::future::Future;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use axum::Router;
+use tokio::net::TcpListener;
+
+use crate::config::{BffConfig, BffSpec, config_path_from_args};
+use crate::shared::{Shared, StartError};
+
+/// Resolves on SIGTERM or SIGINT. The handlers are installed when this is
+/// called, not when the future is first polled, so a signal that arrives
+/// right after start-up is not lost to the default action.
+pub fn shutdown_signal() -> impl Future<Output = ()> + Send + 'static {
+    use tokio::signal::unix::{SignalKind, signal};
+    let term = signal(SignalKind::terminate());
+    let interrupt = signal(SignalKind::interrupt());
+    async move {
+        match (term, interrupt) {
+            (Ok(mut term), Ok(mut interrupt)) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = interrupt.recv() => {}
+                }
+            }
+            _ => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+}
+
+/// Serves `app` (HTTP/1.1 and h2c) until `shutdown` resolves, then stops
+/// accepting and gives in-flight requests up to `grace` to finish.
+pub async fn serve(
+    listener: TcpListener,
+    app: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    grace: Duration,
+) -> std::io::Result<()> {
+    let (draining_tx, mut draining_rx) = tokio::sync::watch::channel(false);
+    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
+        shutdown.await;
+        tracing::info!("shutdown signal received; draining");
+        let _ = draining_tx.send(true);
+    });
+    tokio::select! {
+        result = server.into_future() => result,
+        () = async {
+            let _ = draining_rx.wait_for(|draining| *draining).await;
+            tokio::time::sleep(grace).await;
+        } => {
+            tracing::warn!(?grace, "in-flight requests did not finish within the grace period");
+            Ok(())
+        }
+    }
+}
+
+/// The whole life of a BFF binary: arguments and configuration (exit 2 on a
+/// bad value), logging, the app from `build`, bind (exit 1 on failure),
+/// serve until SIGTERM, drain, exit 0.
+pub fn run_main<F, Fut>(spec: BffSpec, build: F) -> ExitCode
+where
+    F: FnOnce(Shared) -> Fut,
+    Fut: Future<Output = Result<Router, StartError>>,
+{
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.iter().any(|a| a == "--help" || a == "-h") {
+        println!(
+            "{name} {version}\n\nUsage: {name} [--config FILE]\n\nConfiguration comes from the environment (BFF_LISTEN, BFF_JWKS_URL, …; see the README), optionally from a TOML file; the environment wins.",
+            name = spec.name,
+            version = env!("CARGO_PKG_VERSION")
+        );
+        return ExitCode::SUCCESS;
+    }
+    if args.iter().any(|a| a == "--version" || a == "-V") {
+        println!("{} {}", spec.name, env!("CARGO_PKG_VERSION"));
+        return ExitCode::SUCCESS;
+    }
+    let config = match config_path_from_args(args)
+        .and_then(|file| BffConfig::load(spec, file.as_deref(), std::env::vars()))
+    {
+        Ok(config) => config,
+        Err(error) => {
+            eprintln!("{}: configuration error: {error}", spec.name);
+            return ExitCode::from(2);
+        }
+    };
+    bff_telemetry::init_logging(config.log_format, &config.log_filter);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("{}: cannot start the runtime: {error}", spec.name);
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async move {
+        let listen = config.listen;
+        let grace = config.shutdown_grace;
+        let signal = shutdown_signal();
+        let shared = match Shared::new(config) {
+            Ok(shared) => shared,
+            Err(error) => {
+                tracing::error!(%error, "start-up failed");
+                eprintln!("{}: {error}", spec.name);
+                return ExitCode::FAILURE;
+            }
+        };
+        let app = match build(shared).await {
+            Ok(app) => app,
+            Err(error) => {
+                eprintln!("{}: {error}", spec.name);
+                return ExitCode::FAILURE;
+            }
+        };
+        let listener = match TcpListener::bind(listen).await {
+            Ok(listener) => listener,
+            Err(error) => {
+                eprintln!("{}: cannot listen on {listen}: {error}", spec.name);
+                return ExitCode::FAILURE;
+            }
+        };
+        tracing::info!(%listen, "serving");
+        match serve(listener, app, signal, grace).await {
+            Ok(()) => {
+                tracing::info!("stopped");
+                ExitCode::SUCCESS
+            }
+            Err(error) => {
+                eprintln!("{}: server error: {error}", spec.name);
+                ExitCode::FAILURE
+            }
+        }
+    })
+}
