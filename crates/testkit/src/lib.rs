@@ -4,8 +4,11 @@
 //!
 //! Everything talks over real sockets; nothing here fakes a shared crate.
 
+mod bff;
 mod redis_server;
 mod tokens;
+
+pub use bff::{TestServer, bff_config, bff_config_with, partner_token, serve_bff, user_token};
 
 pub use redis_server::RedisServer;
 pub use tokens::{JwksServer, TEST_ISSUER, TestClaims};

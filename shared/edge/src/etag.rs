@@ -41,6 +41,10 @@ pub fn if_none_match(headers: &HeaderMap, etag: &HeaderValue) -> bool {
 
 /// Middleware: tags every 200 with a strong ETag and answers a matching
 /// `If-None-Match` with 304 and no body.
+///
+/// A handler may set the ETag itself, computed over what identifies its
+/// content (leaving out, say, a generation timestamp that would make every
+/// response unique); otherwise the tag is the hash of the whole body.
 pub async fn etag(request: Request, next: Next) -> Response {
     let conditional = request.headers().clone();
     let response = next.run(request).await;
@@ -48,6 +52,19 @@ pub async fn etag(request: Request, next: Next) -> Response {
         return response;
     }
     let (mut parts, body) = response.into_parts();
+    if !parts.headers.contains_key(header::CACHE_CONTROL) {
+        // Per-user data: caches may keep it but must revalidate each time.
+        parts.headers.insert(
+            header::CACHE_CONTROL,
+            HeaderValue::from_static("private, no-cache"),
+        );
+    }
+    if let Some(tag) = parts.headers.get(header::ETAG).cloned() {
+        if if_none_match(&conditional, &tag) {
+            return not_modified(parts);
+        }
+        return Response::from_parts(parts, body);
+    }
     let bytes = match to_bytes(body, MAX_TAGGED_BODY).await {
         Ok(bytes) => bytes,
         Err(error) => {
@@ -56,21 +73,18 @@ pub async fn etag(request: Request, next: Next) -> Response {
         }
     };
     let tag = strong_etag(&bytes);
-    if !parts.headers.contains_key(header::CACHE_CONTROL) {
-        // Per-user data: caches may keep it but must revalidate each time.
-        parts.headers.insert(
-            header::CACHE_CONTROL,
-            HeaderValue::from_static("private, no-cache"),
-        );
-    }
     parts.headers.insert(header::ETAG, tag.clone());
     if if_none_match(&conditional, &tag) {
-        parts.status = StatusCode::NOT_MODIFIED;
-        parts.headers.remove(header::CONTENT_LENGTH);
-        parts.headers.remove(header::CONTENT_TYPE);
-        return Response::from_parts(parts, Body::empty());
+        return not_modified(parts);
     }
     Response::from_parts(parts, Body::from(bytes))
+}
+
+fn not_modified(mut parts: http::response::Parts) -> Response {
+    parts.status = StatusCode::NOT_MODIFIED;
+    parts.headers.remove(header::CONTENT_LENGTH);
+    parts.headers.remove(header::CONTENT_TYPE);
+    Response::from_parts(parts, Body::empty())
 }
 
 #[cfg(test)]

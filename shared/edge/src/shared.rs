@@ -75,6 +75,8 @@ impl Shared {
                 "OTEL_EXPORTER_OTLP_ENDPOINT is set, but this build does not export traces yet"
             );
         }
+        // Install the metrics recorder before anything records.
+        bff_telemetry::prometheus();
         let http = HttpClient::new(config.connect_timeout)?;
         let mut auth_config = AuthConfig::new(
             config.jwks_url.as_str(),

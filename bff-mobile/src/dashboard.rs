@@ -1,0 +1,190 @@
+//! `GET /v1/dashboard`.
+
+use axum::Json;
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use bff_aggregate::{Aggregation, Metadata};
+use bff_auth::Claims;
+use bff_clients::models::{Order, Recommendation, User};
+use bff_edge::RequestContext;
+use bff_edge::etag::strong_etag;
+use bff_edge::extract::Query;
+use bff_problem::ApiError;
+use http::{HeaderMap, HeaderValue, header};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::AppState;
+use crate::images::ImageSizing;
+
+const ORDERS: u32 = 5;
+const RECOMMENDATIONS: u32 = 3;
+
+/// The dashboard as the app renders it.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct Dashboard {
+    user: MobileUser,
+    recent_orders: Option<Vec<SlimOrder>>,
+    recommendations: Option<Vec<SlimRecommendation>>,
+    metadata: Metadata,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct MobileUser {
+    id: Uuid,
+    name: String,
+    avatar_url: String,
+    preferences: MobilePreferences,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct MobilePreferences {
+    language: String,
+    currency: String,
+    theme: String,
+    push: bool,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct SlimOrder {
+    id: Uuid,
+    status: String,
+    placed_at: String,
+    total_minor: u64,
+    currency: String,
+    item_count: u32,
+    thumbnail_url: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct SlimRecommendation {
+    product_id: Uuid,
+    name: String,
+    price_minor: u64,
+    currency: String,
+    image_url: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct DashboardQuery {
+    dpr: Option<String>,
+}
+
+fn shape_user(user: User, images: &ImageSizing) -> MobileUser {
+    MobileUser {
+        id: user.id,
+        name: user.display_name,
+        avatar_url: images.url(&user.avatar_url, 48),
+        preferences: MobilePreferences {
+            language: user.preferences.language,
+            currency: user.preferences.currency,
+            theme: user.preferences.theme,
+            push: user.preferences.notifications.push,
+        },
+    }
+}
+
+fn shape_order(order: Order, images: &ImageSizing) -> SlimOrder {
+    SlimOrder {
+        id: order.id,
+        status: order.status,
+        // The app shows the day only.
+        placed_at: order
+            .created_at
+            .get(..10)
+            .unwrap_or(&order.created_at)
+            .to_owned(),
+        total_minor: order.total_minor,
+        currency: order.currency,
+        item_count: order.items.iter().map(|i| i.quantity).sum(),
+        thumbnail_url: order.items.first().map(|i| images.url(&i.image_url, 40)),
+    }
+}
+
+fn shape_recommendation(r: Recommendation, images: &ImageSizing) -> SlimRecommendation {
+    SlimRecommendation {
+        product_id: r.product_id,
+        name: r.name,
+        price_minor: r.price_minor,
+        currency: r.currency,
+        image_url: images.url(&r.image_url, 120),
+    }
+}
+
+/// The user id of a user token (mobile tokens carry the user's UUID in `sub`).
+pub(crate) fn user_id(claims: &Claims) -> Result<Uuid, ApiError> {
+    Uuid::try_parse(&claims.sub).map_err(|_| {
+        ApiError::forbidden("this API is for user tokens; the subject is not a user id")
+    })
+}
+
+pub(crate) async fn dashboard(
+    State(app): State<AppState>,
+    claims: Claims,
+    ctx: RequestContext,
+    headers: HeaderMap,
+    Query(query): Query<DashboardQuery>,
+) -> Result<Response, ApiError> {
+    let user_id = user_id(&claims)?;
+    let images = ImageSizing::from_request(query.dpr.as_deref(), &headers)
+        .map_err(|e| ApiError::validation(vec![e]))?;
+    let deadlines = app.shared.config().deadlines;
+    let agg = Aggregation::new(app.shared.cache(), deadlines.request, "/v1/dashboard");
+    let (user, orders, recommendations) = tokio::join!(
+        agg.critical("user", deadlines.critical)
+            .cached(format!("user:{user_id}"))
+            .run(app.users.get(&ctx, user_id)),
+        agg.optional("orders", deadlines.optional)
+            .cached(format!("orders:{user_id}:{ORDERS}"))
+            .run(app.orders.recent(&ctx, user_id, ORDERS)),
+        agg.optional("recommendations", deadlines.optional)
+            .cached(format!("recommendations:{user_id}:{RECOMMENDATIONS}"))
+            .run(app.recommendations.for_user(&ctx, user_id, RECOMMENDATIONS)),
+    );
+    let user = user.required()?;
+    let body = Dashboard {
+        user: shape_user(user, &images),
+        recent_orders: orders.into_value().map(|page| {
+            page.orders
+                .into_iter()
+                .take(ORDERS as usize)
+                .map(|o| shape_order(o, &images))
+                .collect()
+        }),
+        recommendations: recommendations.into_value().map(|list| {
+            list.recommendations
+                .into_iter()
+                .take(RECOMMENDATIONS as usize)
+                .map(|r| shape_recommendation(r, &images))
+                .collect()
+        }),
+        metadata: agg.metadata(),
+    };
+    // The tag covers the content and what went wrong, not the generation
+    // timestamp: an unchanged dashboard must revalidate as unchanged.
+    let identity = serde_json::to_vec(&(
+        &body.user,
+        &body.recent_orders,
+        &body.recommendations,
+        &body.metadata.degraded,
+        &body.metadata.stale,
+    ))
+    .map_err(|error| {
+        tracing::error!(%error, "dashboard does not serialise");
+        ApiError::internal()
+    })?;
+    let mut response = Json(body).into_response();
+    let headers = response.headers_mut();
+    headers.insert(header::ETAG, strong_etag(&identity));
+    headers.insert(
+        header::VARY,
+        HeaderValue::from_static("DPR, Sec-CH-DPR, Save-Data"),
+    );
+    Ok(response)
+}

@@ -1,0 +1,101 @@
+//! Image URLs sized for the device.
+//!
+//! Why: a full-size avatar is ten times the bytes a 48-point circle needs.
+//! The device pixel ratio comes from `?dpr=`, else the `Sec-CH-DPR` / `DPR`
+//! client hints, else 2; `Save-Data: on` caps it at 1 and lowers quality.
+
+use bff_problem::FieldError;
+use http::HeaderMap;
+
+/// How images should be sized for this request.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct ImageSizing {
+    dpr: f64,
+    save_data: bool,
+}
+
+impl ImageSizing {
+    /// From the `dpr` query value and the request headers.
+    pub(crate) fn from_request(dpr: Option<&str>, headers: &HeaderMap) -> Result<Self, FieldError> {
+        let save_data = headers
+            .get("save-data")
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"on"));
+        let parse = |raw: &str| {
+            raw.trim()
+                .parse::<f64>()
+                .ok()
+                .filter(|d| (1.0..=4.0).contains(d))
+        };
+        let dpr = match dpr {
+            Some(raw) => {
+                parse(raw).ok_or_else(|| FieldError::new("dpr", "must be a number from 1 to 4"))?
+            }
+            None => ["sec-ch-dpr", "dpr"]
+                .iter()
+                .find_map(|h| {
+                    headers
+                        .get(*h)
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(parse)
+                })
+                .unwrap_or(2.0),
+        };
+        Ok(ImageSizing {
+            dpr: if save_data { 1.0 } else { dpr },
+            save_data,
+        })
+    }
+
+    /// `url` resized to `points` wide at this density.
+    pub(crate) fn url(&self, url: &str, points: u32) -> String {
+        let width = (f64::from(points) * self.dpr).round() as u32;
+        let quality = if self.save_data { 50 } else { 75 };
+        let sep = if url.contains('?') { '&' } else { '?' };
+        format!("{url}{sep}w={width}&q={quality}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderValue;
+
+    #[test]
+    fn density_from_query_hints_and_save_data() {
+        let mut h = HeaderMap::new();
+        assert_eq!(
+            ImageSizing::from_request(None, &h)
+                .expect("ok")
+                .url("a.jpg", 48),
+            "a.jpg?w=96&q=75"
+        );
+        assert_eq!(
+            ImageSizing::from_request(Some("3"), &h)
+                .expect("ok")
+                .url("a.jpg?v=1", 48),
+            "a.jpg?v=1&w=144&q=75"
+        );
+        h.insert("dpr", HeaderValue::from_static("1.5"));
+        assert_eq!(
+            ImageSizing::from_request(None, &h)
+                .expect("ok")
+                .url("a.jpg", 48),
+            "a.jpg?w=72&q=75"
+        );
+        h.insert("save-data", HeaderValue::from_static("on"));
+        assert_eq!(
+            ImageSizing::from_request(Some("3"), &h)
+                .expect("ok")
+                .url("a.jpg", 48),
+            "a.jpg?w=48&q=50"
+        );
+        for bad in ["0", "5", "x", "NaN"] {
+            assert_eq!(
+                ImageSizing::from_request(Some(bad), &h)
+                    .expect_err(bad)
+                    .field,
+                "dpr"
+            );
+        }
+    }
+}

@@ -1,0 +1,156 @@
+//! Running a BFF app in-process against the demo services.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use axum::Router;
+use bff_edge::{BffConfig, BffSpec};
+use demo_services::{DemoStack, ServiceName};
+use jsonwebtoken::Algorithm;
+
+/// The configuration of a BFF pointed at `stack`, loaded through the same
+/// path as the binary's (environment-style keys), on a free port.
+///
+/// # Panics
+/// When the configuration is invalid.
+pub fn bff_config(stack: &DemoStack, spec: BffSpec) -> BffConfig {
+    bff_config_with(stack, spec, &[])
+}
+
+/// [`bff_config`] with extra `KEY=value` settings (e.g. short breaker
+/// windows for a test).
+///
+/// # Panics
+/// When the configuration is invalid.
+pub fn bff_config_with(stack: &DemoStack, spec: BffSpec, extra: &[(&str, &str)]) -> BffConfig {
+    let identity = stack.url(ServiceName::Identity);
+    let mut env: Vec<(String, String)> = vec![
+        ("BFF_LISTEN".into(), "127.0.0.1:0".into()),
+        (
+            "BFF_JWKS_URL".into(),
+            format!("{identity}/.well-known/jwks.json"),
+        ),
+        ("BFF_ISSUER".into(), identity),
+        ("BFF_LOG_FORMAT".into(), "pretty".into()),
+    ];
+    for service in [
+        ServiceName::User,
+        ServiceName::Order,
+        ServiceName::Recommendation,
+        ServiceName::Review,
+        ServiceName::Product,
+        ServiceName::Inventory,
+        ServiceName::Pricing,
+    ] {
+        env.push((
+            format!("BFF_UPSTREAM_{}", service.as_str().to_uppercase()),
+            stack.url(service),
+        ));
+    }
+    env.extend(
+        extra
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
+    );
+    match BffConfig::load(spec, None, env) {
+        Ok(config) => config,
+        Err(error) => panic!("test configuration is invalid: {error}"),
+    }
+}
+
+/// A BFF app served on a free port, stopped on drop.
+#[derive(Debug)]
+pub struct TestServer {
+    addr: SocketAddr,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl TestServer {
+    /// The server's address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `http://addr` + `path`.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Serves `app` on a free port and waits until `/readyz` says ready (the
+/// signing keys are loaded).
+///
+/// # Panics
+/// When no port is free or the app is not ready within 10 seconds.
+pub async fn serve_bff(app: Router) -> TestServer {
+    let listener = match tokio::net::TcpListener::bind("127.0.0.1:0").await {
+        Ok(l) => l,
+        Err(e) => panic!("no free port: {e}"),
+    };
+    let addr = match listener.local_addr() {
+        Ok(a) => a,
+        Err(e) => panic!("no address: {e}"),
+    };
+    let task = tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    let server = TestServer { addr, task };
+    let client = reqwest::Client::new();
+    for _ in 0..200 {
+        if let Ok(r) = client.get(server.url("/readyz")).send().await
+            && r.status() == 200
+        {
+            return server;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("the BFF at {addr} did not become ready");
+}
+
+/// An access token of demo user `username` for `audience`, from the demo
+/// identity provider.
+///
+/// # Panics
+/// When the provider refuses.
+pub fn user_token(
+    stack: &DemoStack,
+    username: &str,
+    audience: &str,
+    scope: Option<&str>,
+) -> String {
+    match stack.identity().password_grant(
+        username,
+        demo_services::data::DEMO_PASSWORD,
+        audience,
+        scope,
+        Algorithm::RS256,
+    ) {
+        Ok(t) => t.access_token,
+        Err(e) => panic!("no token for {username}: {e}"),
+    }
+}
+
+/// An access token of demo partner `client_id` (secret: the id's suffix
+/// followed by `-secret`).
+///
+/// # Panics
+/// When the provider refuses.
+pub fn partner_token(stack: &DemoStack, client_id: &str) -> String {
+    let secret = format!("{}-secret", client_id.trim_start_matches("partner-"));
+    match stack.identity().client_credentials_grant(
+        client_id,
+        &secret,
+        "bff-partner",
+        None,
+        Algorithm::RS256,
+    ) {
+        Ok(t) => t.access_token,
+        Err(e) => panic!("no token for {client_id}: {e}"),
+    }
+}
