@@ -1,0 +1,259 @@
+//! `GET /v1/products/{productId}?includeReviews=&includeInventory=`.
+
+use std::collections::BTreeMap;
+
+use axum::Json;
+use axum::extract::{Path, State};
+use bff_aggregate::{Aggregation, Metadata};
+use bff_auth::Claims;
+use bff_clients::models::{Price, Product, ReviewPage, Stock};
+use bff_edge::RequestContext;
+use bff_edge::extract::{Query, parse_bool, parse_uuid};
+use bff_problem::ApiError;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::AppState;
+
+const REVIEWS: u32 = 5;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub(crate) struct ProductQuery {
+    include_reviews: Option<String>,
+    include_inventory: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct ProductPage {
+    product: WebProduct,
+    pricing: PricingSection,
+    reviews: Option<WebReviews>,
+    inventory: Option<WebInventory>,
+    metadata: Metadata,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct WebProduct {
+    id: Uuid,
+    sku: String,
+    name: String,
+    description: String,
+    brand: String,
+    category: String,
+    images: Vec<WebImage>,
+    attributes: BTreeMap<String, String>,
+    rating: Rating,
+}
+
+#[derive(Debug, Serialize)]
+struct WebImage {
+    url: String,
+    alt: String,
+}
+
+#[derive(Debug, Serialize)]
+struct Rating {
+    average: f64,
+    count: u32,
+}
+
+/// The price, or why there is none.
+#[derive(Debug, Serialize)]
+#[serde(untagged)]
+enum PricingSection {
+    Price {
+        current: u64,
+        original: u64,
+        currency: String,
+        discount: f64,
+    },
+    Failed {
+        error: &'static str,
+    },
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct WebReviews {
+    average_rating: f64,
+    total: u64,
+    items: Vec<WebReview>,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct WebReview {
+    id: Uuid,
+    author: String,
+    rating: u8,
+    title: String,
+    body: String,
+    verified_purchase: bool,
+    helpful_votes: u32,
+    created_at: String,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct WebInventory {
+    available: i64,
+    in_stock: bool,
+    warehouses: Vec<WebWarehouse>,
+}
+
+#[derive(Debug, Serialize)]
+struct WebWarehouse {
+    location: String,
+    available: i64,
+}
+
+fn product(p: Product) -> WebProduct {
+    WebProduct {
+        id: p.id,
+        sku: p.sku,
+        name: p.name,
+        description: p.description,
+        brand: p.brand,
+        category: p.category,
+        images: p
+            .images
+            .into_iter()
+            .map(|i| WebImage {
+                url: i.url,
+                alt: i.alt,
+            })
+            .collect(),
+        attributes: p.attributes,
+        rating: Rating {
+            average: p.rating_average,
+            count: p.rating_count,
+        },
+    }
+}
+
+fn pricing(p: Option<Price>) -> PricingSection {
+    match p {
+        Some(p) => PricingSection::Price {
+            current: p.current,
+            original: p.original,
+            currency: p.currency,
+            discount: p.discount,
+        },
+        None => PricingSection::Failed {
+            error: "unavailable",
+        },
+    }
+}
+
+fn reviews(r: ReviewPage) -> WebReviews {
+    WebReviews {
+        average_rating: r.average_rating,
+        total: r.total,
+        items: r
+            .reviews
+            .into_iter()
+            .map(|r| WebReview {
+                id: r.id,
+                author: r.author_name,
+                rating: r.rating,
+                title: r.title,
+                body: r.body,
+                verified_purchase: r.verified_purchase,
+                helpful_votes: r.helpful_votes,
+                created_at: r.created_at,
+            })
+            .collect(),
+    }
+}
+
+fn inventory(s: Stock) -> WebInventory {
+    WebInventory {
+        available: s.available,
+        in_stock: s.available > 0,
+        warehouses: s
+            .warehouses
+            .into_iter()
+            .map(|w| WebWarehouse {
+                location: w.location,
+                available: w.available,
+            })
+            .collect(),
+    }
+}
+
+pub(crate) async fn product_page(
+    State(app): State<AppState>,
+    _claims: Claims,
+    ctx: RequestContext,
+    Path(raw_id): Path<String>,
+    Query(query): Query<ProductQuery>,
+) -> Result<Json<ProductPage>, ApiError> {
+    let mut errors = Vec::new();
+    let id = parse_uuid("productId", &raw_id)
+        .map_err(|e| errors.push(e))
+        .ok();
+    let include_reviews = parse_bool("includeReviews", query.include_reviews.as_deref(), true)
+        .map_err(|e| errors.push(e))
+        .ok();
+    let include_inventory =
+        parse_bool("includeInventory", query.include_inventory.as_deref(), true)
+            .map_err(|e| errors.push(e))
+            .ok();
+    let (Some(id), Some(include_reviews), Some(include_inventory)) =
+        (id, include_reviews, include_inventory)
+    else {
+        return Err(ApiError::validation(errors));
+    };
+
+    let deadlines = app.shared.config().deadlines;
+    let agg = Aggregation::new(
+        app.shared.cache(),
+        deadlines.request,
+        "/v1/products/{productId}",
+    );
+    let (product_section, price, review_page, stock) = tokio::join!(
+        agg.critical("product", deadlines.critical)
+            .cached(format!("product:{id}"))
+            .run(app.products.get(&ctx, id)),
+        agg.optional("pricing", deadlines.optional)
+            .cached(format!("price:{id}"))
+            .run(app.pricing.get(&ctx, id)),
+        async {
+            if include_reviews {
+                let fetch = app.reviews.for_product(&ctx, id, REVIEWS);
+                Some(
+                    agg.optional("reviews", deadlines.optional)
+                        .cached(format!("reviews:{id}:{REVIEWS}"))
+                        .run(fetch)
+                        .await,
+                )
+            } else {
+                None
+            }
+        },
+        async {
+            if include_inventory {
+                let fetch = app.inventory.get(&ctx, id);
+                Some(
+                    agg.optional("inventory", deadlines.optional)
+                        .cached(format!("stock:{id}"))
+                        .run(fetch)
+                        .await,
+                )
+            } else {
+                None
+            }
+        },
+    );
+    let product_data = product_section.required()?;
+    Ok(Json(ProductPage {
+        product: product(product_data),
+        pricing: pricing(price.into_value()),
+        reviews: review_page.and_then(|s| s.into_value()).map(reviews),
+        inventory: stock.and_then(|s| s.into_value()).map(inventory),
+        metadata: agg.metadata(),
+    }))
+}
