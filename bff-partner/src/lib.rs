@@ -1,0 +1,66 @@
+//! The partner-integrations team's BFF.
+//!
+//! Partners integrate once and expect the API to hold still: it is
+//! versioned (`/v1`, `/v2`, or `/products` with an `API-Version` header),
+//! v1 announces its retirement with `Deprecation`, `Sunset` and a
+//! successor `Link`, and a batch of up to 50 products costs exactly one call
+//! per upstream, whatever its size. Every route needs the `catalog:read`
+//! scope.
+
+#![warn(missing_docs)]
+
+mod products;
+
+use axum::Router;
+use axum::extract::Request;
+use axum::middleware::{Next, from_fn};
+use axum::response::Response;
+use axum::routing::get;
+use bff_auth::Claims;
+use bff_clients::{InventoryClient, PricingClient, ProductClient};
+use bff_edge::{BffSpec, EdgeBuilder, Shared, StartError};
+use bff_problem::ApiError;
+
+/// Name, audience and default port of this BFF.
+pub const SPEC: BffSpec = BffSpec {
+    name: "bff-partner",
+    default_port: 8083,
+};
+
+/// The scope every partner route requires.
+pub const SCOPE: &str = "catalog:read";
+
+/// What the handlers use.
+#[derive(Clone, Debug)]
+pub struct AppState {
+    shared: Shared,
+    products: ProductClient,
+    pricing: PricingClient,
+    inventory: InventoryClient,
+}
+
+async fn require_catalog_scope(
+    claims: Claims,
+    request: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
+    claims.require_scope(SCOPE)?;
+    Ok(next.run(request).await)
+}
+
+/// The partner BFF's app over `shared`.
+pub async fn app(shared: Shared) -> Result<Router, StartError> {
+    let state = AppState {
+        products: shared.product_client()?,
+        pricing: shared.pricing_client(),
+        inventory: shared.inventory_client()?,
+        shared: shared.clone(),
+    };
+    let api = Router::new()
+        .route("/v1/products", get(products::v1))
+        .route("/v2/products", get(products::v2))
+        .route("/products", get(products::negotiated))
+        .route_layer(from_fn(require_catalog_scope))
+        .with_state(state);
+    Ok(EdgeBuilder::new(shared).authenticated(api).build())
+}

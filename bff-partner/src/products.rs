@@ -1,0 +1,393 @@
+//! The batch catalogue endpoints, v1 and v2.
+
+use std::collections::{HashMap, HashSet};
+
+use axum::Json;
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use bff_aggregate::{Aggregation, Metadata};
+use bff_clients::models::{Batch, Price, Product, Stock};
+use bff_edge::RequestContext;
+use bff_edge::extract::{Query, parse_uuid};
+use bff_problem::{ApiError, FieldError};
+use http::{HeaderMap, HeaderValue, header};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::AppState;
+
+/// The most ids one request may ask for.
+pub(crate) const MAX_IDS: usize = 50;
+
+/// When v1 was deprecated (RFC 9745: `@` unix seconds): 2026-09-01.
+const DEPRECATION: &str = "@1788220800";
+/// When v1 goes away (RFC 8594, an HTTP date).
+const SUNSET: &str = "Thu, 01 Jul 2027 00:00:00 GMT";
+const SUCCESSOR: &str = "</v2/products>; rel=\"successor-version\"";
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct IdsQuery {
+    ids: Option<String>,
+}
+
+/// Parses `ids`: 1 to 50 comma-separated UUIDs, duplicates dropped, order
+/// kept; every bad one is named with its position.
+fn parse_ids(raw: Option<&str>) -> Result<Vec<Uuid>, ApiError> {
+    let raw = raw.ok_or_else(|| {
+        ApiError::validation(vec![FieldError::new(
+            "ids",
+            "is required: a comma-separated list of product ids",
+        )])
+    })?;
+    let parts: Vec<&str> = raw
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .collect();
+    if parts.is_empty() || parts.len() > MAX_IDS {
+        return Err(ApiError::validation(vec![FieldError::new(
+            "ids",
+            format!("must list 1 to {MAX_IDS} product ids, got {}", parts.len()),
+        )]));
+    }
+    let mut seen = HashSet::with_capacity(parts.len());
+    let mut ids = Vec::with_capacity(parts.len());
+    let mut errors = Vec::new();
+    for (i, part) in parts.iter().enumerate() {
+        match parse_uuid(&format!("ids[{i}]"), part) {
+            Ok(id) => {
+                if seen.insert(id) {
+                    ids.push(id);
+                }
+            }
+            Err(e) => errors.push(e),
+        }
+    }
+    if errors.is_empty() {
+        Ok(ids)
+    } else {
+        Err(ApiError::validation(errors))
+    }
+}
+
+struct Assembled {
+    ids: Vec<Uuid>,
+    products: HashMap<Uuid, Product>,
+    missing: Vec<Uuid>,
+    prices: Option<HashMap<Uuid, Price>>,
+    stock: Option<HashMap<Uuid, Stock>>,
+    metadata: Metadata,
+}
+
+fn index<T>(batch: Batch<T>, key: impl Fn(&T) -> Uuid) -> HashMap<Uuid, T> {
+    batch.found.into_iter().map(|t| (key(&t), t)).collect()
+}
+
+/// One batch call per upstream, concurrently; products are critical.
+async fn fetch(
+    app: &AppState,
+    ctx: &RequestContext,
+    ids: Vec<Uuid>,
+) -> Result<Assembled, ApiError> {
+    let deadlines = app.shared.config().deadlines;
+    let agg = Aggregation::new(app.shared.cache(), deadlines.request, "/products");
+    let mut sorted: Vec<String> = ids.iter().map(Uuid::to_string).collect();
+    sorted.sort_unstable();
+    let key = sorted.join(",");
+    let (products, prices, stock) = tokio::join!(
+        agg.critical("products", deadlines.critical)
+            .cached(format!("products:{key}"))
+            .run(app.products.batch(ctx, &ids)),
+        agg.optional("pricing", deadlines.optional)
+            .cached(format!("prices:{key}"))
+            .run(app.pricing.batch(ctx, &ids)),
+        agg.optional("inventory", deadlines.optional)
+            .cached(format!("stock:{key}"))
+            .run(app.inventory.batch(ctx, &ids)),
+    );
+    let products = products.required()?;
+    Ok(Assembled {
+        missing: products.missing.clone(),
+        products: index(products, |p| p.id),
+        prices: prices.into_value().map(|b| index(b, |p| p.product_id)),
+        stock: stock.into_value().map(|b| index(b, |s| s.product_id)),
+        metadata: agg.metadata(),
+        ids,
+    })
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct V1Response {
+    products: Vec<V1Product>,
+    missing_ids: Vec<Uuid>,
+    metadata: Metadata,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct V1Product {
+    id: Uuid,
+    sku: String,
+    name: String,
+    brand: String,
+    category: String,
+    price: Option<V1Price>,
+    stock: Option<V1Stock>,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct V1Price {
+    amount: u64,
+    currency: String,
+    discount: f64,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct V1Stock {
+    available: i64,
+    in_stock: bool,
+}
+
+fn shape_v1(mut a: Assembled) -> V1Response {
+    let products = a
+        .ids
+        .iter()
+        .filter_map(|id| a.products.remove(id))
+        .map(|p| V1Product {
+            price: a
+                .prices
+                .as_ref()
+                .and_then(|m| m.get(&p.id))
+                .map(|pr| V1Price {
+                    amount: pr.current,
+                    currency: pr.currency.clone(),
+                    discount: pr.discount,
+                }),
+            stock: a
+                .stock
+                .as_ref()
+                .and_then(|m| m.get(&p.id))
+                .map(|s| V1Stock {
+                    available: s.available,
+                    in_stock: s.available > 0,
+                }),
+            id: p.id,
+            sku: p.sku,
+            name: p.name,
+            brand: p.brand,
+            category: p.category,
+        })
+        .collect();
+    V1Response {
+        products,
+        missing_ids: a.missing,
+        metadata: a.metadata,
+    }
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct V2Response {
+    data: Vec<V2Product>,
+    meta: V2Meta,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct V2Meta {
+    requested: usize,
+    returned: usize,
+    missing_ids: Vec<Uuid>,
+    #[serde(flatten)]
+    metadata: Metadata,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct V2Product {
+    id: Uuid,
+    sku: String,
+    name: String,
+    description: String,
+    brand: String,
+    category: String,
+    image_urls: Vec<String>,
+    rating: V2Rating,
+    pricing: Option<V2Pricing>,
+    availability: Option<V2Availability>,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct V2Rating {
+    average: f64,
+    count: u32,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct V2Pricing {
+    current_minor: u64,
+    original_minor: u64,
+    currency: String,
+    discount_percent: f64,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct V2Availability {
+    available: i64,
+    in_stock: bool,
+    warehouses: usize,
+}
+
+fn shape_v2(mut a: Assembled) -> V2Response {
+    let requested = a.ids.len();
+    let data: Vec<V2Product> = a
+        .ids
+        .iter()
+        .filter_map(|id| a.products.remove(id))
+        .map(|p| V2Product {
+            pricing: a
+                .prices
+                .as_ref()
+                .and_then(|m| m.get(&p.id))
+                .map(|pr| V2Pricing {
+                    current_minor: pr.current,
+                    original_minor: pr.original,
+                    currency: pr.currency.clone(),
+                    discount_percent: pr.discount,
+                }),
+            availability: a
+                .stock
+                .as_ref()
+                .and_then(|m| m.get(&p.id))
+                .map(|s| V2Availability {
+                    available: s.available,
+                    in_stock: s.available > 0,
+                    warehouses: s.warehouses.iter().filter(|w| w.available > 0).count(),
+                }),
+            id: p.id,
+            sku: p.sku,
+            name: p.name,
+            description: p.description,
+            brand: p.brand,
+            category: p.category,
+            image_urls: p.images.into_iter().map(|i| i.url).collect(),
+            rating: V2Rating {
+                average: p.rating_average,
+                count: p.rating_count,
+            },
+        })
+        .collect();
+    V2Response {
+        meta: V2Meta {
+            requested,
+            returned: data.len(),
+            missing_ids: a.missing,
+            metadata: a.metadata,
+        },
+        data,
+    }
+}
+
+fn v1_response(a: Assembled) -> Response {
+    let mut response = Json(shape_v1(a)).into_response();
+    let h = response.headers_mut();
+    h.insert("deprecation", HeaderValue::from_static(DEPRECATION));
+    h.insert("sunset", HeaderValue::from_static(SUNSET));
+    h.insert(header::LINK, HeaderValue::from_static(SUCCESSOR));
+    response
+}
+
+/// `GET /v1/products?ids=…` (deprecated).
+pub(crate) async fn v1(
+    State(app): State<AppState>,
+    ctx: RequestContext,
+    Query(q): Query<IdsQuery>,
+) -> Result<Response, ApiError> {
+    let ids = parse_ids(q.ids.as_deref())?;
+    Ok(v1_response(fetch(&app, &ctx, ids).await?))
+}
+
+/// `GET /v2/products?ids=…`.
+pub(crate) async fn v2(
+    State(app): State<AppState>,
+    ctx: RequestContext,
+    Query(q): Query<IdsQuery>,
+) -> Result<Response, ApiError> {
+    let ids = parse_ids(q.ids.as_deref())?;
+    Ok(Json(shape_v2(fetch(&app, &ctx, ids).await?)).into_response())
+}
+
+/// `GET /products?ids=…` with `API-Version: 1|2` (default: the newest).
+pub(crate) async fn negotiated(
+    State(app): State<AppState>,
+    ctx: RequestContext,
+    headers: HeaderMap,
+    Query(q): Query<IdsQuery>,
+) -> Result<Response, ApiError> {
+    let version = match headers.get("api-version").map(|v| v.as_bytes()) {
+        None | Some(b"2") => 2,
+        Some(b"1") => 1,
+        Some(_) => {
+            return Err(ApiError::validation(vec![FieldError::new(
+                "API-Version",
+                "must be 1 or 2",
+            )]));
+        }
+    };
+    let ids = parse_ids(q.ids.as_deref())?;
+    let assembled = fetch(&app, &ctx, ids).await?;
+    let mut response = if version == 1 {
+        v1_response(assembled)
+    } else {
+        Json(shape_v2(assembled)).into_response()
+    };
+    let h = response.headers_mut();
+    h.insert("api-version", HeaderValue::from(version));
+    h.insert(header::VARY, HeaderValue::from_static("API-Version"));
+    Ok(response)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_validated_deduplicated_and_ordered() {
+        let a = "3f2504e0-4f89-41d3-9a0c-0305e82c3301";
+        let b = "8d6f3a4e-1d2c-4b5a-9e8f-7a6b5c4d3e2f";
+        assert_eq!(
+            parse_ids(Some(&format!("{b},{a},{b}")))
+                .expect("valid")
+                .len(),
+            2
+        );
+        assert_eq!(
+            parse_ids(Some(&format!("{b},{a}"))).expect("valid")[0].to_string(),
+            b
+        );
+        assert_eq!(
+            parse_ids(None).expect_err("missing").errors()[0].field,
+            "ids"
+        );
+        assert_eq!(
+            parse_ids(Some(",,")).expect_err("empty").errors()[0].field,
+            "ids"
+        );
+        let fifty_one = vec![a; 51].join(",");
+        assert!(
+            parse_ids(Some(&fifty_one)).expect_err("too many").errors()[0]
+                .message
+                .contains("got 51")
+        );
+        let bad = parse_ids(Some(&format!("{a},nope,{b},42"))).expect_err("bad ones");
+        let fields: Vec<&str> = bad.errors().iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(fields, ["ids[1]", "ids[3]"]);
+    }
+}
