@@ -5,6 +5,10 @@
 use std::fmt::Write as _;
 use std::process::ExitCode;
 
+use std::future::Future;
+use std::pin::Pin;
+
+use bff_edge::{BffConfig, BffSpec, Shared};
 use clap::Parser;
 use demo_services::{DemoConfig, DemoStack, ServiceName, StartError};
 use jsonwebtoken::Algorithm;
@@ -34,6 +38,9 @@ pub async fn run(args: Args) -> ExitCode {
         redis_url: args.redis_url.clone(),
         ..DemoConfig::contract_defaults()
     };
+    // Register for signals before anything is up, so that a SIGTERM right
+    // after the banner is a clean shutdown and not the default kill.
+    let signal = bff_edge::server::shutdown_signal();
     let stack = match DemoStack::start(config).await {
         Ok(stack) => stack,
         Err(error) => {
@@ -41,14 +48,80 @@ pub async fn run(args: Args) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    // Register for signals before telling anyone we are up, so that a SIGTERM
-    // right after the banner is a clean shutdown and not the default kill.
-    let signal = shutdown_signal();
-    println!("{}", banner(&stack, args.upstreams_only));
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let mut bffs = Vec::new();
+    if !args.upstreams_only {
+        for (spec, build) in BFFS {
+            match start_bff(spec, build, stopped.clone()).await {
+                Ok(task) => bffs.push(task),
+                Err(message) => {
+                    eprintln!("devstack: {message}");
+                    let _ = stop.send(true);
+                    stack.shutdown().await;
+                    return ExitCode::FAILURE;
+                }
+            }
+        }
+    }
+    // Whoever started us may stop reading stdout (a closed pipe must not
+    // take the stack down, as println! would).
+    {
+        use std::io::Write;
+        let mut stdout = std::io::stdout().lock();
+        let _ = stdout.write_all(banner(&stack, args.upstreams_only).as_bytes());
+        let _ = stdout.flush();
+    }
     signal.await;
     eprintln!("devstack: shutting down");
+    let _ = stop.send(true);
+    for task in bffs {
+        let _ = task.await;
+    }
     stack.shutdown().await;
     ExitCode::SUCCESS
+}
+
+type BuildFn =
+    fn(Shared) -> Pin<Box<dyn Future<Output = Result<axum::Router, bff_edge::StartError>> + Send>>;
+
+/// The BFFs devstack runs, with their embedded defaults.
+const BFFS: [(BffSpec, BuildFn); 3] = [
+    (bff_mobile::SPEC, |s| Box::pin(bff_mobile::app(s))),
+    (bff_web::SPEC, |s| Box::pin(bff_web::app(s))),
+    (bff_partner::SPEC, |s| Box::pin(bff_partner::app(s))),
+];
+
+async fn start_bff(
+    spec: BffSpec,
+    build: BuildFn,
+    mut stopped: tokio::sync::watch::Receiver<bool>,
+) -> Result<tokio::task::JoinHandle<()>, String> {
+    let config = BffConfig::defaults(spec);
+    let (listen, grace) = (config.listen, config.shutdown_grace);
+    let listener = tokio::net::TcpListener::bind(listen).await.map_err(|e| {
+        if e.kind() == std::io::ErrorKind::AddrInUse {
+            format!(
+                "port {} ({}) is already in use on {}; stop whatever holds it and try again",
+                listen.port(),
+                spec.name,
+                listen.ip()
+            )
+        } else {
+            format!("cannot listen on {listen} for {}: {e}", spec.name)
+        }
+    })?;
+    let shared = Shared::new(config).map_err(|e| format!("{}: {e}", spec.name))?;
+    let app = build(shared)
+        .await
+        .map_err(|e| format!("{}: {e}", spec.name))?;
+    let shutdown = async move {
+        let _ = stopped.wait_for(|s| *s).await;
+    };
+    Ok(tokio::spawn(async move {
+        if let Err(error) = bff_edge::server::serve(listener, app, shutdown, grace).await {
+            tracing::error!(bff = spec.name, %error, "server error");
+        }
+    }))
 }
 
 fn init_tracing() {
@@ -72,27 +145,6 @@ fn explain(error: &StartError) -> String {
             )
         }
         other => other.to_string(),
-    }
-}
-
-/// Resolves on SIGINT or SIGTERM; the handlers are installed when this is
-/// called, not when the future is first polled.
-fn shutdown_signal() -> impl std::future::Future<Output = ()> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let term = signal(SignalKind::terminate());
-    let interrupt = signal(SignalKind::interrupt());
-    async move {
-        match (term, interrupt) {
-            (Ok(mut term), Ok(mut interrupt)) => {
-                tokio::select! {
-                    _ = term.recv() => {}
-                    _ = interrupt.recv() => {}
-                }
-            }
-            _ => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
-        }
     }
 }
 
@@ -172,11 +224,57 @@ pub fn banner(stack: &DemoStack, upstreams_only: bool) -> String {
             out,
             "\nBFFs not started (--upstreams-only): run one with `cargo run -p bff-mobile` (or bff-web, bff-partner)."
         );
-    } else {
-        let _ = writeln!(out, "\nReady tokens (valid 15 minutes):");
-        for aud in ["bff-mobile", "bff-web", "bff-partner"] {
-            let _ = writeln!(out, "  {aud}: {}", token(stack, aud));
-        }
+        return out;
     }
+    let _ = writeln!(out, "\nBFFs:");
+    for (spec, _) in BFFS {
+        let _ = writeln!(
+            out,
+            "  {:<16} http://127.0.0.1:{}",
+            spec.name, spec.default_port
+        );
+    }
+    let _ = writeln!(
+        out,
+        "\nReady tokens (valid 15 minutes; user0001 for mobile and web, partner-acme for partner):"
+    );
+    let _ = writeln!(out, "  export MOBILE_TOKEN={}", token(stack, "bff-mobile"));
+    let _ = writeln!(out, "  export WEB_TOKEN={}", token(stack, "bff-web"));
+    let _ = writeln!(
+        out,
+        "  export PARTNER_TOKEN={}",
+        token(stack, "bff-partner")
+    );
+    let ids: Vec<String> = stack.data().products()[..3]
+        .iter()
+        .map(|p| p.id.to_string())
+        .collect();
+    let ids = ids.join(",");
+    let _ = writeln!(out, "\nThe BFFs:");
+    let _ = writeln!(
+        out,
+        "  curl -s -H \"Authorization: Bearer $MOBILE_TOKEN\" http://127.0.0.1:8081/v1/dashboard"
+    );
+    let _ = writeln!(
+        out,
+        "  curl -s -H \"Authorization: Bearer $WEB_TOKEN\" http://127.0.0.1:8082/v1/dashboard"
+    );
+    let _ = writeln!(
+        out,
+        "  curl -s -H \"Authorization: Bearer $WEB_TOKEN\" 'http://127.0.0.1:8082/v1/products/{}?includeReviews=true&includeInventory=true'",
+        product.id
+    );
+    let _ = writeln!(
+        out,
+        "  curl -s -H \"Authorization: Bearer $PARTNER_TOKEN\" 'http://127.0.0.1:8083/v2/products?ids={ids}'"
+    );
+    let _ = writeln!(
+        out,
+        "  curl -si -H \"Authorization: Bearer $PARTNER_TOKEN\" 'http://127.0.0.1:8083/v1/products?ids={ids}'"
+    );
+    let _ = writeln!(
+        out,
+        "  curl -s http://127.0.0.1:8081/readyz; curl -s http://127.0.0.1:8081/metrics | head"
+    );
     out
 }

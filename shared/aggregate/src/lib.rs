@@ -306,8 +306,8 @@ mod tests {
         FragmentCache::new(100, Duration::from_secs(60))
     }
 
-    fn fail<T>(failure: Failure) -> impl Future<Output = Result<T, UpstreamError>> {
-        async move { Err(UpstreamError::new("test", failure, "injected")) }
+    async fn fail<T>(failure: Failure) -> Result<T, UpstreamError> {
+        Err(UpstreamError::new("test", failure, "injected"))
     }
 
     #[tokio::test(start_paused = true)]

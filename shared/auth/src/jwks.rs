@@ -281,10 +281,8 @@ impl Authenticator {
             .unwrap_or_else(|p| p.into_inner())
             .last_fetch
             .is_some_and(|t| t.elapsed() < self.config.min_refetch);
-        if !recent {
-            if let Err(error) = self.refresh().await {
-                tracing::warn!(%error, "JWKS refetch for an unknown kid failed");
-            }
+        if !recent && let Err(error) = self.refresh().await {
+            tracing::warn!(%error, "JWKS refetch for an unknown kid failed");
         }
         self.lookup(kid)
     }

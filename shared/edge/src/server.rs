@@ -15,19 +15,26 @@ use crate::shared::{Shared, StartError};
 /// right after start-up is not lost to the default action.
 pub fn shutdown_signal() -> impl Future<Output = ()> + Send + 'static {
     use tokio::signal::unix::{SignalKind, signal};
-    let term = signal(SignalKind::terminate());
-    let interrupt = signal(SignalKind::interrupt());
+    // Each on its own: a shell may start a background job with SIGINT
+    // ignored, and that must not cost us SIGTERM.
+    let term = signal(SignalKind::terminate())
+        .map_err(|e| tracing::warn!(error = %e, "cannot listen for SIGTERM"))
+        .ok();
+    let interrupt = signal(SignalKind::interrupt())
+        .map_err(|e| tracing::warn!(error = %e, "cannot listen for SIGINT"))
+        .ok();
     async move {
-        match (term, interrupt) {
-            (Ok(mut term), Ok(mut interrupt)) => {
-                tokio::select! {
-                    _ = term.recv() => {}
-                    _ = interrupt.recv() => {}
+        let wait = |signal: Option<tokio::signal::unix::Signal>| async move {
+            match signal {
+                Some(mut signal) => {
+                    signal.recv().await;
                 }
+                None => std::future::pending::<()>().await,
             }
-            _ => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
+        };
+        tokio::select! {
+            () = wait(term) => {}
+            () = wait(interrupt) => {}
         }
     }
 }
