@@ -19,6 +19,13 @@ struct Args {
     /// Publish price changes on this Redis as well.
     #[arg(long, env = "REDIS_URL")]
     redis_url: Option<String>,
+    /// Shift every port: identity at BASE, user at BASE+1, …, inventory at
+    /// BASE+7, control API at BASE+99 (the contract's ports are BASE 7000).
+    #[arg(long, env = "DEMO_PORT_BASE", default_value_t = 7000)]
+    port_base: u16,
+    /// Change a random product's stock this often (0 for never).
+    #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+    stock_every: std::time::Duration,
 }
 
 #[tokio::main]
@@ -29,12 +36,36 @@ async fn main() -> std::process::ExitCode {
         )
         .init();
     let args = Args::parse();
+    let Some(control_port) = args.port_base.checked_add(99) else {
+        eprintln!(
+            "demo-services: --port-base {} leaves no room for the control API",
+            args.port_base
+        );
+        return std::process::ExitCode::from(2);
+    };
+    let ports = demo_services::ServiceName::ALL
+        .into_iter()
+        .map(|s| (s, args.port_base + (s.default_port() - 7000)))
+        .collect();
+    let issuer = args
+        .issuer
+        .or_else(|| Some(format!("http://127.0.0.1:{}", args.port_base)));
     let config = DemoConfig {
         host: args.host,
         seed: args.seed,
-        issuer: args.issuer,
+        issuer,
         redis_url: args.redis_url,
+        ports,
+        control_port,
+        stock_simulation: (!args.stock_every.is_zero()).then_some(args.stock_every),
         ..DemoConfig::contract_defaults()
+    };
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(term) => term,
+        Err(error) => {
+            eprintln!("demo-services: cannot listen for SIGTERM: {error}");
+            return std::process::ExitCode::FAILURE;
+        }
     };
     let stack = match DemoStack::start(config).await {
         Ok(stack) => stack,
@@ -44,7 +75,10 @@ async fn main() -> std::process::ExitCode {
         }
     };
     eprintln!("demo services up; control API at {}", stack.control_url());
-    let _ = tokio::signal::ctrl_c().await;
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
     stack.shutdown().await;
     std::process::ExitCode::SUCCESS
 }

@@ -152,10 +152,42 @@ async fn rejects_every_bad_token() {
     ));
     cases.push(("garbage", "a.b.c".to_owned()));
 
+    // The same cases over HTTP: 401 problem+json with a Bearer challenge.
+    let app = axum::Router::new()
+        .route(
+            "/",
+            axum::routing::get(|claims: bff_auth::Claims| async move { claims.sub }),
+        )
+        .layer(axum::middleware::from_fn_with_state(
+            auth.clone(),
+            bff_auth::require_auth,
+        ));
     for (name, token) in cases {
         let result = auth.verify(&token).await;
         assert!(result.is_err(), "{name} must be rejected");
+        let request = http::Request::get("/")
+            .header("authorization", format!("Bearer {token}"))
+            .body(axum::body::Body::empty());
+        let response = tower::ServiceExt::oneshot(app.clone(), request.expect("request"))
+            .await
+            .expect("response");
+        assert_eq!(response.status(), 401, "{name}");
+        assert_eq!(
+            response.headers()["content-type"],
+            "application/problem+json",
+            "{name}"
+        );
+        assert_eq!(response.headers()["www-authenticate"], "Bearer", "{name}");
     }
+    let request =
+        http::Request::get("/").header("authorization", format!("Bearer {}", jwks.mint(&valid())));
+    let response = tower::ServiceExt::oneshot(
+        app.clone(),
+        request.body(axum::body::Body::empty()).expect("request"),
+    )
+    .await
+    .expect("response");
+    assert_eq!(response.status(), 200, "a valid token passes");
 
     // Within the 30 s leeway is still fine.
     let ok = auth
