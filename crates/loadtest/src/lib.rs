@@ -1,0 +1,741 @@
+//! The benchmark harness.
+//!
+//! Builds the binaries, starts the demo services and the BFFs as separate
+//! processes (the BFF pinned to its own CPU when `taskset` and a second CPU
+//! are there), drives load from this process, and prints one table. The
+//! figure that compares implementations fairly on a small machine is the
+//! BFF's **CPU time per request**, read from the kernel's accounting of the
+//! BFF process at a fixed rate below saturation: the load generator and the
+//! upstreams share the other CPU and cap raw throughput.
+//!
+//! Baselines come from the same run: the upstreams alone (the floor), and,
+//! when Node.js is installed, an equivalent Fastify BFF (`node-baseline/`).
+
+pub mod load;
+pub mod procs;
+
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use clap::Parser;
+use demo_services::DemoData;
+use demo_services::data::DEFAULT_SEED;
+use http::Method;
+
+use load::{Stats, Target};
+use procs::Proc;
+
+/// Command-line arguments.
+#[derive(Debug, Clone, Parser)]
+#[command(about = "Benchmarks the BFFs against the demo services")]
+pub struct Args {
+    /// Length of each measurement.
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    pub duration: Duration,
+    /// Open-loop arrival rate (requests per second), below saturation.
+    #[arg(long, default_value_t = 400.0)]
+    pub rate: f64,
+    /// Closed-loop concurrent connections.
+    #[arg(long, default_value_t = 32)]
+    pub connections: usize,
+    /// Scenarios to run (1–7).
+    #[arg(long, value_delimiter = ',', default_value = "1,2,3,4,5,6,7")]
+    pub scenarios: Vec<u8>,
+    /// A seconds-long run of scenario 1 on debug binaries, for CI.
+    #[arg(long)]
+    pub smoke: bool,
+    /// Build and run debug binaries instead of release ones.
+    #[arg(long)]
+    pub debug: bool,
+    /// Do not build; use the binaries already in the target directory.
+    #[arg(long)]
+    pub no_build: bool,
+    /// The Node.js/Fastify baseline: auto (when node and npm are installed), on, off.
+    #[arg(long, default_value = "auto")]
+    pub node: String,
+    /// Also write the results as JSON here.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+}
+
+const DEMO_BASE: u16 = 17_000;
+const MOBILE_PORT: u16 = 18_081;
+const WEB_PORT: u16 = 18_082;
+const PARTNER_PORT: u16 = 18_083;
+const NODE_PORT: u16 = 18_091;
+
+fn addr(port: u16) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], port))
+}
+
+/// One line of the results table.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Row {
+    scenario: String,
+    target: String,
+    mode: String,
+    rps: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    cpu_us_per_req: Option<f64>,
+    errors: u64,
+    note: String,
+}
+
+fn row(
+    scenario: &str,
+    target: &str,
+    mode: String,
+    stats: &Stats,
+    cpu: Option<f64>,
+    note: &str,
+) -> Row {
+    Row {
+        scenario: scenario.to_owned(),
+        target: target.to_owned(),
+        mode,
+        rps: stats.throughput(),
+        p50_ms: stats.percentile_ms(0.5),
+        p99_ms: stats.percentile_ms(0.99),
+        cpu_us_per_req: cpu,
+        errors: stats.errors + stats.dropped,
+        note: note.to_owned(),
+    }
+}
+
+/// Entry point: runs, prints, exits non-zero on failure (or, in smoke mode,
+/// on any failed request).
+pub fn main(mut args: Args) -> ExitCode {
+    if args.smoke {
+        args.duration = Duration::from_secs(1);
+        args.rate = 50.0;
+        args.connections = 4;
+        args.scenarios = vec![1];
+        args.debug = true;
+        args.node = "off".to_owned();
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("loadtest: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(&args)) {
+        Ok(report) => {
+            println!("{}", report.table);
+            if let Some(path) = &args.json
+                && let Err(e) = std::fs::write(
+                    path,
+                    serde_json::to_vec_pretty(&report.rows).unwrap_or_default(),
+                )
+            {
+                eprintln!("loadtest: cannot write {}: {e}", path.display());
+                return ExitCode::FAILURE;
+            }
+            let errors: u64 = report.rows.iter().map(|r| r.errors).sum();
+            if args.smoke && (errors > 0 || report.rows.iter().any(|r| r.rps <= 0.0)) {
+                eprintln!("loadtest: smoke run saw {errors} failed requests");
+                return ExitCode::FAILURE;
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("loadtest: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+struct Report {
+    rows: Vec<Row>,
+    table: String,
+}
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn binaries(args: &Args) -> Result<PathBuf, String> {
+    let root = workspace_root();
+    let profile = if args.debug { "dev" } else { "release" };
+    if !args.no_build {
+        eprintln!("building {profile} binaries…");
+        let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+            .current_dir(&root)
+            .args([
+                "build",
+                "--profile",
+                profile,
+                "-p",
+                "demo-services",
+                "-p",
+                "bff-mobile",
+                "-p",
+                "bff-web",
+                "-p",
+                "bff-partner",
+            ])
+            .status()
+            .map_err(|e| format!("cannot run cargo: {e}"))?;
+        if !status.success() {
+            return Err("the build failed".into());
+        }
+    }
+    let target = std::env::var("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| root.join("target"));
+    Ok(target.join(if args.debug { "debug" } else { "release" }))
+}
+
+async fn wait_http(port: u16, path: &str, what: &str) -> Result<(), String> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline {
+        if let Ok((200, _)) = load::fetch(&Target::get(addr(port), path)).await {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Err(format!(
+        "{what} did not answer 200 on :{port}{path} within 60 s"
+    ))
+}
+
+async fn control(method: Method, path: &str, body: &str) -> Result<(), String> {
+    let mut target =
+        Target::get(addr(DEMO_BASE + 99), path).header("content-type", "application/json");
+    target.method = method;
+    target.body = Bytes::from(body.to_owned());
+    match load::fetch(&target).await? {
+        (s, _) if s < 300 => Ok(()),
+        (s, b) => Err(format!(
+            "control API {path}: {s} {}",
+            String::from_utf8_lossy(&b)
+        )),
+    }
+}
+
+async fn token(form: &str) -> Result<String, String> {
+    let mut target = Target::get(addr(DEMO_BASE), "/oauth/token")
+        .header("content-type", "application/x-www-form-urlencoded");
+    target.method = Method::POST;
+    target.body = Bytes::from(form.to_owned());
+    let (status, body) = load::fetch(&target).await?;
+    let json: serde_json::Value =
+        serde_json::from_slice(&body).map_err(|e| format!("token response: {e}"))?;
+    match (status, json["access_token"].as_str()) {
+        (200, Some(t)) => Ok(t.to_owned()),
+        _ => Err(format!("no token ({status}): {json}")),
+    }
+}
+
+fn bff_env(port: u16) -> Vec<(String, String)> {
+    let base = |offset: u16| format!("http://127.0.0.1:{}", DEMO_BASE + offset);
+    vec![
+        ("BFF_LISTEN".into(), format!("127.0.0.1:{port}")),
+        (
+            "BFF_JWKS_URL".into(),
+            format!("{}/.well-known/jwks.json", base(0)),
+        ),
+        ("BFF_ISSUER".into(), base(0)),
+        ("BFF_UPSTREAM_USER".into(), base(1)),
+        ("BFF_UPSTREAM_ORDER".into(), base(2)),
+        ("BFF_UPSTREAM_RECOMMENDATION".into(), base(3)),
+        ("BFF_UPSTREAM_PRODUCT".into(), base(4)),
+        (
+            "BFF_UPSTREAM_PRICING".into(),
+            format!("{}/graphql", base(5)),
+        ),
+        ("BFF_UPSTREAM_REVIEW".into(), base(6)),
+        ("BFF_UPSTREAM_INVENTORY".into(), base(7)),
+        ("BFF_LOG_FORMAT".into(), "json".into()),
+        ("RUST_LOG".into(), "warn".into()),
+    ]
+}
+
+struct Plan {
+    bff_cpu: Option<usize>,
+    other_cpu: Option<usize>,
+}
+
+fn plan() -> Plan {
+    let n = procs::cpus();
+    if n >= 2 {
+        Plan {
+            bff_cpu: Some(n - 1),
+            other_cpu: Some(0),
+        }
+    } else {
+        Plan {
+            bff_cpu: None,
+            other_cpu: None,
+        }
+    }
+}
+
+/// Open loop at `rate` after a one-second warm-up, with the server's CPU
+/// time per completed request.
+async fn open(
+    server: Option<&Proc>,
+    targets: &Arc<Vec<Target>>,
+    rate: f64,
+    duration: Duration,
+) -> Result<(Stats, Option<f64>), String> {
+    let _ = load::open_loop(
+        targets.clone(),
+        rate,
+        Duration::from_secs(1).min(duration),
+        256,
+    )
+    .await;
+    let before = server.map(Proc::cpu_time).transpose()?;
+    let stats = load::open_loop(targets.clone(), rate, duration, 1024).await;
+    let after = server.map(Proc::cpu_time).transpose()?;
+    let cpu = before
+        .zip(after)
+        .map(|(b, a)| (a - b).as_secs_f64() * 1e6 / (stats.ok + stats.errors).max(1) as f64);
+    Ok((stats, cpu))
+}
+
+/// Closed loop with `connections` workers, with CPU time per request.
+async fn closed(
+    server: Option<&Proc>,
+    targets: &Arc<Vec<Target>>,
+    connections: usize,
+    duration: Duration,
+) -> Result<(Stats, Option<f64>), String> {
+    let _ = load::closed_loop(targets.clone(), connections, Duration::from_millis(500)).await;
+    let before = server.map(Proc::cpu_time).transpose()?;
+    let stats = load::closed_loop(targets.clone(), connections, duration).await;
+    let after = server.map(Proc::cpu_time).transpose()?;
+    let cpu = before
+        .zip(after)
+        .map(|(b, a)| (a - b).as_secs_f64() * 1e6 / (stats.ok + stats.errors).max(1) as f64);
+    Ok((stats, cpu))
+}
+
+fn node_wanted(mode: &str) -> Result<bool, String> {
+    let available = ["node", "npm"].iter().all(|b| {
+        Command::new(b)
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success())
+    });
+    match mode {
+        "off" => Ok(false),
+        "auto" => Ok(available),
+        "on" if available => Ok(true),
+        "on" => Err("--node on, but node and npm are not both installed".into()),
+        other => Err(format!("--node takes auto, on or off, not {other:?}")),
+    }
+}
+
+fn start_node(plan: &Plan) -> Result<Proc, String> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("node-baseline");
+    if !dir.join("node_modules").exists() {
+        eprintln!("installing the Node.js baseline's packages…");
+        let status = Command::new("npm")
+            .current_dir(&dir)
+            .args([
+                "install",
+                "--no-audit",
+                "--no-fund",
+                "--no-package-lock",
+                "--loglevel=error",
+            ])
+            .status()
+            .map_err(|e| format!("npm: {e}"))?;
+        if !status.success() {
+            return Err("npm install failed for node-baseline".into());
+        }
+    }
+    let mut env = bff_env(NODE_PORT);
+    env.push(("PORT".into(), NODE_PORT.to_string()));
+    Proc::spawn(
+        "node-baseline",
+        Path::new("node"),
+        &[&dir.join("server.js").to_string_lossy()],
+        &env,
+        plan.bff_cpu,
+    )
+}
+
+async fn run(args: &Args) -> Result<Report, String> {
+    let bin = binaries(args)?;
+    let plan = plan();
+    let demo_args = ["--port-base", "17000", "--stock-every", "0s"];
+    let _demo = Proc::spawn(
+        "demo-services",
+        &bin.join("demo-services"),
+        &demo_args,
+        &[("RUST_LOG".into(), "warn".into())],
+        plan.other_cpu,
+    )?;
+    wait_http(DEMO_BASE + 99, "/healthz", "the demo services").await?;
+    let user_token =
+        token("grant_type=password&username=user0001&password=demo-password&audience=bff-mobile")
+            .await?;
+    let web_token =
+        token("grant_type=password&username=user0001&password=demo-password&audience=bff-web")
+            .await?;
+    let partner_token = token("grant_type=client_credentials&client_id=partner-acme&client_secret=acme-secret&audience=bff-partner").await?;
+    // The demo services run the default seed: the same ids are known here.
+    let data = tokio::task::spawn_blocking(|| DemoData::generate(DEFAULT_SEED))
+        .await
+        .map_err(|e| e.to_string())?;
+    let user_id = data.users()[0].id;
+    let product_ids: Vec<String> = data.products()[..50]
+        .iter()
+        .map(|p| p.id.to_string())
+        .collect();
+    let (duration, rate, connections) = (args.duration, args.rate, args.connections);
+    let mut rows = Vec::new();
+    let mut notes = Vec::new();
+    let wants = |n: u8| args.scenarios.contains(&n);
+
+    let mobile = if [1, 2, 5, 6, 7].iter().any(|n| wants(*n)) {
+        let p = Proc::spawn(
+            "bff-mobile",
+            &bin.join("bff-mobile"),
+            &[],
+            &bff_env(MOBILE_PORT),
+            plan.bff_cpu,
+        )?;
+        wait_http(MOBILE_PORT, "/readyz", "bff-mobile").await?;
+        Some(p)
+    } else {
+        None
+    };
+    let mobile_idle_rss = mobile.as_ref().map(Proc::rss_kib).transpose()?;
+    let dashboard = Arc::new(vec![
+        Target::get(addr(MOBILE_PORT), "/v1/dashboard")
+            .header("authorization", &format!("Bearer {user_token}")),
+    ]);
+    let upstreams = Arc::new(vec![
+        Target::get(addr(DEMO_BASE + 1), format!("/users/{user_id}")),
+        Target::get(
+            addr(DEMO_BASE + 2),
+            format!("/orders?user_id={user_id}&limit=5"),
+        ),
+        Target::get(
+            addr(DEMO_BASE + 3),
+            format!("/recommendations?user_id={user_id}&limit=3"),
+        ),
+    ]);
+
+    if wants(1) {
+        let (floor, _) = closed(None, &upstreams, connections, duration).await?;
+        rows.push(row(
+            "0 floor",
+            "upstreams alone (3 calls)",
+            format!("closed ×{connections}"),
+            &floor,
+            None,
+            "what the upstreams allow",
+        ));
+        let (s, cpu) = closed(mobile.as_ref(), &dashboard, connections, duration).await?;
+        let ratio = s.throughput() / floor.throughput().max(1e-9);
+        rows.push(row(
+            "1 mobile dashboard",
+            "bff-mobile",
+            format!("closed ×{connections}"),
+            &s,
+            cpu,
+            &format!("{:.0}% of the floor", ratio * 100.0),
+        ));
+        let (s, cpu) = open(mobile.as_ref(), &dashboard, rate, duration).await?;
+        let bff_cpu = cpu;
+        rows.push(row(
+            "1 mobile dashboard",
+            "bff-mobile",
+            format!("open {rate}/s"),
+            &s,
+            cpu,
+            "",
+        ));
+        if node_wanted(&args.node)? {
+            let node = start_node(&plan)?;
+            wait_http(NODE_PORT, "/healthz", "the Node.js baseline").await?;
+            let node_dashboard = Arc::new(vec![
+                Target::get(addr(NODE_PORT), "/v1/dashboard")
+                    .header("authorization", &format!("Bearer {user_token}")),
+            ]);
+            let (s, cpu) = closed(Some(&node), &node_dashboard, connections, duration).await?;
+            rows.push(row(
+                "1 mobile dashboard",
+                "node-fastify baseline",
+                format!("closed ×{connections}"),
+                &s,
+                cpu,
+                "",
+            ));
+            let (s, node_cpu) = open(Some(&node), &node_dashboard, rate, duration).await?;
+            rows.push(row(
+                "1 mobile dashboard",
+                "node-fastify baseline",
+                format!("open {rate}/s"),
+                &s,
+                node_cpu,
+                "",
+            ));
+            if let (Some(b), Some(n)) = (bff_cpu, node_cpu) {
+                notes.push(format!("Scenario 1: CPU per request, Node.js/Fastify ÷ bff-mobile = {:.1}× (target ≥ 5×)", n / b));
+            }
+        }
+        if let Some(m) = &mobile {
+            notes.push(body_sizes(&user_token, &upstreams, m).await?);
+        }
+    }
+
+    if wants(2) {
+        for s in ["user", "order", "recommendation"] {
+            control(
+                Method::PUT,
+                &format!("/faults/{s}"),
+                r#"{"latency_ms": 20}"#,
+            )
+            .await?;
+        }
+        let (floor, _) = open(None, &upstreams, rate, duration).await?;
+        rows.push(row(
+            "2 20 ms upstreams",
+            "upstreams alone (3 calls)",
+            format!("open {rate}/s"),
+            &floor,
+            None,
+            "the slowest of three",
+        ));
+        let (s, cpu) = open(mobile.as_ref(), &dashboard, rate, duration).await?;
+        let (d50, d99) = (
+            s.percentile_ms(0.5) - floor.percentile_ms(0.5),
+            s.percentile_ms(0.99) - floor.percentile_ms(0.99),
+        );
+        rows.push(row(
+            "2 20 ms upstreams",
+            "bff-mobile",
+            format!("open {rate}/s"),
+            &s,
+            cpu,
+            &format!("overhead p50 {d50:+.2} ms, p99 {d99:+.2} ms"),
+        ));
+        notes.push(format!("Scenario 2: aggregation overhead over the slowest upstream: p50 {d50:+.2} ms, p99 {d99:+.2} ms (target p99 ≤ 1 ms)"));
+        control(Method::DELETE, "/faults", "").await?;
+    }
+
+    if wants(3) {
+        let web = Proc::spawn(
+            "bff-web",
+            &bin.join("bff-web"),
+            &[],
+            &bff_env(WEB_PORT),
+            plan.bff_cpu,
+        )?;
+        wait_http(WEB_PORT, "/readyz", "bff-web").await?;
+        let product = &product_ids[0];
+        let page = Arc::new(vec![
+            Target::get(addr(WEB_PORT), format!("/v1/products/{product}"))
+                .header("authorization", &format!("Bearer {web_token}")),
+        ]);
+        let (s, cpu) = closed(Some(&web), &page, connections, duration).await?;
+        rows.push(row(
+            "3 web product page",
+            "bff-web (gRPC+GraphQL+REST)",
+            format!("closed ×{connections}"),
+            &s,
+            cpu,
+            "",
+        ));
+        let (s, cpu) = open(Some(&web), &page, rate, duration).await?;
+        rows.push(row(
+            "3 web product page",
+            "bff-web (gRPC+GraphQL+REST)",
+            format!("open {rate}/s"),
+            &s,
+            cpu,
+            "",
+        ));
+    }
+
+    if wants(4) {
+        let partner = Proc::spawn(
+            "bff-partner",
+            &bin.join("bff-partner"),
+            &[],
+            &bff_env(PARTNER_PORT),
+            plan.bff_cpu,
+        )?;
+        wait_http(PARTNER_PORT, "/readyz", "bff-partner").await?;
+        let ids = &product_ids;
+        let batch = Arc::new(vec![
+            Target::get(
+                addr(PARTNER_PORT),
+                format!("/v2/products?ids={}", ids.join(",")),
+            )
+            .header("authorization", &format!("Bearer {partner_token}")),
+        ]);
+        let partner_rate = (rate / 4.0).max(1.0);
+        let (s, cpu) = closed(Some(&partner), &batch, connections, duration).await?;
+        rows.push(row(
+            "4 partner batch of 50",
+            "bff-partner",
+            format!("closed ×{connections}"),
+            &s,
+            cpu,
+            "",
+        ));
+        let (s, cpu) = open(Some(&partner), &batch, partner_rate, duration).await?;
+        rows.push(row(
+            "4 partner batch of 50",
+            "bff-partner",
+            format!("open {partner_rate}/s"),
+            &s,
+            cpu,
+            "",
+        ));
+    }
+
+    if wants(5) {
+        notes.push(
+            "Scenario 5 (cache hits): not measured: this build's fragment cache stands in for failed sections only and does not serve fresh hits yet."
+                .to_owned(),
+        );
+    }
+
+    if wants(6) {
+        control(
+            Method::PUT,
+            "/faults/recommendation",
+            r#"{"error_rate": 1}"#,
+        )
+        .await?;
+        for _ in 0..10 {
+            let _ = load::fetch(&dashboard[0]).await;
+        }
+        let (_, body) = load::fetch(&dashboard[0]).await?;
+        let open_circuit = String::from_utf8_lossy(&body).contains("circuit_open");
+        let (s, cpu) = open(mobile.as_ref(), &dashboard, rate, duration).await?;
+        let note = if open_circuit {
+            "recommendations: circuit_open"
+        } else {
+            "circuit did NOT open"
+        };
+        rows.push(row(
+            "6 one upstream down",
+            "bff-mobile",
+            format!("open {rate}/s"),
+            &s,
+            cpu,
+            note,
+        ));
+        control(Method::DELETE, "/faults", "").await?;
+    }
+
+    if wants(7)
+        && let Some(m) = &mobile
+    {
+        let rss_before = mobile_idle_rss.unwrap_or(0);
+        let load = tokio::spawn(load::closed_loop(dashboard.clone(), 256, duration));
+        let mut peak = 0;
+        while !load.is_finished() {
+            peak = peak.max(m.rss_kib().unwrap_or(0));
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let s = load.await.map_err(|e| e.to_string())?;
+        rows.push(row(
+            "7 memory",
+            "bff-mobile",
+            "closed ×256".into(),
+            &s,
+            None,
+            &format!(
+                "RSS idle {:.1} MiB, peak under load {:.1} MiB",
+                rss_before as f64 / 1024.0,
+                peak as f64 / 1024.0
+            ),
+        ));
+        notes.push(format!(
+            "Scenario 7: RSS idle {:.1} MiB (target ≤ 20), under 256 connections {:.1} MiB (target ≤ 64)",
+            rss_before as f64 / 1024.0,
+            peak as f64 / 1024.0
+        ));
+    }
+
+    let table = render(&rows, &notes, &plan, args);
+    Ok(Report { rows, table })
+}
+
+async fn body_sizes(
+    token: &str,
+    upstreams: &Arc<Vec<Target>>,
+    _mobile: &Proc,
+) -> Result<String, String> {
+    let mut upstream_bytes = 0;
+    for t in upstreams.iter() {
+        upstream_bytes += load::fetch(t).await?.1.len();
+    }
+    let plain = Target::get(addr(MOBILE_PORT), "/v1/dashboard")
+        .header("authorization", &format!("Bearer {token}"));
+    let identity = load::fetch(&plain).await?.1.len();
+    let br = load::fetch(&plain.clone().header("accept-encoding", "br"))
+        .await?
+        .1
+        .len();
+    Ok(format!(
+        "Mobile body: {identity} B = {:.1}% of the upstreams' {upstream_bytes} B (target ≤ 30%); with br {br} B = {:.1}% (target ≤ 10%)",
+        identity as f64 * 100.0 / upstream_bytes as f64,
+        br as f64 * 100.0 / upstream_bytes as f64
+    ))
+}
+
+fn render(rows: &[Row], notes: &[String], plan: &Plan, args: &Args) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "\n{} binaries, {} CPUs, BFF pinned to {}, {} per measurement\n",
+        if args.debug { "debug" } else { "release" },
+        procs::cpus(),
+        plan.bff_cpu
+            .map_or("nothing (one CPU)".to_owned(), |c| format!("CPU {c}")),
+        humantime::format_duration(args.duration)
+    );
+    let _ = writeln!(
+        out,
+        "| scenario | target | load | req/s | p50 ms | p99 ms | CPU µs/req | errors | note |"
+    );
+    let _ = writeln!(
+        out,
+        "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | --- |"
+    );
+    for r in rows {
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {:.0} | {:.2} | {:.2} | {} | {} | {} |",
+            r.scenario,
+            r.target,
+            r.mode,
+            r.rps,
+            r.p50_ms,
+            r.p99_ms,
+            r.cpu_us_per_req
+                .map_or("–".to_owned(), |c| format!("{c:.0}")),
+            r.errors,
+            r.note
+        );
+    }
+    if !notes.is_empty() {
+        let _ = writeln!(out);
+        for n in notes {
+            let _ = writeln!(out, "- {n}");
+        }
+    }
+    out
+}

@@ -1,0 +1,303 @@
+//! The load generator: HTTP/1.1 keep-alive connections on hyper, driven
+//! closed-loop (N workers as fast as the server answers: throughput) or
+//! open-loop (a fixed schedule of arrivals: latency without coordinated
+//! omission, since each latency is measured from when the request was *due*,
+//! not from when a busy generator got round to sending it).
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use hdrhistogram::Histogram;
+use http::{HeaderMap, HeaderValue, Method, Request};
+use http_body_util::{BodyExt, Full};
+use hyper::client::conn::http1::{self, SendRequest};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+
+/// One request of a workload.
+#[derive(Debug, Clone)]
+pub struct Target {
+    /// Where.
+    pub addr: SocketAddr,
+    /// Method.
+    pub method: Method,
+    /// Path and query.
+    pub path: String,
+    /// Extra headers (authorization, …).
+    pub headers: HeaderMap,
+    /// Body (empty for GET).
+    pub body: Bytes,
+}
+
+impl Target {
+    /// A GET of `path` on `addr`.
+    pub fn get(addr: SocketAddr, path: impl Into<String>) -> Self {
+        Target {
+            addr,
+            method: Method::GET,
+            path: path.into(),
+            headers: HeaderMap::new(),
+            body: Bytes::new(),
+        }
+    }
+
+    /// Adds a header.
+    pub fn header(mut self, name: &'static str, value: &str) -> Self {
+        if let Ok(v) = HeaderValue::from_str(value) {
+            self.headers.insert(name, v);
+        }
+        self
+    }
+
+    fn request(&self) -> Result<Request<Full<Bytes>>, String> {
+        let mut builder = Request::builder()
+            .method(self.method.clone())
+            .uri(&self.path)
+            .header("host", self.addr.to_string());
+        for (k, v) in &self.headers {
+            builder = builder.header(k, v);
+        }
+        builder
+            .body(Full::new(self.body.clone()))
+            .map_err(|e| e.to_string())
+    }
+}
+
+/// What a run measured.
+#[derive(Debug, Clone)]
+pub struct Stats {
+    /// Latency of each iteration, microseconds.
+    pub latency: Histogram<u64>,
+    /// Iterations whose every response was 2xx/3xx.
+    pub ok: u64,
+    /// Iterations with an error status or a transport error.
+    pub errors: u64,
+    /// Open loop: arrivals dropped because too many were outstanding.
+    pub dropped: u64,
+    /// Wall time of the run.
+    pub elapsed: Duration,
+    /// Response bytes received.
+    pub bytes: u64,
+}
+
+impl Stats {
+    fn new() -> Self {
+        Stats {
+            latency: Histogram::new_with_bounds(1, 60_000_000, 3)
+                .unwrap_or_else(|_| Histogram::new(3).unwrap_or_else(|_| unreachable!())),
+            ok: 0,
+            errors: 0,
+            dropped: 0,
+            elapsed: Duration::ZERO,
+            bytes: 0,
+        }
+    }
+
+    fn merge(&mut self, other: &Stats) {
+        let _ = self.latency.add(&other.latency);
+        self.ok += other.ok;
+        self.errors += other.errors;
+        self.dropped += other.dropped;
+        self.bytes += other.bytes;
+    }
+
+    /// Completed iterations per second.
+    pub fn throughput(&self) -> f64 {
+        (self.ok + self.errors) as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+
+    /// A latency percentile in milliseconds.
+    pub fn percentile_ms(&self, q: f64) -> f64 {
+        self.latency.value_at_quantile(q) as f64 / 1000.0
+    }
+}
+
+type Conn = SendRequest<Full<Bytes>>;
+
+async fn connect(addr: SocketAddr) -> Result<Conn, String> {
+    let stream = TcpStream::connect(addr)
+        .await
+        .map_err(|e| format!("connect {addr}: {e}"))?;
+    let _ = stream.set_nodelay(true);
+    let (send, conn) = http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| e.to_string())?;
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    Ok(send)
+}
+
+/// One connection per target of a workload.
+struct Worker {
+    conns: Vec<Option<Conn>>,
+}
+
+impl Worker {
+    fn new(n: usize) -> Self {
+        Worker {
+            conns: (0..n).map(|_| None).collect(),
+        }
+    }
+
+    /// Runs every target concurrently; true when all succeeded.
+    async fn iterate(&mut self, targets: &[Target]) -> (bool, u64) {
+        let futures = self
+            .conns
+            .iter_mut()
+            .zip(targets)
+            .map(|(slot, target)| async move {
+                if slot.as_ref().is_none_or(|c| c.is_closed()) {
+                    *slot = connect(target.addr).await.ok();
+                }
+                let Some(conn) = slot.as_mut() else {
+                    return (false, 0);
+                };
+                if conn.ready().await.is_err() {
+                    *slot = None;
+                    return (false, 0);
+                }
+                let Ok(request) = target.request() else {
+                    return (false, 0);
+                };
+                match conn.send_request(request).await {
+                    Ok(response) => {
+                        let status = response.status();
+                        match response.into_body().collect().await {
+                            Ok(body) => (
+                                status.is_success() || status.is_redirection(),
+                                body.to_bytes().len() as u64,
+                            ),
+                            Err(_) => {
+                                *slot = None;
+                                (false, 0)
+                            }
+                        }
+                    }
+                    Err(_) => {
+                        *slot = None;
+                        (false, 0)
+                    }
+                }
+            });
+        let results = futures::future::join_all(futures).await;
+        (
+            results.iter().all(|(ok, _)| *ok),
+            results.iter().map(|(_, b)| b).sum(),
+        )
+    }
+}
+
+/// `workers` loops, each running the workload back to back for `duration`.
+pub async fn closed_loop(targets: Arc<Vec<Target>>, workers: usize, duration: Duration) -> Stats {
+    let started = Instant::now();
+    let deadline = started + duration;
+    let mut tasks = Vec::with_capacity(workers);
+    for _ in 0..workers {
+        let targets = targets.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut stats = Stats::new();
+            let mut worker = Worker::new(targets.len());
+            while Instant::now() < deadline {
+                let t = Instant::now();
+                let (ok, bytes) = worker.iterate(&targets).await;
+                let _ = stats.latency.record(t.elapsed().as_micros().max(1) as u64);
+                stats.bytes += bytes;
+                if ok { stats.ok += 1 } else { stats.errors += 1 }
+            }
+            stats
+        }));
+    }
+    let mut total = Stats::new();
+    for task in tasks {
+        if let Ok(stats) = task.await {
+            total.merge(&stats);
+        }
+    }
+    total.elapsed = started.elapsed();
+    total
+}
+
+/// Arrivals at `rate` per second for `duration`; each latency counts from
+/// the arrival's scheduled time. At most `max_outstanding` in flight; later
+/// arrivals are dropped and counted.
+pub async fn open_loop(
+    targets: Arc<Vec<Target>>,
+    rate: f64,
+    duration: Duration,
+    max_outstanding: usize,
+) -> Stats {
+    let pool: Arc<Mutex<Vec<Worker>>> = Arc::default();
+    let stats = Arc::new(Mutex::new(Stats::new()));
+    let outstanding = Arc::new(tokio::sync::Semaphore::new(max_outstanding));
+    let period = Duration::from_secs_f64(1.0 / rate.max(0.001));
+    let arrivals = (rate * duration.as_secs_f64()).round() as u64;
+    let started = tokio::time::Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..arrivals {
+        let due = started + period.mul_f64(i as f64);
+        tokio::time::sleep_until(due).await;
+        let Ok(permit) = outstanding.clone().try_acquire_owned() else {
+            if let Ok(mut s) = stats.lock() {
+                s.dropped += 1;
+            }
+            continue;
+        };
+        let (pool, stats, targets) = (pool.clone(), stats.clone(), targets.clone());
+        tasks.spawn(async move {
+            let _permit = permit;
+            let mut worker = pool
+                .lock()
+                .ok()
+                .and_then(|mut p| p.pop())
+                .unwrap_or_else(|| Worker::new(targets.len()));
+            let (ok, bytes) = worker.iterate(&targets).await;
+            let latency = due.elapsed().as_micros().max(1) as u64;
+            if let Ok(mut s) = stats.lock() {
+                let _ = s.latency.record(latency);
+                s.bytes += bytes;
+                if ok { s.ok += 1 } else { s.errors += 1 }
+            }
+            if let Ok(mut p) = pool.lock() {
+                p.push(worker);
+            }
+        });
+        // Reap finished tasks so the set does not grow with the run.
+        while tasks.try_join_next().is_some() {}
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(30), async {
+        while tasks.join_next().await.is_some() {}
+    })
+    .await;
+    let mut result = stats
+        .lock()
+        .map(|s| s.clone())
+        .unwrap_or_else(|_| Stats::new());
+    result.elapsed = started.elapsed();
+    result
+}
+
+/// One request outside of a measurement (tokens, control API), with up to
+/// 5 s for the answer.
+pub async fn fetch(target: &Target) -> Result<(u16, Bytes), String> {
+    let work = async {
+        let mut conn = connect(target.addr).await?;
+        let response = conn
+            .send_request(target.request()?)
+            .await
+            .map_err(|e| e.to_string())?;
+        let status = response.status().as_u16();
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| e.to_string())?
+            .to_bytes();
+        Ok((status, body))
+    };
+    tokio::time::timeout(Duration::from_secs(5), work)
+        .await
+        .map_err(|_| format!("{} {}: no answer within 5 s", target.method, target.path))?
+}
