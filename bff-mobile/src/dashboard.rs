@@ -76,24 +76,24 @@ pub(crate) struct DashboardQuery {
     dpr: Option<String>,
 }
 
-fn shape_user(user: User, images: &ImageSizing) -> MobileUser {
+fn shape_user(user: &User, images: &ImageSizing) -> MobileUser {
     MobileUser {
         id: user.id,
-        name: user.display_name,
+        name: user.display_name.clone(),
         avatar_url: images.url(&user.avatar_url, 48),
         preferences: MobilePreferences {
-            language: user.preferences.language,
-            currency: user.preferences.currency,
-            theme: user.preferences.theme,
+            language: user.preferences.language.clone(),
+            currency: user.preferences.currency.clone(),
+            theme: user.preferences.theme.clone(),
             push: user.preferences.notifications.push,
         },
     }
 }
 
-fn shape_order(order: Order, images: &ImageSizing) -> SlimOrder {
+fn shape_order(order: &Order, images: &ImageSizing) -> SlimOrder {
     SlimOrder {
         id: order.id,
-        status: order.status,
+        status: order.status.clone(),
         // The app shows the day only.
         placed_at: order
             .created_at
@@ -101,18 +101,18 @@ fn shape_order(order: Order, images: &ImageSizing) -> SlimOrder {
             .unwrap_or(&order.created_at)
             .to_owned(),
         total_minor: order.total_minor,
-        currency: order.currency,
+        currency: order.currency.clone(),
         item_count: order.items.iter().map(|i| i.quantity).sum(),
         thumbnail_url: order.items.first().map(|i| images.url(&i.image_url, 40)),
     }
 }
 
-fn shape_recommendation(r: Recommendation, images: &ImageSizing) -> SlimRecommendation {
+fn shape_recommendation(r: &Recommendation, images: &ImageSizing) -> SlimRecommendation {
     SlimRecommendation {
         product_id: r.product_id,
-        name: r.name,
+        name: r.name.clone(),
         price_minor: r.price_minor,
-        currency: r.currency,
+        currency: r.currency.clone(),
         image_url: images.url(&r.image_url, 120),
     }
 }
@@ -149,17 +149,17 @@ pub(crate) async fn dashboard(
     );
     let user = user.required()?;
     let body = Dashboard {
-        user: shape_user(user, &images),
+        user: shape_user(&user, &images),
         recent_orders: orders.into_value().map(|page| {
             page.orders
-                .into_iter()
+                .iter()
                 .take(ORDERS as usize)
                 .map(|o| shape_order(o, &images))
                 .collect()
         }),
         recommendations: recommendations.into_value().map(|list| {
             list.recommendations
-                .into_iter()
+                .iter()
                 .take(RECOMMENDATIONS as usize)
                 .map(|r| shape_recommendation(r, &images))
                 .collect()

@@ -1,6 +1,7 @@
 //! The batch catalogue endpoints, v1 and v2.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::State;
@@ -109,9 +110,13 @@ async fn fetch(
     let products = products.required()?;
     Ok(Assembled {
         missing: products.missing.clone(),
-        products: index(products, |p| p.id),
-        prices: prices.into_value().map(|b| index(b, |p| p.product_id)),
-        stock: stock.into_value().map(|b| index(b, |s| s.product_id)),
+        products: index(Arc::unwrap_or_clone(products), |p| p.id),
+        prices: prices
+            .into_value()
+            .map(|b| index(Arc::unwrap_or_clone(b), |p| p.product_id)),
+        stock: stock
+            .into_value()
+            .map(|b| index(Arc::unwrap_or_clone(b), |s| s.product_id)),
         metadata: agg.metadata(),
         ids,
     })

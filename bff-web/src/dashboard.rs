@@ -1,5 +1,7 @@
 //! `GET /v1/dashboard`: the rich version.
 
+use std::sync::Arc;
+
 use axum::Json;
 use axum::extract::State;
 use bff_aggregate::{Aggregation, Metadata};
@@ -248,16 +250,24 @@ pub(crate) async fn dashboard(
             .cached(format!("recommendations:{user_id}:{RECOMMENDATIONS}"))
             .run(app.recommendations.for_user(&ctx, user_id, RECOMMENDATIONS)),
     );
-    let (user, loyalty) = profile(user.required()?);
+    let (user, loyalty) = profile(Arc::unwrap_or_clone(user.required()?));
     Ok(Json(Dashboard {
         user,
         loyalty,
-        recent_orders: orders
-            .into_value()
-            .map(|p| p.orders.into_iter().map(order).collect()),
-        recommendations: recommendations
-            .into_value()
-            .map(|l| l.recommendations.into_iter().map(recommendation).collect()),
+        recent_orders: orders.into_value().map(|p| {
+            Arc::unwrap_or_clone(p)
+                .orders
+                .into_iter()
+                .map(order)
+                .collect()
+        }),
+        recommendations: recommendations.into_value().map(|l| {
+            Arc::unwrap_or_clone(l)
+                .recommendations
+                .into_iter()
+                .map(recommendation)
+                .collect()
+        }),
         metadata: agg.metadata(),
     }))
 }

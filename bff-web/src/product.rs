@@ -1,6 +1,7 @@
 //! `GET /v1/products/{productId}?includeReviews=&includeInventory=`.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::{Path, State};
@@ -250,10 +251,14 @@ pub(crate) async fn product_page(
     );
     let product_data = product_section.required()?;
     Ok(Json(ProductPage {
-        product: product(product_data),
-        pricing: pricing(price.into_value()),
-        reviews: review_page.and_then(|s| s.into_value()).map(reviews),
-        inventory: stock.and_then(|s| s.into_value()).map(inventory),
+        product: product(Arc::unwrap_or_clone(product_data)),
+        pricing: pricing(price.into_value().map(Arc::unwrap_or_clone)),
+        reviews: review_page
+            .and_then(|s| s.into_value())
+            .map(|r| reviews(Arc::unwrap_or_clone(r))),
+        inventory: stock
+            .and_then(|s| s.into_value())
+            .map(|s| inventory(Arc::unwrap_or_clone(s))),
         metadata: agg.metadata(),
     }))
 }

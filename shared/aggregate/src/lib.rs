@@ -33,7 +33,7 @@
 
 use std::collections::BTreeMap;
 use std::future::Future;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bff_cache::FragmentCache;
@@ -41,7 +41,6 @@ use bff_problem::ApiError;
 use bff_telemetry::names;
 use bff_upstream::{Failure, UpstreamError};
 use serde::Serialize;
-use serde::de::DeserializeOwned;
 
 /// Seconds a client is told to wait after a 503.
 pub const RETRY_AFTER_SECS: u64 = 5;
@@ -170,7 +169,7 @@ impl SectionSpec<'_, '_> {
     /// back to the cached copy on failure.
     pub async fn run<T, F>(self, fetch: F) -> Section<T>
     where
-        T: Serialize + DeserializeOwned,
+        T: Send + Sync + 'static,
         F: Future<Output = Result<T, UpstreamError>>,
     {
         let agg = self.agg;
@@ -178,8 +177,9 @@ impl SectionSpec<'_, '_> {
         let budget = self.deadline.min(remaining);
         let failure = match tokio::time::timeout(budget, fetch).await {
             Ok(Ok(value)) => {
+                let value = Arc::new(value);
                 if let Some(key) = &self.cache_key {
-                    agg.cache.put(key, &value).await;
+                    agg.cache.put(key, value.clone()).await;
                 }
                 agg.record(Outcome {
                     name: self.name,
@@ -232,25 +232,27 @@ impl SectionSpec<'_, '_> {
     }
 }
 
-/// A section's result: the value (fresh or stale) or nothing.
+/// A section's result: the value (fresh or stale) or nothing. Values are
+/// shared with the fragment cache, hence the `Arc`: handlers shape their
+/// response from a borrow.
 #[derive(Debug)]
 pub struct Section<T> {
     name: &'static str,
     criticality: Criticality,
-    value: Option<T>,
+    value: Option<Arc<T>>,
     failure: Option<Failure>,
 }
 
 impl<T> Section<T> {
     /// The value, fresh or stale; `None` when the section failed without a
     /// stand-in.
-    pub fn into_value(self) -> Option<T> {
+    pub fn into_value(self) -> Option<Arc<T>> {
         self.value
     }
 
     /// The value, borrowed.
     pub fn value(&self) -> Option<&T> {
-        self.value.as_ref()
+        self.value.as_deref()
     }
 
     /// Why the section failed, if it did (even when served stale).
@@ -260,7 +262,7 @@ impl<T> Section<T> {
 
     /// The value of a section the response needs: 404 when its service said
     /// it does not exist, 503 with `Retry-After` when there is no data.
-    pub fn required(self) -> Result<T, ApiError> {
+    pub fn required(self) -> Result<Arc<T>, ApiError> {
         match (self.value, self.failure) {
             (Some(value), _) => Ok(value),
             (None, Some(Failure::NotFound)) => {
@@ -332,10 +334,7 @@ mod tests {
             Duration::from_millis(800),
             "bounded by the slow section's deadline"
         );
-        assert_eq!(
-            (a.failure(), b.into_value()),
-            (Some(Failure::Timeout), Some(2))
-        );
+        assert_eq!((a.failure(), b.value()), (Some(Failure::Timeout), Some(&2)));
         let m = agg.metadata();
         assert_eq!(
             (
@@ -368,7 +367,7 @@ mod tests {
             .cached("user:1".into())
             .run(async { Ok::<_, UpstreamError>("ada".to_owned()) })
             .await;
-        assert_eq!(ok.required().expect("fresh"), "ada");
+        assert_eq!(*ok.required().expect("fresh"), "ada");
         assert_eq!(first.metadata().partial_failures, 0);
 
         let second = Aggregation::new(&cache, Duration::from_secs(1), "/t");
@@ -377,7 +376,7 @@ mod tests {
             .cached("user:1".into())
             .run(fail::<String>(Failure::Unavailable))
             .await;
-        assert_eq!(stale.required().expect("stale"), "ada");
+        assert_eq!(*stale.required().expect("stale"), "ada");
         let m = second.metadata();
         let json = serde_json::to_value(&m).expect("json");
         assert_eq!(json["partialFailures"], 1);
