@@ -1,5 +1,7 @@
 //! `GET /v1/dashboard`.
 
+use std::sync::Arc;
+
 use axum::Json;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
@@ -125,7 +127,7 @@ pub(crate) fn user_id(claims: &Claims) -> Result<Uuid, ApiError> {
 }
 
 pub(crate) async fn dashboard(
-    State(app): State<AppState>,
+    State(app): State<Arc<AppState>>,
     claims: Claims,
     ctx: RequestContext,
     headers: HeaderMap,

@@ -9,6 +9,8 @@
 
 #![warn(missing_docs)]
 
+use std::sync::Arc;
+
 mod dashboard;
 mod images;
 
@@ -46,6 +48,6 @@ pub async fn app(shared: Shared) -> Result<Router, StartError> {
             "/v1/dashboard",
             get(dashboard::dashboard).layer(from_fn(bff_edge::etag::etag)),
         )
-        .with_state(state);
+        .with_state(Arc::new(state));
     Ok(EdgeBuilder::new(shared).authenticated(api).build())
 }

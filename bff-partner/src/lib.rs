@@ -9,6 +9,8 @@
 
 #![warn(missing_docs)]
 
+use std::sync::Arc;
+
 mod products;
 
 use axum::Router;
@@ -61,6 +63,6 @@ pub async fn app(shared: Shared) -> Result<Router, StartError> {
         .route("/v2/products", get(products::v2))
         .route("/products", get(products::negotiated))
         .route_layer(from_fn(require_catalog_scope))
-        .with_state(state);
+        .with_state(Arc::new(state));
     Ok(EdgeBuilder::new(shared).authenticated(api).build())
 }

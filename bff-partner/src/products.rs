@@ -311,7 +311,7 @@ fn v1_response(a: Assembled) -> Response {
 
 /// `GET /v1/products?ids=…` (deprecated).
 pub(crate) async fn v1(
-    State(app): State<AppState>,
+    State(app): State<Arc<AppState>>,
     ctx: RequestContext,
     Query(q): Query<IdsQuery>,
 ) -> Result<Response, ApiError> {
@@ -321,7 +321,7 @@ pub(crate) async fn v1(
 
 /// `GET /v2/products?ids=…`.
 pub(crate) async fn v2(
-    State(app): State<AppState>,
+    State(app): State<Arc<AppState>>,
     ctx: RequestContext,
     Query(q): Query<IdsQuery>,
 ) -> Result<Response, ApiError> {
@@ -331,7 +331,7 @@ pub(crate) async fn v2(
 
 /// `GET /products?ids=…` with `API-Version: 1|2` (default: the newest).
 pub(crate) async fn negotiated(
-    State(app): State<AppState>,
+    State(app): State<Arc<AppState>>,
     ctx: RequestContext,
     headers: HeaderMap,
     Query(q): Query<IdsQuery>,

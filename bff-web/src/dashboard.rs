@@ -229,7 +229,7 @@ fn recommendation(r: Recommendation) -> WebRecommendation {
 }
 
 pub(crate) async fn dashboard(
-    State(app): State<AppState>,
+    State(app): State<Arc<AppState>>,
     claims: Claims,
     ctx: RequestContext,
     Query(_): Query<DashboardQuery>,

@@ -8,6 +8,8 @@
 
 #![warn(missing_docs)]
 
+use std::sync::Arc;
+
 mod dashboard;
 mod product;
 
@@ -53,6 +55,6 @@ pub async fn app(shared: Shared) -> Result<Router, StartError> {
     let api = Router::new()
         .route("/v1/dashboard", get(dashboard::dashboard))
         .route("/v1/products/{product_id}", get(product::product_page))
-        .with_state(state);
+        .with_state(Arc::new(state));
     Ok(EdgeBuilder::new(shared).authenticated(api).build())
 }

@@ -186,7 +186,7 @@ fn inventory(s: Stock) -> WebInventory {
 }
 
 pub(crate) async fn product_page(
-    State(app): State<AppState>,
+    State(app): State<Arc<AppState>>,
     _claims: Claims,
     ctx: RequestContext,
     Path(raw_id): Path<String>,

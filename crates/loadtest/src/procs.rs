@@ -21,9 +21,27 @@ fn has_taskset() -> bool {
         .is_ok_and(|s| s.success())
 }
 
-/// CPUs of this machine.
+/// Pins this process (all its threads) to `cpu` when there is more than one
+/// CPU and `taskset` is installed.
+pub fn pin_self(cpu: usize) {
+    if cpus() >= 2 && has_taskset() {
+        let _ = Command::new("taskset")
+            .args([
+                "-a",
+                "-p",
+                "-c",
+                &cpu.to_string(),
+                &std::process::id().to_string(),
+            ])
+            .stdout(Stdio::null())
+            .status();
+    }
+}
+
+/// CPUs this harness may use, as seen before it pinned itself.
 pub fn cpus() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get())
+    static CPUS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *CPUS.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
 }
 
 /// Clock ticks per second of `/proc` CPU times.

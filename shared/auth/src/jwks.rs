@@ -117,12 +117,29 @@ struct KeyState {
     last_fetch: Option<Instant>,
 }
 
+/// A token already verified: its claims and the times that bound its use.
+#[derive(Clone)]
+struct Verified {
+    claims: Claims,
+    kid: String,
+    exp: i64,
+    nbf: Option<i64>,
+}
+
 /// Verifies tokens; owns the JWKS cache and its background refresh.
+///
+/// A client sends the same token on every request until it expires, and the
+/// signature check (RSA or ECDSA) is the single largest CPU cost of a
+/// request; so a token that verified is remembered, by its exact bytes,
+/// until its `exp`. Time bounds are re-checked on every hit, and the memory
+/// is dropped whenever the key set changes, so a rotated-out key stops
+/// accepting tokens just as it would without the memory.
 pub struct Authenticator {
     config: AuthConfig,
     http: HttpClient,
     state: RwLock<KeyState>,
     refetch: tokio::sync::Mutex<()>,
+    verified: moka::sync::Cache<String, Verified>,
 }
 
 impl std::fmt::Debug for Authenticator {
@@ -137,6 +154,9 @@ impl std::fmt::Debug for Authenticator {
 #[derive(Deserialize)]
 struct RawClaims {
     sub: String,
+    exp: i64,
+    #[serde(default)]
+    nbf: Option<i64>,
     #[serde(default)]
     scope: Option<String>,
     #[serde(default)]
@@ -204,6 +224,10 @@ impl Authenticator {
                 last_fetch: None,
             }),
             refetch: tokio::sync::Mutex::new(()),
+            verified: moka::sync::Cache::builder()
+                .max_capacity(50_000)
+                .time_to_live(Duration::from_secs(900))
+                .build(),
         });
         tokio::spawn(refresh_loop(Arc::downgrade(&auth)));
         auth
@@ -256,8 +280,15 @@ impl Authenticator {
         }
         let count = keys.len();
         let mut state = self.state.write().unwrap_or_else(|p| p.into_inner());
+        let same =
+            state.keys.len() == keys.len() && keys.keys().all(|k| state.keys.contains_key(k));
         state.keys = Arc::new(keys);
         state.loaded = true;
+        drop(state);
+        if !same {
+            // A key may have gone: nothing verified with the old set counts.
+            self.verified.invalidate_all();
+        }
         Ok(count)
     }
 
@@ -289,6 +320,15 @@ impl Authenticator {
 
     /// Verifies `token` and returns its claims.
     pub async fn verify(&self, token: &str) -> Result<Claims, AuthError> {
+        if let Some(hit) = self.verified.get(token) {
+            let now = now_unix();
+            let leeway = self.config.leeway.as_secs() as i64;
+            let in_time = now <= hit.exp + leeway && hit.nbf.is_none_or(|nbf| nbf - leeway <= now);
+            if in_time && self.lookup(&hit.kid)?.is_some() {
+                return Ok(hit.claims);
+            }
+            self.verified.invalidate(token);
+        }
         let header =
             jsonwebtoken::decode_header(token).map_err(|e| AuthError::Header(e.to_string()))?;
         if !is_asymmetric(&header.alg) {
@@ -321,6 +361,7 @@ impl Authenticator {
             HashSet::from(["exp", "iss", "aud", "sub"].map(String::from));
         let data = jsonwebtoken::decode::<RawClaims>(token, &key.key, &validation)?;
         let raw = data.claims;
+        let (exp, nbf) = (raw.exp, raw.nbf);
         let tier = match raw.tier.as_deref() {
             None => Tier::Standard,
             Some(t) => Tier::parse(t).ok_or_else(|| AuthError::Tier(t.to_owned()))?,
@@ -333,12 +374,28 @@ impl Authenticator {
             .filter(|s| !s.is_empty())
             .map(str::to_owned)
             .collect();
-        Ok(Claims {
+        let claims = Claims {
             sub: raw.sub,
             scopes,
             tier,
-        })
+        };
+        self.verified.insert(
+            token.to_owned(),
+            Verified {
+                claims: claims.clone(),
+                kid,
+                exp,
+                nbf,
+            },
+        );
+        Ok(claims)
     }
+}
+
+fn now_unix() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
 }
 
 /// Keeps the keys fresh while the authenticator lives: quickly retried until

@@ -232,3 +232,56 @@ async fn not_ready_until_keys_load() {
         .expect_err("no keys yet");
     assert_eq!(err.client_message(), "tokens cannot be verified right now");
 }
+
+#[tokio::test]
+async fn a_remembered_token_still_expires() {
+    let (jwks, auth) = setup().await;
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    // Expired 29 s ago: inside the 30 s leeway, for one more second or so.
+    let token = jwks.mint(&TestClaims {
+        exp: Some(now - 29),
+        ..valid()
+    });
+    assert!(auth.verify(&token).await.is_ok());
+    assert!(auth.verify(&token).await.is_ok(), "remembered");
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    assert!(
+        auth.verify(&token).await.is_err(),
+        "past exp + leeway, remembered or not"
+    );
+}
+
+#[tokio::test]
+async fn a_remembered_token_of_a_retired_key_is_refused() {
+    let stack = testkit::start_demo().await;
+    let identity = stack.url(demo_services::ServiceName::Identity);
+    let mut config = AuthConfig::new(
+        format!("{identity}/.well-known/jwks.json"),
+        identity.clone(),
+        "bff-web",
+    );
+    config.min_refetch = Duration::from_millis(10);
+    let auth = Authenticator::start(
+        config,
+        HttpClient::new(Duration::from_secs(1)).expect("client"),
+    );
+    while !auth.is_ready() {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let token = testkit::user_token(&stack, "user0001", "bff-web", None);
+    assert!(auth.verify(&token).await.is_ok());
+    // Two rotations: the token's key leaves the JWKS.
+    stack.identity().rotate_keys().expect("rotate");
+    stack.identity().rotate_keys().expect("rotate");
+    auth.refresh().await.expect("refresh");
+    let err = auth.verify(&token).await.expect_err("retired key");
+    assert_eq!(
+        err.client_message(),
+        "the token is signed by an unknown key"
+    );
+    let fresh = testkit::user_token(&stack, "user0001", "bff-web", None);
+    assert!(
+        auth.verify(&fresh).await.is_ok(),
+        "the new key is fetched for its unknown kid"
+    );
+}

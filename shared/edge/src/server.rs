@@ -96,10 +96,8 @@ where
         }
     };
     bff_telemetry::init_logging(config.log_format, &config.log_filter);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    let runtime = match builder.enable_all().build() {
         Ok(runtime) => runtime,
         Err(error) => {
             eprintln!("{}: cannot start the runtime: {error}", spec.name);
