@@ -119,6 +119,10 @@ pub fn main(mut args: Args) -> ExitCode {
         args.debug = true;
         args.node = "off".to_owned();
     }
+    // The generator shares CPU 0 with the upstreams, leaving the BFF's CPU
+    // to the BFF alone. (The CPU count is taken before pinning.)
+    procs::cpus();
+    procs::pin_self(0);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
