@@ -119,13 +119,6 @@ fn shape_recommendation(r: &Recommendation, images: &ImageSizing) -> SlimRecomme
     }
 }
 
-/// The user id of a user token (mobile tokens carry the user's UUID in `sub`).
-pub(crate) fn user_id(claims: &Claims) -> Result<Uuid, ApiError> {
-    Uuid::try_parse(&claims.sub).map_err(|_| {
-        ApiError::forbidden("this API is for user tokens; the subject is not a user id")
-    })
-}
-
 pub(crate) async fn dashboard(
     State(app): State<Arc<AppState>>,
     claims: Claims,
@@ -133,7 +126,7 @@ pub(crate) async fn dashboard(
     headers: HeaderMap,
     Query(query): Query<DashboardQuery>,
 ) -> Result<Response, ApiError> {
-    let user_id = user_id(&claims)?;
+    let user_id = claims.user_id()?;
     let images = ImageSizing::from_request(query.dpr.as_deref(), &headers)
         .map_err(|e| ApiError::validation(vec![e]))?;
     let deadlines = app.shared.config().deadlines;

@@ -234,9 +234,7 @@ pub(crate) async fn dashboard(
     ctx: RequestContext,
     Query(_): Query<DashboardQuery>,
 ) -> Result<Json<Dashboard>, ApiError> {
-    let user_id = Uuid::try_parse(&claims.sub).map_err(|_| {
-        ApiError::forbidden("this API is for user tokens; the subject is not a user id")
-    })?;
+    let user_id = claims.user_id()?;
     let deadlines = app.shared.config().deadlines;
     let agg = Aggregation::new(app.shared.cache(), deadlines.request, "/v1/dashboard");
     let (user, orders, recommendations) = tokio::join!(

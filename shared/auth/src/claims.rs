@@ -53,6 +53,15 @@ impl Claims {
         self.scopes.iter().any(|s| s == scope)
     }
 
+    /// The user id of a user token. For the user-facing BFFs the user is
+    /// always the token's subject, never a request parameter; a token whose
+    /// subject is not a UUID (a partner's) is refused with 403.
+    pub fn user_id(&self) -> Result<uuid::Uuid, ApiError> {
+        uuid::Uuid::try_parse(&self.sub).map_err(|_| {
+            ApiError::forbidden("this API is for user tokens; the subject is not a user id")
+        })
+    }
+
     /// 403 unless `scope` was granted.
     pub fn require_scope(&self, scope: &str) -> Result<(), ApiError> {
         if self.has_scope(scope) {
