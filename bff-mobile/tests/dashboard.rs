@@ -35,24 +35,6 @@ async fn dashboard(server: &TestServer, token: &str) -> reqwest::Response {
         .expect("request")
 }
 
-async fn fault(stack: &DemoStack, service: &str, body: Value) {
-    let r = client()
-        .put(format!("{}/faults/{service}", stack.control_url()))
-        .json(&body)
-        .send()
-        .await
-        .expect("control");
-    assert_eq!(r.status(), 200);
-}
-
-async fn clear(stack: &DemoStack, service: &str) {
-    client()
-        .delete(format!("{}/faults/{service}", stack.control_url()))
-        .send()
-        .await
-        .expect("control");
-}
-
 fn assert_no_internals(body: &str) {
     for leak in [
         "127.0.0.1",
@@ -226,8 +208,8 @@ async fn br_is_preferred_and_gzip_is_the_fallback() {
 async fn failed_optional_sections_give_a_partial_200() {
     let (stack, server) = setup(&[("BFF_DEADLINE_OPTIONAL", "400ms")]).await;
     let token = testkit::user_token(&stack, "user0004", "bff-mobile", None);
-    fault(&stack, "order", json!({ "error_rate": 1.0, "status": 500 })).await;
-    fault(&stack, "recommendation", json!({ "latency_ms": 2000 })).await;
+    testkit::set_fault(&stack, "order", json!({ "error_rate": 1.0, "status": 500 })).await;
+    testkit::set_fault(&stack, "recommendation", json!({ "latency_ms": 2000 })).await;
     let started = Instant::now();
     let response = dashboard(&server, &token).await;
     assert!(
@@ -261,7 +243,7 @@ async fn a_failed_critical_section_is_served_stale_else_503() {
         "warms the cache"
     );
 
-    fault(&stack, "user", json!({ "error_rate": 1.0 })).await;
+    testkit::set_fault(&stack, "user", json!({ "error_rate": 1.0 })).await;
     let response = dashboard(&server, &cached).await;
     assert_eq!(response.status(), 200);
     let body: Value = response.json().await.expect("json");
@@ -288,8 +270,8 @@ async fn a_failed_critical_section_is_served_stale_else_503() {
 async fn a_hanging_upstream_never_holds_the_request_past_its_deadline() {
     let (stack, server) = setup(&[]).await;
     let token = testkit::user_token(&stack, "user0007", "bff-mobile", None);
-    fault(&stack, "user", json!({ "hang": true })).await;
-    fault(&stack, "order", json!({ "hang": true })).await;
+    testkit::set_fault(&stack, "user", json!({ "hang": true })).await;
+    testkit::set_fault(&stack, "order", json!({ "hang": true })).await;
     let started = Instant::now();
     let response = dashboard(&server, &token).await;
     let took = started.elapsed();
@@ -297,8 +279,8 @@ async fn a_hanging_upstream_never_holds_the_request_past_its_deadline() {
     // comes when the last running section gives up.
     assert!(took < Duration::from_millis(3500), "took {took:?}");
     assert_eq!(response.status(), 503);
-    clear(&stack, "user").await;
-    clear(&stack, "order").await;
+    testkit::clear_fault(&stack, "user").await;
+    testkit::clear_fault(&stack, "order").await;
 }
 
 #[tokio::test]
@@ -309,7 +291,7 @@ async fn an_open_circuit_fails_fast() {
     ])
     .await;
     let token = testkit::user_token(&stack, "user0008", "bff-mobile", None);
-    fault(
+    testkit::set_fault(
         &stack,
         "order",
         json!({ "latency_ms": 400, "error_rate": 1.0 }),

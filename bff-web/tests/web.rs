@@ -41,16 +41,6 @@ async fn get(server: &TestServer, token: &str, path: &str) -> (u16, Value) {
     (status, serde_json::from_str(&text).expect("json"))
 }
 
-async fn fault(stack: &DemoStack, service: &str, body: Value) {
-    let r = client()
-        .put(format!("{}/faults/{service}", stack.control_url()))
-        .json(&body)
-        .send()
-        .await
-        .expect("control");
-    assert_eq!(r.status(), 200);
-}
-
 #[tokio::test]
 async fn the_rich_dashboard() {
     let (stack, server, token) = setup(&[]).await;
@@ -179,7 +169,7 @@ async fn invalid_product_requests_name_the_field() {
 #[tokio::test]
 async fn failed_pricing_is_an_error_object_and_the_page_still_renders() {
     let (stack, server, token) = setup(&[]).await;
-    fault(&stack, "pricing", json!({ "error_rate": 1.0 })).await;
+    testkit::set_fault(&stack, "pricing", json!({ "error_rate": 1.0 })).await;
     let id = stack.data().products()[1].id;
     let (status, body) = get(&server, &token, &format!("/v1/products/{id}")).await;
     assert_eq!(status, 200);
@@ -212,7 +202,7 @@ async fn a_failed_product_section_is_stale_when_cached_else_503() {
             .0,
         200
     );
-    fault(&stack, "product", json!({ "reset_rate": 1.0 })).await;
+    testkit::set_fault(&stack, "product", json!({ "reset_rate": 1.0 })).await;
     let (status, body) = get(&server, &token, &format!("/v1/products/{cached}")).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["metadata"]["stale"], json!(["product"]));
@@ -230,7 +220,7 @@ async fn a_failed_product_section_is_stale_when_cached_else_503() {
 #[tokio::test]
 async fn a_hanging_grpc_stream_is_cut_at_the_section_deadline() {
     let (stack, server, token) = setup(&[("BFF_DEADLINE_OPTIONAL", "500ms")]).await;
-    fault(&stack, "inventory", json!({ "hang": true })).await;
+    testkit::set_fault(&stack, "inventory", json!({ "hang": true })).await;
     let id = stack.data().products()[4].id;
     let started = Instant::now();
     let (status, body) = get(&server, &token, &format!("/v1/products/{id}")).await;
@@ -252,7 +242,7 @@ async fn an_open_grpc_circuit_fails_fast() {
         ("BFF_UPSTREAM_INVENTORY_OPEN_FOR", "30s"),
     ])
     .await;
-    fault(
+    testkit::set_fault(
         &stack,
         "inventory",
         json!({ "latency_ms": 300, "error_rate": 1.0 }),

@@ -154,3 +154,39 @@ pub fn partner_token(stack: &DemoStack, client_id: &str) -> String {
         Err(e) => panic!("no token for {client_id}: {e}"),
     }
 }
+
+/// Sets a fault on a demo service through the control API (over HTTP, as a
+/// client of the demo world would).
+///
+/// # Panics
+/// When the control API refuses the fault.
+pub async fn set_fault(stack: &DemoStack, service: &str, fault: serde_json::Value) {
+    let response = reqwest::Client::new()
+        .put(format!("{}/faults/{service}", stack.control_url()))
+        .json(&fault)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("control API: {e}"));
+    assert_eq!(
+        response.status(),
+        200,
+        "the control API refused the fault {fault} on {service}"
+    );
+}
+
+/// Clears the fault of a demo service through the control API.
+///
+/// # Panics
+/// When the control API refuses.
+pub async fn clear_fault(stack: &DemoStack, service: &str) {
+    let response = reqwest::Client::new()
+        .delete(format!("{}/faults/{service}", stack.control_url()))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("control API: {e}"));
+    assert_eq!(
+        response.status(),
+        204,
+        "the control API refused to clear {service}"
+    );
+}

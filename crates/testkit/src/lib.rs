@@ -8,7 +8,10 @@ mod bff;
 mod redis_server;
 mod tokens;
 
-pub use bff::{TestServer, bff_config, bff_config_with, partner_token, serve_bff, user_token};
+pub use bff::{
+    TestServer, bff_config, bff_config_with, clear_fault, partner_token, serve_bff, set_fault,
+    user_token,
+};
 
 pub use redis_server::RedisServer;
 pub use tokens::{JwksServer, TEST_ISSUER, TestClaims};

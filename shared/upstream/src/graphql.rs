@@ -9,7 +9,7 @@ use serde::de::DeserializeOwned;
 use crate::context::CallContext;
 use crate::error::{Failure, UpstreamError};
 use crate::policy::Upstream;
-use crate::rest::{HttpClient, read_body, status_failure, transport_failure};
+use crate::rest::{HttpClient, decode, send};
 
 /// A GraphQL endpoint (`POST {query, variables}`).
 #[derive(Debug, Clone)]
@@ -70,17 +70,8 @@ impl GraphQlClient {
             .json(&Request { query, variables });
         self.upstream
             .call(operation, async move {
-                let response = request
-                    .send()
-                    .await
-                    .map_err(|e| transport_failure(name, &e))?;
-                if !response.status().is_success() {
-                    return Err(status_failure(name, response.status()));
-                }
-                let body = read_body(name, response).await?;
-                let decoded: Response<T> = serde_json::from_slice(&body).map_err(|e| {
-                    UpstreamError::new(name, Failure::InvalidResponse, e.to_string())
-                })?;
+                let body = send(name, request).await?;
+                let decoded: Response<T> = decode(name, &body)?;
                 match decoded.data {
                     Some(data) if decoded.errors.is_empty() => Ok(data),
                     _ => {

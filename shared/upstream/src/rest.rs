@@ -64,8 +64,33 @@ pub(crate) fn status_failure(upstream: &'static str, status: StatusCode) -> Upst
     UpstreamError::new(upstream, failure, format!("status {status}"))
 }
 
+/// Sends `request` and reads a successful answer's body; transport errors
+/// and error statuses become failures of `upstream`.
+pub(crate) async fn send(
+    upstream: &'static str,
+    request: reqwest::RequestBuilder,
+) -> Result<Bytes, UpstreamError> {
+    let response = request
+        .send()
+        .await
+        .map_err(|e| transport_failure(upstream, &e))?;
+    if !response.status().is_success() {
+        return Err(status_failure(upstream, response.status()));
+    }
+    read_body(upstream, response).await
+}
+
+/// Decodes a JSON body; an undecodable one is an `InvalidResponse`.
+pub(crate) fn decode<T: DeserializeOwned>(
+    upstream: &'static str,
+    body: &[u8],
+) -> Result<T, UpstreamError> {
+    serde_json::from_slice(body)
+        .map_err(|e| UpstreamError::new(upstream, Failure::InvalidResponse, e.to_string()))
+}
+
 /// Reads a body up to [`MAX_BODY_BYTES`].
-pub(crate) async fn read_body(
+async fn read_body(
     upstream: &'static str,
     mut response: reqwest::Response,
 ) -> Result<Bytes, UpstreamError> {
@@ -148,16 +173,8 @@ impl RestClient {
             .header(http::header::ACCEPT, "application/json");
         self.upstream
             .call(operation, async move {
-                let response = request
-                    .send()
-                    .await
-                    .map_err(|e| transport_failure(name, &e))?;
-                if !response.status().is_success() {
-                    return Err(status_failure(name, response.status()));
-                }
-                let body = read_body(name, response).await?;
-                serde_json::from_slice(&body)
-                    .map_err(|e| UpstreamError::new(name, Failure::InvalidResponse, e.to_string()))
+                let body = send(name, request).await?;
+                decode(name, &body)
             })
             .await
     }
