@@ -170,24 +170,9 @@ pub struct FaultSpec {
     hang: Option<bool>,
 }
 
-/// One invalid field of a request.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct FieldError {
-    /// The field, as named in the request.
-    pub field: String,
-    /// What is wrong with it.
-    pub message: String,
-}
-
-impl FieldError {
-    /// A field error.
-    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
-        FieldError {
-            field: field.into(),
-            message: message.into(),
-        }
-    }
-}
+/// One invalid field of a request: the BFFs' own type, so that the demo
+/// services and the gateways name bad input the same way.
+pub use bff_problem::FieldError;
 
 impl FaultSpec {
     /// Checks every field and builds the fault, or lists every invalid field.

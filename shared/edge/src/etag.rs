@@ -46,7 +46,11 @@ pub fn if_none_match(headers: &HeaderMap, etag: &HeaderValue) -> bool {
 /// content (leaving out, say, a generation timestamp that would make every
 /// response unique); otherwise the tag is the hash of the whole body.
 pub async fn etag(request: Request, next: Next) -> Response {
-    let conditional = request.headers().clone();
+    // Only the validators are needed after the handler ran.
+    let mut conditional = HeaderMap::new();
+    for value in request.headers().get_all(header::IF_NONE_MATCH) {
+        conditional.append(header::IF_NONE_MATCH, value.clone());
+    }
     let response = next.run(request).await;
     if response.status() != StatusCode::OK {
         return response;

@@ -30,8 +30,6 @@ pub mod names {
     pub const PARTIAL_RESPONSES: &str = "bff.aggregate.partial_responses";
     /// Counter of section failures, by `section` and `reason`.
     pub const SECTION_FAILURES: &str = "bff.aggregate.section_failures";
-    /// Counter of requests refused by a rate limit, by `client` and `tier`.
-    pub const RATE_LIMITED: &str = "bff.ratelimit.rejected";
 }
 
 /// Latency buckets (seconds) fine enough to read a sub-millisecond p99 and

@@ -15,15 +15,6 @@ pub struct CallContext {
 }
 
 impl CallContext {
-    /// A context for work not caused by a client request (background
-    /// refreshes, tests).
-    pub fn background() -> Self {
-        CallContext {
-            request_id: HeaderValue::from_static("background"),
-            trace: TraceContext::new_root(),
-        }
-    }
-
     /// The propagation headers for one outgoing call (a new span id each).
     pub fn headers(&self) -> HeaderMap {
         let mut headers = HeaderMap::with_capacity(3);
