@@ -5,10 +5,10 @@ use std::sync::Arc;
 use axum::Json;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
-use bff_aggregate::{Aggregation, Metadata};
+use bff_aggregate::Metadata;
 use bff_auth::Claims;
 use bff_clients::models::{Order, Recommendation, User};
-use bff_edge::RequestContext;
+use bff_edge::{Aggregate, RequestContext};
 use bff_edge::etag::strong_etag;
 use bff_edge::extract::Query;
 use bff_problem::ApiError;
@@ -123,22 +123,21 @@ pub(crate) async fn dashboard(
     State(app): State<Arc<AppState>>,
     claims: Claims,
     ctx: RequestContext,
+    agg: Aggregate,
     headers: HeaderMap,
     Query(query): Query<DashboardQuery>,
 ) -> Result<Response, ApiError> {
     let user_id = claims.user_id()?;
     let images = ImageSizing::from_request(query.dpr.as_deref(), &headers)
         .map_err(|e| ApiError::validation(vec![e]))?;
-    let deadlines = app.shared.config().deadlines;
-    let agg = Aggregation::new(app.shared.cache(), deadlines.request, "/v1/dashboard");
     let (user, orders, recommendations) = tokio::join!(
-        agg.critical("user", deadlines.critical)
+        agg.critical("user")
             .cached(format!("user:{user_id}"))
             .run(app.users.get(&ctx, user_id)),
-        agg.optional("orders", deadlines.optional)
+        agg.optional("orders")
             .cached(format!("orders:{user_id}:{ORDERS}"))
             .run(app.orders.recent(&ctx, user_id, ORDERS)),
-        agg.optional("recommendations", deadlines.optional)
+        agg.optional("recommendations")
             .cached(format!("recommendations:{user_id}:{RECOMMENDATIONS}"))
             .run(app.recommendations.for_user(&ctx, user_id, RECOMMENDATIONS)),
     );
@@ -159,7 +158,7 @@ pub(crate) async fn dashboard(
                 .map(|r| shape_recommendation(r, &images))
                 .collect()
         }),
-        metadata: agg.metadata(),
+        metadata: agg.metadata()?,
     };
     // The tag covers the content and what went wrong, not the generation
     // timestamp: an unchanged dashboard must revalidate as unchanged.

@@ -17,19 +17,19 @@ mod images;
 use axum::Router;
 use axum::middleware::from_fn;
 use axum::routing::get;
-use bff_clients::{OrderClient, RecommendationClient, UserClient};
+use bff_clients::{OrderClient, RecommendationClient, UserClient, upstreams};
 use bff_edge::{BffSpec, EdgeBuilder, Shared, StartError};
 
 /// Name, audience and default port of this BFF.
 pub const SPEC: BffSpec = BffSpec {
     name: "bff-mobile",
     default_port: 8081,
+    upstreams: &[upstreams::USER, upstreams::ORDER, upstreams::RECOMMENDATION],
 };
 
 /// What the handlers use.
 #[derive(Clone, Debug)]
 pub struct AppState {
-    shared: Shared,
     users: UserClient,
     orders: OrderClient,
     recommendations: RecommendationClient,
@@ -37,11 +37,11 @@ pub struct AppState {
 
 /// The mobile BFF's app over `shared`.
 pub async fn app(shared: Shared) -> Result<Router, StartError> {
+    let registry = shared.registry();
     let state = AppState {
-        users: shared.user_client(),
-        orders: shared.order_client(),
-        recommendations: shared.recommendation_client(),
-        shared: shared.clone(),
+        users: UserClient::new(registry)?,
+        orders: OrderClient::new(registry)?,
+        recommendations: RecommendationClient::new(registry)?,
     };
     let api = Router::new()
         .route(

@@ -286,8 +286,9 @@ async fn a_hanging_upstream_never_holds_the_request_past_its_deadline() {
 #[tokio::test]
 async fn an_open_circuit_fails_fast() {
     let (stack, server) = setup(&[
-        ("BFF_UPSTREAM_ORDER_FAILURE_THRESHOLD", "2"),
+        ("BFF_UPSTREAM_ORDER_BREAKER_MIN_CALLS", "2"),
         ("BFF_UPSTREAM_ORDER_OPEN_FOR", "30s"),
+        ("BFF_UPSTREAM_ORDER_RETRIES", "0"),
     ])
     .await;
     let token = testkit::user_token(&stack, "user0008", "bff-mobile", None);

@@ -19,7 +19,7 @@ use axum::middleware::{Next, from_fn};
 use axum::response::Response;
 use axum::routing::get;
 use bff_auth::Claims;
-use bff_clients::{InventoryClient, PricingClient, ProductClient};
+use bff_clients::{InventoryClient, PricingClient, ProductClient, upstreams};
 use bff_edge::{BffSpec, EdgeBuilder, Shared, StartError};
 use bff_problem::ApiError;
 
@@ -27,6 +27,7 @@ use bff_problem::ApiError;
 pub const SPEC: BffSpec = BffSpec {
     name: "bff-partner",
     default_port: 8083,
+    upstreams: &[upstreams::PRODUCT, upstreams::PRICING, upstreams::INVENTORY],
 };
 
 /// The scope every partner route requires.
@@ -35,7 +36,6 @@ pub const SCOPE: &str = "catalog:read";
 /// What the handlers use.
 #[derive(Clone, Debug)]
 pub struct AppState {
-    shared: Shared,
     products: ProductClient,
     pricing: PricingClient,
     inventory: InventoryClient,
@@ -52,11 +52,11 @@ async fn require_catalog_scope(
 
 /// The partner BFF's app over `shared`.
 pub async fn app(shared: Shared) -> Result<Router, StartError> {
+    let registry = shared.registry();
     let state = AppState {
-        products: shared.product_client()?,
-        pricing: shared.pricing_client(),
-        inventory: shared.inventory_client()?,
-        shared: shared.clone(),
+        products: ProductClient::new(registry)?,
+        pricing: PricingClient::new(registry)?,
+        inventory: InventoryClient::new(registry)?,
     };
     let api = Router::new()
         .route("/v1/products", get(products::v1))

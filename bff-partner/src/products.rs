@@ -6,9 +6,9 @@ use std::sync::Arc;
 use axum::Json;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
-use bff_aggregate::{Aggregation, Metadata};
+use bff_aggregate::Metadata;
 use bff_clients::models::{Batch, Price, Product, Stock};
-use bff_edge::RequestContext;
+use bff_edge::{Aggregate, RequestContext};
 use bff_edge::extract::{Query, parse_uuid};
 use bff_problem::{ApiError, FieldError};
 use http::{HeaderMap, HeaderValue, header};
@@ -89,23 +89,22 @@ fn index<T>(batch: Batch<T>, key: impl Fn(&T) -> Uuid) -> HashMap<Uuid, T> {
 async fn fetch(
     app: &AppState,
     ctx: &RequestContext,
+    agg: Aggregate,
     ids: Vec<Uuid>,
 ) -> Result<Assembled, ApiError> {
-    let deadlines = app.shared.config().deadlines;
-    let agg = Aggregation::new(app.shared.cache(), deadlines.request, "/products");
     let mut sorted: Vec<String> = ids.iter().map(Uuid::to_string).collect();
     sorted.sort_unstable();
     let key = sorted.join(",");
     let (products, prices, stock) = tokio::join!(
-        agg.critical("products", deadlines.critical)
+        agg.critical("products")
             .cached(format!("products:{key}"))
-            .run(app.products.batch(ctx, &ids)),
-        agg.optional("pricing", deadlines.optional)
+            .run(app.products.load_many(ctx, &ids)),
+        agg.optional("pricing")
             .cached(format!("prices:{key}"))
-            .run(app.pricing.batch(ctx, &ids)),
-        agg.optional("inventory", deadlines.optional)
+            .run(app.pricing.load_many(ctx, &ids)),
+        agg.optional("inventory")
             .cached(format!("stock:{key}"))
-            .run(app.inventory.batch(ctx, &ids)),
+            .run(app.inventory.load_many(ctx, &ids)),
     );
     let products = products.required()?;
     Ok(Assembled {
@@ -117,7 +116,7 @@ async fn fetch(
         stock: stock
             .into_value()
             .map(|b| index(Arc::unwrap_or_clone(b), |s| s.product_id)),
-        metadata: agg.metadata(),
+        metadata: agg.metadata()?,
         ids,
     })
 }
@@ -313,26 +312,29 @@ fn v1_response(a: Assembled) -> Response {
 pub(crate) async fn v1(
     State(app): State<Arc<AppState>>,
     ctx: RequestContext,
+    agg: Aggregate,
     Query(q): Query<IdsQuery>,
 ) -> Result<Response, ApiError> {
     let ids = parse_ids(q.ids.as_deref())?;
-    Ok(v1_response(fetch(&app, &ctx, ids).await?))
+    Ok(v1_response(fetch(&app, &ctx, agg, ids).await?))
 }
 
 /// `GET /v2/products?ids=…`.
 pub(crate) async fn v2(
     State(app): State<Arc<AppState>>,
     ctx: RequestContext,
+    agg: Aggregate,
     Query(q): Query<IdsQuery>,
 ) -> Result<Response, ApiError> {
     let ids = parse_ids(q.ids.as_deref())?;
-    Ok(Json(shape_v2(fetch(&app, &ctx, ids).await?)).into_response())
+    Ok(Json(shape_v2(fetch(&app, &ctx, agg, ids).await?)).into_response())
 }
 
 /// `GET /products?ids=…` with `API-Version: 1|2` (default: the newest).
 pub(crate) async fn negotiated(
     State(app): State<Arc<AppState>>,
     ctx: RequestContext,
+    agg: Aggregate,
     headers: HeaderMap,
     Query(q): Query<IdsQuery>,
 ) -> Result<Response, ApiError> {
@@ -347,7 +349,7 @@ pub(crate) async fn negotiated(
         }
     };
     let ids = parse_ids(q.ids.as_deref())?;
-    let assembled = fetch(&app, &ctx, ids).await?;
+    let assembled = fetch(&app, &ctx, agg, ids).await?;
     let mut response = if version == 1 {
         v1_response(assembled)
     } else {

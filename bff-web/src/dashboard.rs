@@ -4,10 +4,10 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::State;
-use bff_aggregate::{Aggregation, Metadata};
+use bff_aggregate::Metadata;
 use bff_auth::Claims;
 use bff_clients::models::{Address, Loyalty, Order, Recommendation, User};
-use bff_edge::RequestContext;
+use bff_edge::{Aggregate, RequestContext};
 use bff_edge::extract::Query;
 use bff_problem::ApiError;
 use serde::{Deserialize, Serialize};
@@ -232,19 +232,18 @@ pub(crate) async fn dashboard(
     State(app): State<Arc<AppState>>,
     claims: Claims,
     ctx: RequestContext,
+    agg: Aggregate,
     Query(_): Query<DashboardQuery>,
 ) -> Result<Json<Dashboard>, ApiError> {
     let user_id = claims.user_id()?;
-    let deadlines = app.shared.config().deadlines;
-    let agg = Aggregation::new(app.shared.cache(), deadlines.request, "/v1/dashboard");
     let (user, orders, recommendations) = tokio::join!(
-        agg.critical("user", deadlines.critical)
+        agg.critical("user")
             .cached(format!("user:{user_id}"))
             .run(app.users.get(&ctx, user_id)),
-        agg.optional("orders", deadlines.optional)
+        agg.optional("orders")
             .cached(format!("orders:{user_id}:{ORDERS}"))
             .run(app.orders.recent(&ctx, user_id, ORDERS)),
-        agg.optional("recommendations", deadlines.optional)
+        agg.optional("recommendations")
             .cached(format!("recommendations:{user_id}:{RECOMMENDATIONS}"))
             .run(app.recommendations.for_user(&ctx, user_id, RECOMMENDATIONS)),
     );
@@ -266,6 +265,6 @@ pub(crate) async fn dashboard(
                 .map(recommendation)
                 .collect()
         }),
-        metadata: agg.metadata(),
+        metadata: agg.metadata()?,
     }))
 }

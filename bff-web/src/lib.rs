@@ -17,7 +17,7 @@ use axum::Router;
 use axum::routing::get;
 use bff_clients::{
     InventoryClient, OrderClient, PricingClient, ProductClient, RecommendationClient, ReviewClient,
-    UserClient,
+    UserClient, upstreams,
 };
 use bff_edge::{BffSpec, EdgeBuilder, Shared, StartError};
 
@@ -25,12 +25,12 @@ use bff_edge::{BffSpec, EdgeBuilder, Shared, StartError};
 pub const SPEC: BffSpec = BffSpec {
     name: "bff-web",
     default_port: 8082,
+    upstreams: &upstreams::ALL,
 };
 
 /// What the handlers use.
 #[derive(Clone, Debug)]
 pub struct AppState {
-    shared: Shared,
     users: UserClient,
     orders: OrderClient,
     recommendations: RecommendationClient,
@@ -42,15 +42,15 @@ pub struct AppState {
 
 /// The web BFF's app over `shared`.
 pub async fn app(shared: Shared) -> Result<Router, StartError> {
+    let registry = shared.registry();
     let state = AppState {
-        users: shared.user_client(),
-        orders: shared.order_client(),
-        recommendations: shared.recommendation_client(),
-        products: shared.product_client()?,
-        pricing: shared.pricing_client(),
-        reviews: shared.review_client(),
-        inventory: shared.inventory_client()?,
-        shared: shared.clone(),
+        users: UserClient::new(registry)?,
+        orders: OrderClient::new(registry)?,
+        recommendations: RecommendationClient::new(registry)?,
+        products: ProductClient::new(registry)?,
+        pricing: PricingClient::new(registry)?,
+        reviews: ReviewClient::new(registry)?,
+        inventory: InventoryClient::new(registry)?,
     };
     let api = Router::new()
         .route("/v1/dashboard", get(dashboard::dashboard))

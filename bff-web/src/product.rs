@@ -5,10 +5,10 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::{Path, State};
-use bff_aggregate::{Aggregation, Metadata};
+use bff_aggregate::Metadata;
 use bff_auth::Claims;
 use bff_clients::models::{Price, Product, ReviewPage, Stock};
-use bff_edge::RequestContext;
+use bff_edge::{Aggregate, RequestContext};
 use bff_edge::extract::{Query, parse_bool, parse_uuid};
 use bff_problem::ApiError;
 use serde::{Deserialize, Serialize};
@@ -189,6 +189,7 @@ pub(crate) async fn product_page(
     State(app): State<Arc<AppState>>,
     _claims: Claims,
     ctx: RequestContext,
+    agg: Aggregate,
     Path(raw_id): Path<String>,
     Query(query): Query<ProductQuery>,
 ) -> Result<Json<ProductPage>, ApiError> {
@@ -209,24 +210,18 @@ pub(crate) async fn product_page(
         return Err(ApiError::validation(errors));
     };
 
-    let deadlines = app.shared.config().deadlines;
-    let agg = Aggregation::new(
-        app.shared.cache(),
-        deadlines.request,
-        "/v1/products/{productId}",
-    );
     let (product_section, price, review_page, stock) = tokio::join!(
-        agg.critical("product", deadlines.critical)
+        agg.critical("product")
             .cached(format!("product:{id}"))
-            .run(app.products.get(&ctx, id)),
-        agg.optional("pricing", deadlines.optional)
+            .run(app.products.load(&ctx, id)),
+        agg.optional("pricing")
             .cached(format!("price:{id}"))
-            .run(app.pricing.get(&ctx, id)),
+            .run(app.pricing.load(&ctx, id)),
         async {
             if include_reviews {
                 let fetch = app.reviews.for_product(&ctx, id, REVIEWS);
                 Some(
-                    agg.optional("reviews", deadlines.optional)
+                    agg.optional("reviews")
                         .cached(format!("reviews:{id}:{REVIEWS}"))
                         .run(fetch)
                         .await,
@@ -237,9 +232,9 @@ pub(crate) async fn product_page(
         },
         async {
             if include_inventory {
-                let fetch = app.inventory.get(&ctx, id);
+                let fetch = app.inventory.load(&ctx, id);
                 Some(
-                    agg.optional("inventory", deadlines.optional)
+                    agg.optional("inventory")
                         .cached(format!("stock:{id}"))
                         .run(fetch)
                         .await,
@@ -259,6 +254,6 @@ pub(crate) async fn product_page(
         inventory: stock
             .and_then(|s| s.into_value())
             .map(|s| inventory(Arc::unwrap_or_clone(s))),
-        metadata: agg.metadata(),
+        metadata: agg.metadata()?,
     }))
 }

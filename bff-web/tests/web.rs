@@ -238,8 +238,9 @@ async fn a_hanging_grpc_stream_is_cut_at_the_section_deadline() {
 #[tokio::test]
 async fn an_open_grpc_circuit_fails_fast() {
     let (stack, server, token) = setup(&[
-        ("BFF_UPSTREAM_INVENTORY_FAILURE_THRESHOLD", "2"),
+        ("BFF_UPSTREAM_INVENTORY_BREAKER_MIN_CALLS", "2"),
         ("BFF_UPSTREAM_INVENTORY_OPEN_FOR", "30s"),
+        ("BFF_UPSTREAM_INVENTORY_RETRIES", "0"),
     ])
     .await;
     testkit::set_fault(

@@ -6,22 +6,31 @@
 //! copy that may stand in when it fails — then awaits them together:
 //!
 //! ```
-//! # use std::time::Duration;
-//! # use bff_aggregate::Aggregation;
+//! # use bff_aggregate::{Aggregation, Deadlines};
 //! # use bff_upstream::UpstreamError;
-//! # async fn example(cache: &bff_cache::FragmentCache) -> Result<(), bff_problem::ApiError> {
-//! let agg = Aggregation::new(cache, Duration::from_millis(2500), "/v1/dashboard");
+//! # async fn example(cache: bff_cache::FragmentCache) -> Result<(), bff_problem::ApiError> {
+//! let agg = Aggregation::new(cache, Deadlines::default(), "/v1/dashboard");
 //! let (user, orders) = tokio::join!(
-//!     agg.critical("user", Duration::from_millis(500)).cached("user:42".into())
+//!     agg.critical("user").cached("user:42".into())
 //!         .run(async { Ok::<_, UpstreamError>("Ada".to_owned()) }),
-//!     agg.optional("orders", Duration::from_secs(2))
+//!     agg.optional("orders")
 //!         .run(async { Ok::<_, UpstreamError>(vec![1, 2, 3]) }),
 //! );
 //! let user = user.required()?;           // 404 / 503 decided here
 //! let orders = orders.into_value();      // None when it failed
-//! let metadata = agg.metadata();         // partialFailures, degraded, stale, reasons
+//! let metadata = agg.metadata()?;        // partialFailures, degraded, stale, reasons
 //! # let _ = (user, orders, metadata); Ok(()) }
 //! ```
+//!
+//! Each section's deadline reaches every upstream call made inside it
+//! ([`bff_upstream::budget`]), together with its criticality, so an
+//! upstream's timeout is cut to what the section has left and optional
+//! calls are shed first when an upstream saturates.
+//!
+//! A client may prefer failure to a partial answer (`Prefer:
+//! handling=strict`, RFC 7240): a strict aggregation answers
+//! [`metadata`](Aggregation::metadata) with a 503 naming the failed
+//! sections instead.
 //!
 //! Rules (the contract's "Partial responses"): each section has its own
 //! deadline inside the request's; a failed section is served from a stale
@@ -34,24 +43,40 @@
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bff_cache::FragmentCache;
 use bff_problem::ApiError;
 use bff_telemetry::names;
+use bff_upstream::budget::{self, Budget};
 use bff_upstream::{Failure, UpstreamError};
 use serde::Serialize;
+use tokio::time::Instant;
+
+pub use bff_upstream::Criticality;
 
 /// Seconds a client is told to wait after a 503.
 pub const RETRY_AFTER_SECS: u64 = 5;
 
-/// Whether a response is worth anything without a section.
+/// How long sections may take.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Criticality {
-    /// Without it the response fails (404 / 503).
-    Critical,
-    /// Without it the response is partial.
-    Optional,
+pub struct Deadlines {
+    /// The whole request: every section ends within it.
+    pub request: Duration,
+    /// A critical section.
+    pub critical: Duration,
+    /// An optional section.
+    pub optional: Duration,
+}
+
+impl Default for Deadlines {
+    fn default() -> Self {
+        Deadlines {
+            request: Duration::from_millis(2500),
+            critical: Duration::from_millis(500),
+            optional: Duration::from_secs(2),
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -63,45 +88,58 @@ struct Outcome {
 
 /// One client request's aggregation.
 #[derive(Debug)]
-pub struct Aggregation<'c> {
-    cache: &'c FragmentCache,
+pub struct Aggregation {
+    cache: FragmentCache,
     started: Instant,
-    deadline: Duration,
-    route: &'static str,
+    deadlines: Deadlines,
+    route: Arc<str>,
+    strict: bool,
     outcomes: Mutex<Vec<Outcome>>,
 }
 
-impl<'c> Aggregation<'c> {
-    /// Starts an aggregation whose sections all finish within `deadline`
-    /// from now. `route` labels the metrics.
-    pub fn new(cache: &'c FragmentCache, deadline: Duration, route: &'static str) -> Self {
+impl Aggregation {
+    /// Starts an aggregation whose sections all finish within
+    /// `deadlines.request` from now. `route` labels the metrics.
+    pub fn new(cache: FragmentCache, deadlines: Deadlines, route: impl Into<Arc<str>>) -> Self {
         Aggregation {
             cache,
             started: Instant::now(),
-            deadline,
-            route,
+            deadlines,
+            route: route.into(),
+            strict: false,
             outcomes: Mutex::new(Vec::new()),
         }
     }
 
-    /// A section the response cannot do without.
-    pub fn critical(&self, name: &'static str, deadline: Duration) -> SectionSpec<'_, 'c> {
+    /// Whether the client prefers a failure to a partial answer.
+    pub fn strict(mut self, strict: bool) -> Self {
+        self.strict = strict;
+        self
+    }
+
+    /// Whether this aggregation is strict.
+    pub fn is_strict(&self) -> bool {
+        self.strict
+    }
+
+    /// A section the response cannot do without (the critical deadline).
+    pub fn critical(&self, name: &'static str) -> SectionSpec<'_> {
         SectionSpec {
             agg: self,
             name,
             criticality: Criticality::Critical,
-            deadline,
+            deadline: self.deadlines.critical,
             cache_key: None,
         }
     }
 
-    /// A section the response can do without.
-    pub fn optional(&self, name: &'static str, deadline: Duration) -> SectionSpec<'_, 'c> {
+    /// A section the response can do without (the optional deadline).
+    pub fn optional(&self, name: &'static str) -> SectionSpec<'_> {
         SectionSpec {
             agg: self,
             name,
             criticality: Criticality::Optional,
-            deadline,
+            deadline: self.deadlines.optional,
             cache_key: None,
         }
     }
@@ -114,7 +152,27 @@ impl<'c> Aggregation<'c> {
     }
 
     /// What happened to every section run so far, for the response body.
-    pub fn metadata(&self) -> Metadata {
+    /// A strict aggregation with a failed section is a 503 naming them.
+    pub fn metadata(&self) -> Result<Metadata, ApiError> {
+        let metadata = self.report();
+        if self.strict && metadata.partial_failures > 0 {
+            let failed: Vec<String> = metadata
+                .reasons
+                .iter()
+                .map(|(section, reason)| format!("{section} ({reason})"))
+                .collect();
+            return Err(ApiError::unavailable(
+                format!(
+                    "handling=strict was asked and these sections failed: {}",
+                    failed.join(", ")
+                ),
+                RETRY_AFTER_SECS,
+            ));
+        }
+        Ok(metadata)
+    }
+
+    fn report(&self) -> Metadata {
         let outcomes = self.outcomes.lock().unwrap_or_else(|p| p.into_inner());
         let mut metadata = Metadata {
             timestamp: now_rfc3339(),
@@ -134,7 +192,8 @@ impl<'c> Aggregation<'c> {
             }
         }
         if metadata.partial_failures > 0 {
-            metrics::counter!(names::PARTIAL_RESPONSES, "route" => self.route).increment(1);
+            metrics::counter!(names::PARTIAL_RESPONSES, "route" => self.route.to_string())
+                .increment(1);
         }
         metadata
     }
@@ -149,15 +208,22 @@ fn now_rfc3339() -> String {
 /// A section being declared.
 #[derive(Debug)]
 #[must_use = "a section does nothing until run"]
-pub struct SectionSpec<'a, 'c> {
-    agg: &'a Aggregation<'c>,
+pub struct SectionSpec<'a> {
+    agg: &'a Aggregation,
     name: &'static str,
     criticality: Criticality,
     deadline: Duration,
     cache_key: Option<String>,
 }
 
-impl SectionSpec<'_, '_> {
+impl SectionSpec<'_> {
+    /// Another deadline than the criticality's default (still within the
+    /// request's).
+    pub fn deadline(mut self, deadline: Duration) -> Self {
+        self.deadline = deadline;
+        self
+    }
+
     /// The cache key of this section's fragment: stored on success, served
     /// stale on failure. Per-user data must have the subject in the key.
     pub fn cached(mut self, key: String) -> Self {
@@ -173,9 +239,11 @@ impl SectionSpec<'_, '_> {
         F: Future<Output = Result<T, UpstreamError>>,
     {
         let agg = self.agg;
-        let remaining = agg.deadline.saturating_sub(agg.started.elapsed());
+        let remaining = agg.deadlines.request.saturating_sub(agg.started.elapsed());
         let budget = self.deadline.min(remaining);
-        let failure = match tokio::time::timeout(budget, fetch).await {
+        let deadline = Instant::now() + budget;
+        let fetch = budget::scope(Budget::new(deadline, self.criticality), fetch);
+        let failure = match tokio::time::timeout_at(deadline, fetch).await {
             Ok(Ok(value)) => {
                 let value = Arc::new(value);
                 if let Some(key) = &self.cache_key {
@@ -308,6 +376,14 @@ mod tests {
         FragmentCache::new(100, Duration::from_secs(60))
     }
 
+    fn deadlines(request: Duration) -> Deadlines {
+        Deadlines {
+            request,
+            critical: Duration::from_millis(500),
+            optional: Duration::from_secs(2),
+        }
+    }
+
     async fn fail<T>(failure: Failure) -> Result<T, UpstreamError> {
         Err(UpstreamError::new("test", failure, "injected"))
     }
@@ -315,7 +391,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn sections_run_concurrently_within_their_deadlines() {
         let cache = cache();
-        let agg = Aggregation::new(&cache, Duration::from_secs(3), "/t");
+        let agg = Aggregation::new(cache.clone(), deadlines(Duration::from_secs(3)), "/t");
         let started = tokio::time::Instant::now();
         let slow = async {
             tokio::time::sleep(Duration::from_secs(60)).await;
@@ -326,8 +402,8 @@ mod tests {
             Ok::<u32, UpstreamError>(2)
         };
         let (a, b) = tokio::join!(
-            agg.optional("slow", Duration::from_millis(800)).run(slow),
-            agg.critical("fast", Duration::from_millis(500)).run(fast)
+            agg.optional("slow").deadline(Duration::from_millis(800)).run(slow),
+            agg.critical("fast").run(fast)
         );
         assert_eq!(
             started.elapsed(),
@@ -335,7 +411,7 @@ mod tests {
             "bounded by the slow section's deadline"
         );
         assert_eq!((a.failure(), b.value()), (Some(Failure::Timeout), Some(&2)));
-        let m = agg.metadata();
+        let m = agg.metadata().expect("lenient");
         assert_eq!(
             (
                 m.partial_failures,
@@ -350,10 +426,10 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn the_request_deadline_caps_every_section() {
         let cache = cache();
-        let agg = Aggregation::new(&cache, Duration::from_millis(300), "/t");
+        let agg = Aggregation::new(cache.clone(), deadlines(Duration::from_millis(300)), "/t");
         let started = tokio::time::Instant::now();
         let hang = std::future::pending::<Result<u32, UpstreamError>>();
-        let s = agg.optional("x", Duration::from_secs(2)).run(hang).await;
+        let s = agg.optional("x").run(hang).await;
         assert_eq!(started.elapsed(), Duration::from_millis(300));
         assert_eq!(s.failure(), Some(Failure::Timeout));
     }
@@ -361,23 +437,23 @@ mod tests {
     #[tokio::test]
     async fn a_failed_section_is_served_stale_and_reported() {
         let cache = cache();
-        let first = Aggregation::new(&cache, Duration::from_secs(1), "/t");
+        let first = Aggregation::new(cache.clone(), deadlines(Duration::from_secs(1)), "/t");
         let ok = first
-            .critical("user", Duration::from_secs(1))
+            .critical("user")
             .cached("user:1".into())
             .run(async { Ok::<_, UpstreamError>("ada".to_owned()) })
             .await;
         assert_eq!(*ok.required().expect("fresh"), "ada");
-        assert_eq!(first.metadata().partial_failures, 0);
+        assert_eq!(first.metadata().expect("complete").partial_failures, 0);
 
-        let second = Aggregation::new(&cache, Duration::from_secs(1), "/t");
+        let second = Aggregation::new(cache.clone(), deadlines(Duration::from_secs(1)), "/t");
         let stale = second
-            .critical("user", Duration::from_secs(1))
+            .critical("user")
             .cached("user:1".into())
             .run(fail::<String>(Failure::Unavailable))
             .await;
         assert_eq!(*stale.required().expect("stale"), "ada");
-        let m = second.metadata();
+        let m = second.metadata().expect("lenient");
         let json = serde_json::to_value(&m).expect("json");
         assert_eq!(json["partialFailures"], 1);
         assert_eq!(json["degraded"], serde_json::json!(["user"]));
@@ -388,20 +464,53 @@ mod tests {
     #[tokio::test]
     async fn the_status_decision() {
         let cache = cache();
-        let agg = Aggregation::new(&cache, Duration::from_secs(1), "/t");
+        let agg = Aggregation::new(cache.clone(), deadlines(Duration::from_secs(1)), "/t");
         let missing = agg
-            .critical("user", Duration::from_secs(1))
+            .critical("user")
             .cached("u:nf".into())
             .run(fail::<String>(Failure::NotFound))
             .await;
         assert_eq!(missing.required().expect_err("404").status().as_u16(), 404);
         let down = agg
-            .critical("user", Duration::from_secs(1))
+            .critical("user")
             .run(fail::<String>(Failure::CircuitOpen))
             .await;
         let err = down.required().expect_err("503");
         assert_eq!((err.status().as_u16(), err.code()), (503, "unavailable"));
-        let m = agg.metadata();
+        let m = agg.metadata().expect("lenient");
         assert_eq!(m.reasons.get("user"), Some(&"circuit_open"));
+    }
+
+    #[tokio::test]
+    async fn strict_turns_a_partial_answer_into_a_503_naming_the_sections() {
+        let cache = cache();
+        let agg = Aggregation::new(cache.clone(), deadlines(Duration::from_secs(1)), "/t").strict(true);
+        let ok = agg
+            .critical("user")
+            .run(async { Ok::<_, UpstreamError>(1u8) })
+            .await;
+        assert!(ok.required().is_ok());
+        assert!(agg.metadata().is_ok(), "nothing failed yet");
+        let _ = agg.optional("orders").run(fail::<u8>(Failure::Timeout)).await;
+        let err = agg.metadata().expect_err("strict");
+        assert_eq!(err.status().as_u16(), 503);
+        assert!(err.detail().contains("orders (timeout)"), "{}", err.detail());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_section_budget_reaches_the_calls_inside() {
+        let cache = cache();
+        let agg = Aggregation::new(cache.clone(), deadlines(Duration::from_secs(3)), "/t");
+        let started = Instant::now();
+        let seen = agg
+            .optional("s")
+            .deadline(Duration::from_millis(700))
+            .run(async { Ok::<_, UpstreamError>(budget::current()) })
+            .await
+            .into_value()
+            .and_then(|b| *b)
+            .expect("a budget inside the section");
+        assert_eq!(seen.deadline - started, Duration::from_millis(700));
+        assert_eq!(seen.criticality, Criticality::Optional);
     }
 }

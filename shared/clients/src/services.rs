@@ -1,42 +1,54 @@
-//! One client per domain service.
+//! One client per domain service, each over its upstream's stack from the
+//! [`Registry`].
 
+use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bff_proto::catalog::v1 as catalog;
-use bff_proto::catalog::v1::product_service_client::ProductServiceClient;
 use bff_proto::inventory::v1 as inventory;
-use bff_proto::inventory::v1::inventory_service_client::InventoryServiceClient;
 use bff_upstream::{
-    CallContext, Failure, GraphQlClient, RestClient, Upstream, UpstreamError, grpc,
+    BatchLoader, CallContext, Failure, GraphQlClient, GrpcClient, Registry, RegistryError,
+    RestClient, Upstream, UpstreamError,
 };
 use serde::Deserialize;
-use tonic::transport::Channel;
 use uuid::Uuid;
 
 use crate::models::{
     Batch, Image, OrderPage, Price, Product, RecommendationList, ReviewPage, Stock, User,
     WarehouseStock,
 };
+use crate::upstreams;
+
+/// How long a batch loader waits for more keys after the first one.
+pub const BATCH_WINDOW: Duration = Duration::from_millis(1);
+
+/// The most keys one batch call carries (the services' own limit).
+pub const MAX_BATCH: usize = 100;
+
+fn subject(id: Uuid) -> Option<Arc<str>> {
+    Some(Arc::from(id.to_string()))
+}
 
 /// The user service.
 #[derive(Debug, Clone)]
 pub struct UserClient(RestClient);
 
 impl UserClient {
-    /// Over a REST client of the user service.
-    pub fn new(rest: RestClient) -> Self {
-        UserClient(rest)
+    /// The client of the declared `user` upstream.
+    pub fn new(registry: &Registry) -> Result<Self, RegistryError> {
+        Ok(UserClient(registry.rest(upstreams::USER.name)?))
     }
 
-    /// The policy of the upstream.
-    pub fn upstream(&self) -> &Arc<Upstream> {
+    /// The upstream.
+    pub fn upstream(&self) -> &Upstream {
         self.0.upstream()
     }
 
     /// A user's profile.
     pub async fn get(&self, ctx: &CallContext, id: Uuid) -> Result<User, UpstreamError> {
         self.0
-            .get_json("get_user", ctx, &["users", &id.to_string()], &[])
+            .get_json("get_user", ctx, &["users", &id.to_string()], &[], subject(id))
             .await
     }
 }
@@ -46,13 +58,13 @@ impl UserClient {
 pub struct OrderClient(RestClient);
 
 impl OrderClient {
-    /// Over a REST client of the order service.
-    pub fn new(rest: RestClient) -> Self {
-        OrderClient(rest)
+    /// The client of the declared `order` upstream.
+    pub fn new(registry: &Registry) -> Result<Self, RegistryError> {
+        Ok(OrderClient(registry.rest(upstreams::ORDER.name)?))
     }
 
-    /// The policy of the upstream.
-    pub fn upstream(&self) -> &Arc<Upstream> {
+    /// The upstream.
+    pub fn upstream(&self) -> &Upstream {
         self.0.upstream()
     }
 
@@ -63,13 +75,14 @@ impl OrderClient {
         user: Uuid,
         limit: u32,
     ) -> Result<OrderPage, UpstreamError> {
-        let (user, limit) = (user.to_string(), limit.to_string());
+        let (id, limit) = (user.to_string(), limit.to_string());
         self.0
             .get_json(
                 "list_orders",
                 ctx,
                 &["orders"],
-                &[("user_id", &user), ("limit", &limit)],
+                &[("user_id", &id), ("limit", &limit)],
+                subject(user),
             )
             .await
     }
@@ -80,13 +93,15 @@ impl OrderClient {
 pub struct RecommendationClient(RestClient);
 
 impl RecommendationClient {
-    /// Over a REST client of the recommendation service.
-    pub fn new(rest: RestClient) -> Self {
-        RecommendationClient(rest)
+    /// The client of the declared `recommendation` upstream.
+    pub fn new(registry: &Registry) -> Result<Self, RegistryError> {
+        Ok(RecommendationClient(
+            registry.rest(upstreams::RECOMMENDATION.name)?,
+        ))
     }
 
-    /// The policy of the upstream.
-    pub fn upstream(&self) -> &Arc<Upstream> {
+    /// The upstream.
+    pub fn upstream(&self) -> &Upstream {
         self.0.upstream()
     }
 
@@ -97,13 +112,14 @@ impl RecommendationClient {
         user: Uuid,
         limit: u32,
     ) -> Result<RecommendationList, UpstreamError> {
-        let (user, limit) = (user.to_string(), limit.to_string());
+        let (id, limit) = (user.to_string(), limit.to_string());
         self.0
             .get_json(
                 "list_recommendations",
                 ctx,
                 &["recommendations"],
-                &[("user_id", &user), ("limit", &limit)],
+                &[("user_id", &id), ("limit", &limit)],
+                subject(user),
             )
             .await
     }
@@ -114,13 +130,13 @@ impl RecommendationClient {
 pub struct ReviewClient(RestClient);
 
 impl ReviewClient {
-    /// Over a REST client of the review service.
-    pub fn new(rest: RestClient) -> Self {
-        ReviewClient(rest)
+    /// The client of the declared `review` upstream.
+    pub fn new(registry: &Registry) -> Result<Self, RegistryError> {
+        Ok(ReviewClient(registry.rest(upstreams::REVIEW.name)?))
     }
 
-    /// The policy of the upstream.
-    pub fn upstream(&self) -> &Arc<Upstream> {
+    /// The upstream.
+    pub fn upstream(&self) -> &Upstream {
         self.0.upstream()
     }
 
@@ -138,6 +154,7 @@ impl ReviewClient {
                 ctx,
                 &["reviews"],
                 &[("product_id", &product), ("limit", &limit)],
+                None,
             )
             .await
     }
@@ -157,12 +174,31 @@ fn parse_missing(upstream: &'static str, raw: &[String]) -> Result<Vec<Uuid>, Up
     raw.iter().map(|r| parse_uuid(upstream, r)).collect()
 }
 
+fn not_found(upstream: &'static str, what: &str, id: Uuid) -> UpstreamError {
+    UpstreamError::new(upstream, Failure::NotFound, format!("no {what} {id}"))
+}
+
+/// Splits a loader's answer into what was found and what is missing, in
+/// the order asked.
+fn batch_of<T>(ids: &[Uuid], mut found: HashMap<Uuid, T>) -> Batch<T> {
+    let mut batch = Batch {
+        found: Vec::with_capacity(found.len()),
+        missing: Vec::new(),
+    };
+    for id in ids {
+        match found.remove(id) {
+            Some(v) => batch.found.push(v),
+            None => batch.missing.push(*id),
+        }
+    }
+    batch
+}
+
 /// The product service (gRPC).
 #[derive(Debug, Clone)]
 pub struct ProductClient {
-    grpc: ProductServiceClient<Channel>,
-    upstream: Arc<Upstream>,
-    timeout: std::time::Duration,
+    grpc: GrpcClient,
+    loader: BatchLoader<Uuid, Product>,
 }
 
 fn product(upstream: &'static str, p: catalog::Product) -> Result<Product, UpstreamError> {
@@ -188,76 +224,100 @@ fn product(upstream: &'static str, p: catalog::Product) -> Result<Product, Upstr
 }
 
 impl ProductClient {
-    /// Over a channel to the product service.
-    pub fn new(channel: Channel, upstream: Arc<Upstream>, timeout: std::time::Duration) -> Self {
-        ProductClient {
-            grpc: ProductServiceClient::new(channel),
-            upstream,
-            timeout,
-        }
+    /// The client of the declared `product` upstream.
+    pub fn new(registry: &Registry) -> Result<Self, RegistryError> {
+        let grpc = registry.grpc(upstreams::PRODUCT.name)?;
+        let batch = grpc.clone();
+        let loader = BatchLoader::new("products", BATCH_WINDOW, MAX_BATCH, move |ctx, ids: Vec<Uuid>| {
+            let grpc = batch.clone();
+            async move {
+                let found = Self::fetch_batch(&grpc, &ctx, &ids).await?;
+                Ok(found.found.into_iter().map(|p| (p.id, p)).collect())
+            }
+        });
+        Ok(ProductClient { grpc, loader })
     }
 
-    /// The policy of the upstream.
-    pub fn upstream(&self) -> &Arc<Upstream> {
-        &self.upstream
+    /// The upstream.
+    pub fn upstream(&self) -> &Upstream {
+        self.grpc.upstream()
     }
 
-    /// One product.
+    /// One product (`GetProduct`).
     pub async fn get(&self, ctx: &CallContext, id: Uuid) -> Result<Product, UpstreamError> {
-        let name = self.upstream.name();
-        let mut client = self.grpc.clone();
-        let request = grpc::request(
-            catalog::GetProductRequest { id: id.to_string() },
-            ctx,
-            self.timeout,
-        );
-        self.upstream
-            .call("get_product", async move {
-                let response = client
-                    .get_product(request)
-                    .await
-                    .map_err(|s| grpc::failure(name, &s))?;
-                product(name, response.into_inner())
-            })
-            .await
+        let name = self.upstream().name();
+        let response: catalog::Product = self
+            .grpc
+            .unary(
+                "/catalog.v1.ProductService/GetProduct",
+                "GetProduct",
+                ctx,
+                &catalog::GetProductRequest { id: id.to_string() },
+                true,
+            )
+            .await?;
+        product(name, response)
     }
 
-    /// Many products in one call.
+    async fn fetch_batch(
+        grpc: &GrpcClient,
+        ctx: &CallContext,
+        ids: &[Uuid],
+    ) -> Result<Batch<Product>, UpstreamError> {
+        let name = grpc.upstream().name();
+        let ids = ids.iter().map(Uuid::to_string).collect();
+        let response: catalog::BatchGetProductsResponse = grpc
+            .unary(
+                "/catalog.v1.ProductService/BatchGetProducts",
+                "BatchGetProducts",
+                ctx,
+                &catalog::BatchGetProductsRequest { ids },
+                true,
+            )
+            .await?;
+        Ok(Batch {
+            found: response
+                .products
+                .into_iter()
+                .map(|p| product(name, p))
+                .collect::<Result<_, _>>()?,
+            missing: parse_missing(name, &response.missing_ids)?,
+        })
+    }
+
+    /// Many products in one call (`BatchGetProducts`).
     pub async fn batch(
         &self,
         ctx: &CallContext,
         ids: &[Uuid],
     ) -> Result<Batch<Product>, UpstreamError> {
-        let name = self.upstream.name();
-        let mut client = self.grpc.clone();
-        let ids = ids.iter().map(Uuid::to_string).collect();
-        let request = grpc::request(catalog::BatchGetProductsRequest { ids }, ctx, self.timeout);
-        self.upstream
-            .call("batch_get_products", async move {
-                let response = client
-                    .batch_get_products(request)
-                    .await
-                    .map_err(|s| grpc::failure(name, &s))?
-                    .into_inner();
-                Ok(Batch {
-                    found: response
-                        .products
-                        .into_iter()
-                        .map(|p| product(name, p))
-                        .collect::<Result<_, _>>()?,
-                    missing: parse_missing(name, &response.missing_ids)?,
-                })
-            })
-            .await
+        Self::fetch_batch(&self.grpc, ctx, ids).await
+    }
+
+    /// One product, batched with the loads around it.
+    pub async fn load(&self, ctx: &CallContext, id: Uuid) -> Result<Product, UpstreamError> {
+        self.loader
+            .load(ctx, id)
+            .await?
+            .ok_or_else(|| not_found(self.upstream().name(), "product", id))
+    }
+
+    /// Many products, batched with the loads around them.
+    pub async fn load_many(
+        &self,
+        ctx: &CallContext,
+        ids: &[Uuid],
+    ) -> Result<Batch<Product>, UpstreamError> {
+        Ok(batch_of(ids, self.loader.load_many(ctx, ids).await?))
     }
 }
 
 /// The inventory service (gRPC).
 #[derive(Debug, Clone)]
 pub struct InventoryClient {
-    grpc: InventoryServiceClient<Channel>,
-    upstream: Arc<Upstream>,
-    timeout: std::time::Duration,
+    grpc: GrpcClient,
+    channel: tonic::transport::Channel,
+    loader: BatchLoader<Uuid, Stock>,
 }
 
 fn stock(upstream: &'static str, s: inventory::Stock) -> Result<Stock, UpstreamError> {
@@ -277,86 +337,119 @@ fn stock(upstream: &'static str, s: inventory::Stock) -> Result<Stock, UpstreamE
 }
 
 impl InventoryClient {
-    /// Over a channel to the inventory service.
-    pub fn new(channel: Channel, upstream: Arc<Upstream>, timeout: std::time::Duration) -> Self {
-        InventoryClient {
-            grpc: InventoryServiceClient::new(channel),
-            upstream,
-            timeout,
-        }
+    /// The client of the declared `inventory` upstream.
+    pub fn new(registry: &Registry) -> Result<Self, RegistryError> {
+        let grpc = registry.grpc(upstreams::INVENTORY.name)?;
+        let channel = registry.channel(upstreams::INVENTORY.name)?;
+        let batch = grpc.clone();
+        let loader = BatchLoader::new("stock", BATCH_WINDOW, MAX_BATCH, move |ctx, ids: Vec<Uuid>| {
+            let grpc = batch.clone();
+            async move {
+                let found = Self::fetch_batch(&grpc, &ctx, &ids).await?;
+                Ok(found.found.into_iter().map(|s| (s.product_id, s)).collect())
+            }
+        });
+        Ok(InventoryClient {
+            grpc,
+            channel,
+            loader,
+        })
     }
 
-    /// The policy of the upstream.
-    pub fn upstream(&self) -> &Arc<Upstream> {
-        &self.upstream
+    /// The upstream.
+    pub fn upstream(&self) -> &Upstream {
+        self.grpc.upstream()
     }
 
-    /// Stock of one product.
+    /// The raw channel, for the streaming `WatchStock`.
+    pub fn channel(&self) -> &tonic::transport::Channel {
+        &self.channel
+    }
+
+    /// Stock of one product (`GetStock`).
     pub async fn get(&self, ctx: &CallContext, id: Uuid) -> Result<Stock, UpstreamError> {
-        let name = self.upstream.name();
-        let mut client = self.grpc.clone();
-        let request = grpc::request(
-            inventory::GetStockRequest {
-                product_id: id.to_string(),
-            },
-            ctx,
-            self.timeout,
-        );
-        self.upstream
-            .call("get_stock", async move {
-                let response = client
-                    .get_stock(request)
-                    .await
-                    .map_err(|s| grpc::failure(name, &s))?;
-                stock(name, response.into_inner())
-            })
-            .await
+        let name = self.upstream().name();
+        let response: inventory::Stock = self
+            .grpc
+            .unary(
+                "/inventory.v1.InventoryService/GetStock",
+                "GetStock",
+                ctx,
+                &inventory::GetStockRequest {
+                    product_id: id.to_string(),
+                },
+                true,
+            )
+            .await?;
+        stock(name, response)
     }
 
-    /// Stock of many products in one call.
+    async fn fetch_batch(
+        grpc: &GrpcClient,
+        ctx: &CallContext,
+        ids: &[Uuid],
+    ) -> Result<Batch<Stock>, UpstreamError> {
+        let name = grpc.upstream().name();
+        let product_ids = ids.iter().map(Uuid::to_string).collect();
+        let response: inventory::BatchGetStockResponse = grpc
+            .unary(
+                "/inventory.v1.InventoryService/BatchGetStock",
+                "BatchGetStock",
+                ctx,
+                &inventory::BatchGetStockRequest { product_ids },
+                true,
+            )
+            .await?;
+        Ok(Batch {
+            found: response
+                .stocks
+                .into_iter()
+                .map(|s| stock(name, s))
+                .collect::<Result<_, _>>()?,
+            missing: parse_missing(name, &response.missing_ids)?,
+        })
+    }
+
+    /// Stock of many products in one call (`BatchGetStock`).
     pub async fn batch(
         &self,
         ctx: &CallContext,
         ids: &[Uuid],
     ) -> Result<Batch<Stock>, UpstreamError> {
-        let name = self.upstream.name();
-        let mut client = self.grpc.clone();
-        let product_ids = ids.iter().map(Uuid::to_string).collect();
-        let request = grpc::request(
-            inventory::BatchGetStockRequest { product_ids },
-            ctx,
-            self.timeout,
-        );
-        self.upstream
-            .call("batch_get_stock", async move {
-                let response = client
-                    .batch_get_stock(request)
-                    .await
-                    .map_err(|s| grpc::failure(name, &s))?
-                    .into_inner();
-                Ok(Batch {
-                    found: response
-                        .stocks
-                        .into_iter()
-                        .map(|s| stock(name, s))
-                        .collect::<Result<_, _>>()?,
-                    missing: parse_missing(name, &response.missing_ids)?,
-                })
-            })
-            .await
+        Self::fetch_batch(&self.grpc, ctx, ids).await
+    }
+
+    /// Stock of one product, batched with the loads around it.
+    pub async fn load(&self, ctx: &CallContext, id: Uuid) -> Result<Stock, UpstreamError> {
+        self.loader
+            .load(ctx, id)
+            .await?
+            .ok_or_else(|| not_found(self.upstream().name(), "stock for", id))
+    }
+
+    /// Stock of many products, batched with the loads around them.
+    pub async fn load_many(
+        &self,
+        ctx: &CallContext,
+        ids: &[Uuid],
+    ) -> Result<Batch<Stock>, UpstreamError> {
+        Ok(batch_of(ids, self.loader.load_many(ctx, ids).await?))
     }
 }
 
 /// The pricing service (GraphQL).
 #[derive(Debug, Clone)]
-pub struct PricingClient(GraphQlClient);
+pub struct PricingClient {
+    graphql: GraphQlClient,
+    loader: BatchLoader<Uuid, Price>,
+}
 
-#[derive(Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 struct PricingData {
     pricing: Option<Price>,
 }
 
-#[derive(Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 struct PricingsData {
     pricings: Vec<Price>,
 }
@@ -365,29 +458,43 @@ const PRICE_QUERY: &str = "query Price($id: ID!) { pricing(productId: $id) { pro
 const PRICES_QUERY: &str = "query Prices($ids: [ID!]!) { pricings(productIds: $ids) { productId current original currency discount } }";
 
 impl PricingClient {
-    /// Over a GraphQL client of the pricing service.
-    pub fn new(graphql: GraphQlClient) -> Self {
-        PricingClient(graphql)
+    /// The client of the declared `pricing` upstream.
+    pub fn new(registry: &Registry) -> Result<Self, RegistryError> {
+        let graphql = registry.graphql(upstreams::PRICING.name)?;
+        let batch = graphql.clone();
+        let loader = BatchLoader::new("prices", BATCH_WINDOW, MAX_BATCH, move |ctx, ids: Vec<Uuid>| {
+            let graphql = batch.clone();
+            async move {
+                let data = Self::fetch_batch(&graphql, &ctx, &ids).await?;
+                Ok(data.pricings.into_iter().map(|p| (p.product_id, p)).collect())
+            }
+        });
+        Ok(PricingClient { graphql, loader })
     }
 
-    /// The policy of the upstream.
-    pub fn upstream(&self) -> &Arc<Upstream> {
-        self.0.upstream()
+    /// The upstream.
+    pub fn upstream(&self) -> &Upstream {
+        self.graphql.upstream()
     }
 
     /// The price of one product.
     pub async fn get(&self, ctx: &CallContext, id: Uuid) -> Result<Price, UpstreamError> {
         let data: PricingData = self
-            .0
+            .graphql
             .query("pricing", ctx, PRICE_QUERY, serde_json::json!({ "id": id }))
             .await?;
-        data.pricing.ok_or_else(|| {
-            UpstreamError::new(
-                self.upstream().name(),
-                Failure::NotFound,
-                format!("no price for {id}"),
-            )
-        })
+        data.pricing
+            .ok_or_else(|| not_found(self.upstream().name(), "price for", id))
+    }
+
+    async fn fetch_batch(
+        graphql: &GraphQlClient,
+        ctx: &CallContext,
+        ids: &[Uuid],
+    ) -> Result<PricingsData, UpstreamError> {
+        graphql
+            .query("pricings", ctx, PRICES_QUERY, serde_json::json!({ "ids": ids }))
+            .await
     }
 
     /// The prices of many products in one call.
@@ -396,23 +503,27 @@ impl PricingClient {
         ctx: &CallContext,
         ids: &[Uuid],
     ) -> Result<Batch<Price>, UpstreamError> {
-        let data: PricingsData = self
-            .0
-            .query(
-                "pricings",
-                ctx,
-                PRICES_QUERY,
-                serde_json::json!({ "ids": ids }),
-            )
-            .await?;
-        let missing = ids
-            .iter()
-            .filter(|id| !data.pricings.iter().any(|p| p.product_id == **id))
-            .copied()
-            .collect();
-        Ok(Batch {
-            found: data.pricings,
-            missing,
-        })
+        let data = Self::fetch_batch(&self.graphql, ctx, ids).await?;
+        Ok(batch_of(
+            ids,
+            data.pricings.into_iter().map(|p| (p.product_id, p)).collect(),
+        ))
+    }
+
+    /// The price of one product, batched with the loads around it.
+    pub async fn load(&self, ctx: &CallContext, id: Uuid) -> Result<Price, UpstreamError> {
+        self.loader
+            .load(ctx, id)
+            .await?
+            .ok_or_else(|| not_found(self.upstream().name(), "price for", id))
+    }
+
+    /// The prices of many products, batched with the loads around them.
+    pub async fn load_many(
+        &self,
+        ctx: &CallContext,
+        ids: &[Uuid],
+    ) -> Result<Batch<Price>, UpstreamError> {
+        Ok(batch_of(ids, self.loader.load_many(ctx, ids).await?))
     }
 }

@@ -19,7 +19,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use bff_telemetry::LogFormat;
-use bff_upstream::{BreakerConfig, UpstreamPolicy};
+use bff_upstream::{UpstreamDecl, UpstreamPolicy, UpstreamSettings};
 use reqwest::Url;
 
 /// A configuration value that cannot be used.
@@ -48,18 +48,10 @@ pub struct BffSpec {
     pub name: &'static str,
     /// Default port (8081, 8082, 8083).
     pub default_port: u16,
+    /// The upstreams this BFF calls: only these are configured, built and
+    /// listed in `/readyz`.
+    pub upstreams: &'static [UpstreamDecl],
 }
-
-/// The upstream services, by the names used in keys and metrics.
-pub const UPSTREAMS: [&str; 7] = [
-    "user",
-    "order",
-    "recommendation",
-    "review",
-    "product",
-    "inventory",
-    "pricing",
-];
 
 const PASSTHROUGH: [&str; 4] = [
     "REDIS_URL",
@@ -68,16 +60,7 @@ const PASSTHROUGH: [&str; 4] = [
     "RUST_LOG",
 ];
 
-/// Section deadlines.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Deadlines {
-    /// The whole request.
-    pub request: Duration,
-    /// Critical sections.
-    pub critical: Duration,
-    /// Optional sections.
-    pub optional: Duration,
-}
+pub use bff_aggregate::Deadlines;
 
 /// Everything a BFF binary is configured with.
 #[derive(Debug, Clone)]
@@ -94,10 +77,8 @@ pub struct BffConfig {
     pub audience: String,
     /// Background JWKS refresh period.
     pub jwks_refresh: Duration,
-    /// Base URL (REST), endpoint (GraphQL) or channel URL (gRPC) per upstream.
-    pub upstream_urls: BTreeMap<&'static str, Url>,
-    /// Call policy per upstream.
-    pub policies: BTreeMap<&'static str, UpstreamPolicy>,
+    /// Every declared upstream with its URL and call policy.
+    pub upstreams: Vec<UpstreamSettings>,
     /// Connect timeout of the shared HTTP pool and the gRPC channels.
     pub connect_timeout: Duration,
     /// Section deadlines.
@@ -122,18 +103,6 @@ pub struct BffConfig {
     pub service_name: String,
     /// Things worth a warning once logging is up (unknown variables, …).
     pub warnings: Vec<String>,
-}
-
-fn default_url(name: &str) -> &'static str {
-    match name {
-        "user" => "http://127.0.0.1:7001",
-        "order" => "http://127.0.0.1:7002",
-        "recommendation" => "http://127.0.0.1:7003",
-        "product" => "http://127.0.0.1:7004",
-        "pricing" => "http://127.0.0.1:7005/graphql",
-        "review" => "http://127.0.0.1:7006",
-        _ => "http://127.0.0.1:7007",
-    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -257,6 +226,76 @@ impl Source {
         })
     }
 
+    fn whole(&mut self, key: &str, default: u64, max: u64) -> Result<u64, ConfigError> {
+        self.parse(key, default, |raw| match raw.parse::<u64>() {
+            Ok(n) if n <= max => Ok(n),
+            _ => Err(format!("expected a whole number from 0 to {max}")),
+        })
+    }
+
+    fn percent(&mut self, key: &str, default: u8, min: u8) -> Result<u8, ConfigError> {
+        self.parse(key, default, |raw| match raw.parse::<u8>() {
+            Ok(n) if (min..=100).contains(&n) => Ok(n),
+            _ => Err(format!("expected a percentage from {min} to 100")),
+        })
+    }
+
+    fn flag(&mut self, key: &str, default: bool) -> Result<bool, ConfigError> {
+        self.parse(key, default, |raw| match raw {
+            "true" | "1" | "on" => Ok(true),
+            "false" | "0" | "off" => Ok(false),
+            _ => Err("expected true or false".to_owned()),
+        })
+    }
+
+    fn small(&mut self, key: &str, default: u32) -> Result<u32, ConfigError> {
+        let n = self.positive(key, u64::from(default))?;
+        u32::try_from(n).map_err(|_| ConfigError::new(key, "too large"))
+    }
+
+    /// The policy keys under `prefix` (`BFF_UPSTREAM_ALL`, `BFF_UPSTREAM_USER`),
+    /// each defaulting to `base`.
+    fn policy(&mut self, prefix: &str, base: UpstreamPolicy) -> Result<UpstreamPolicy, ConfigError> {
+        let key = |suffix: &str| format!("{prefix}_{suffix}");
+        let mut p = base;
+        p.timeout = self.duration(&key("TIMEOUT"), base.timeout)?;
+        p.min_budget = self.duration(&key("MIN_BUDGET"), base.min_budget)?;
+        p.max_concurrency =
+            self.positive(&key("MAX_CONCURRENCY"), base.max_concurrency as u64)? as usize;
+        p.critical_reserve = self.percent(&key("CRITICAL_RESERVE"), base.critical_reserve, 0)?;
+        p.breaker.window = self.small(&key("BREAKER_WINDOW"), base.breaker.window)?;
+        p.breaker.minimum_calls = self.small(&key("BREAKER_MIN_CALLS"), base.breaker.minimum_calls)?;
+        p.breaker.failure_rate = self.percent(&key("FAILURE_RATE"), base.breaker.failure_rate, 1)?;
+        p.breaker.slow_call = self.duration(&key("SLOW_CALL"), base.breaker.slow_call)?;
+        p.breaker.slow_rate = self.percent(&key("SLOW_RATE"), base.breaker.slow_rate, 1)?;
+        p.breaker.open_for = self.duration(&key("OPEN_FOR"), base.breaker.open_for)?;
+        p.breaker.half_open_calls =
+            self.small(&key("HALF_OPEN_CALLS"), base.breaker.half_open_calls)?;
+        if p.breaker.minimum_calls > p.breaker.window {
+            return Err(ConfigError::new(
+                &key("BREAKER_MIN_CALLS"),
+                format!(
+                    "must be at most the window ({} calls), got {}",
+                    p.breaker.window, p.breaker.minimum_calls
+                ),
+            ));
+        }
+        p.retry.max_retries = self.whole(&key("RETRIES"), u64::from(base.retry.max_retries), 10)? as u32;
+        p.retry.backoff = self.duration(&key("RETRY_BACKOFF"), base.retry.backoff)?;
+        p.retry.budget_ratio = f32::from(self.percent(
+            &key("RETRY_BUDGET"),
+            (base.retry.budget_ratio * 100.0).round() as u8,
+            0,
+        )?) / 100.0;
+        p.retry.min_per_sec = self.whole(
+            &key("RETRY_MIN_PER_SEC"),
+            u64::from(base.retry.min_per_sec),
+            1_000_000,
+        )? as u32;
+        p.coalesce = self.flag(&key("COALESCE"), base.coalesce)?;
+        Ok(p)
+    }
+
     fn url(&mut self, key: &str, default: &str) -> Result<Url, ConfigError> {
         let raw = self.take(key).unwrap_or_else(|| default.to_owned());
         let url = Url::parse(raw.trim())
@@ -320,46 +359,15 @@ impl BffConfig {
             .unwrap_or_else(|| spec.name.to_owned());
         let jwks_refresh = s.duration("BFF_JWKS_REFRESH", Duration::from_secs(300))?;
 
-        let base = UpstreamPolicy::default();
-        let all = UpstreamPolicy {
-            timeout: s.duration("BFF_UPSTREAM_ALL_TIMEOUT", base.timeout)?,
-            breaker: BreakerConfig {
-                failure_threshold: u32::try_from(s.positive(
-                    "BFF_UPSTREAM_ALL_FAILURE_THRESHOLD",
-                    u64::from(base.breaker.failure_threshold),
-                )?)
-                .map_err(|_| ConfigError::new("BFF_UPSTREAM_ALL_FAILURE_THRESHOLD", "too large"))?,
-                open_for: s.duration("BFF_UPSTREAM_ALL_OPEN_FOR", base.breaker.open_for)?,
-            },
-            max_concurrency: s.positive(
-                "BFF_UPSTREAM_ALL_MAX_CONCURRENCY",
-                base.max_concurrency as u64,
-            )? as usize,
-        };
-        let mut upstream_urls = BTreeMap::new();
-        let mut policies = BTreeMap::new();
-        for name in UPSTREAMS {
-            let key = format!("BFF_UPSTREAM_{}", name.to_uppercase());
-            upstream_urls.insert(name, s.url(&key, default_url(name))?);
-            let threshold_key = format!("{key}_FAILURE_THRESHOLD");
-            let threshold = u32::try_from(
-                s.positive(&threshold_key, u64::from(all.breaker.failure_threshold))?,
-            )
-            .map_err(|_| ConfigError::new(&threshold_key, "too large"))?;
-            policies.insert(
-                name,
-                UpstreamPolicy {
-                    timeout: s.duration(&format!("{key}_TIMEOUT"), all.timeout)?,
-                    breaker: BreakerConfig {
-                        failure_threshold: threshold,
-                        open_for: s.duration(&format!("{key}_OPEN_FOR"), all.breaker.open_for)?,
-                    },
-                    max_concurrency: s.positive(
-                        &format!("{key}_MAX_CONCURRENCY"),
-                        all.max_concurrency as u64,
-                    )? as usize,
-                },
-            );
+        let all = s.policy("BFF_UPSTREAM_ALL", UpstreamPolicy::default())?;
+        let mut upstreams = Vec::with_capacity(spec.upstreams.len());
+        for decl in spec.upstreams {
+            let key = format!("BFF_UPSTREAM_{}", decl.name.to_uppercase());
+            upstreams.push(UpstreamSettings {
+                decl: *decl,
+                url: s.url(&key, decl.default_url)?,
+                policy: s.policy(&key, all)?,
+            });
         }
         let deadlines = Deadlines {
             request: s.duration("BFF_DEADLINE_REQUEST", Duration::from_millis(2500))?,
@@ -391,8 +399,7 @@ impl BffConfig {
             issuer,
             audience,
             jwks_refresh,
-            upstream_urls,
-            policies,
+            upstreams,
             connect_timeout: s.duration("BFF_CONNECT_TIMEOUT", Duration::from_millis(500))?,
             deadlines,
             cache_stale_for: s.duration("BFF_CACHE_STALE_FOR", Duration::from_secs(600))?,
@@ -424,15 +431,9 @@ impl BffConfig {
         })
     }
 
-    /// The URL of upstream `name` (one of [`UPSTREAMS`]).
-    pub fn upstream_url(&self, name: &str) -> &Url {
-        // Every name of UPSTREAMS is filled by `load`.
-        &self.upstream_urls[name]
-    }
-
-    /// The policy of upstream `name`.
-    pub fn policy(&self, name: &str) -> UpstreamPolicy {
-        self.policies.get(name).copied().unwrap_or_default()
+    /// The settings of declared upstream `name`.
+    pub fn upstream(&self, name: &str) -> Option<&UpstreamSettings> {
+        self.upstreams.iter().find(|u| u.decl.name == name)
     }
 }
 
@@ -465,10 +466,38 @@ pub fn config_path_from_args(
 mod tests {
     use super::*;
 
+    use bff_upstream::Protocol;
+
     const SPEC: BffSpec = BffSpec {
         name: "bff-test",
         default_port: 8089,
+        upstreams: &[
+            UpstreamDecl {
+                name: "user",
+                protocol: Protocol::Rest,
+                default_url: "http://127.0.0.1:7001",
+            },
+            UpstreamDecl {
+                name: "order",
+                protocol: Protocol::Rest,
+                default_url: "http://127.0.0.1:7002",
+            },
+            UpstreamDecl {
+                name: "pricing",
+                protocol: Protocol::GraphQl,
+                default_url: "http://127.0.0.1:7005/graphql",
+            },
+            UpstreamDecl {
+                name: "product",
+                protocol: Protocol::Grpc,
+                default_url: "http://127.0.0.1:7004",
+            },
+        ],
     };
+
+    fn policy(c: &BffConfig, name: &str) -> UpstreamPolicy {
+        c.upstream(name).expect("declared").policy
+    }
 
     fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
         pairs
@@ -483,9 +512,11 @@ mod tests {
         assert_eq!(c.listen.to_string(), "127.0.0.1:8089");
         assert_eq!(c.audience, "bff-test");
         assert_eq!(
-            c.upstream_url("pricing").as_str(),
+            c.upstream("pricing").expect("declared").url.as_str(),
             "http://127.0.0.1:7005/graphql"
         );
+        assert!(c.upstream("inventory").is_none(), "not declared");
+        assert_eq!(policy(&c, "user"), UpstreamPolicy::default());
         assert_eq!(c.issuer, "http://127.0.0.1:7000");
         assert_eq!(c.deadlines.critical, Duration::from_millis(500));
     }
@@ -497,7 +528,7 @@ mod tests {
         let file = dir.join("c.toml");
         std::fs::write(
             &file,
-            "listen = \"0.0.0.0:9000\"\naudience = \"from-file\"\n[upstream.user]\ntimeout = \"300ms\"\n[upstream.all]\nfailure_threshold = 7\n",
+            "listen = \"0.0.0.0:9000\"\naudience = \"from-file\"\n[upstream.user]\ntimeout = \"300ms\"\n[upstream.all]\nfailure_rate = 70\nretries = 0\n",
         )
         .expect("write");
         let c = BffConfig::load(
@@ -511,11 +542,11 @@ mod tests {
         .expect("valid");
         assert_eq!(c.listen.to_string(), "0.0.0.0:9000");
         assert_eq!(c.audience, "from-env");
-        assert_eq!(c.policy("user").timeout, Duration::from_millis(300));
-        assert_eq!(c.policy("user").breaker.failure_threshold, 7);
+        assert_eq!(policy(&c, "user").timeout, Duration::from_millis(300));
+        assert_eq!(policy(&c, "user").breaker.failure_rate, 70);
         assert_eq!(
-            c.policy("order").breaker.failure_threshold,
-            7,
+            (policy(&c, "order").breaker.failure_rate, policy(&c, "order").retry.max_retries),
+            (70, 0),
             "the all block applies to every upstream"
         );
         assert_eq!(
@@ -537,7 +568,14 @@ mod tests {
             ("BFF_UPSTREAM_USER", "::"),
             ("BFF_UPSTREAM_ORDER_TIMEOUT", "soon"),
             ("BFF_UPSTREAM_ORDER_TIMEOUT", "0ms"),
-            ("BFF_UPSTREAM_ALL_FAILURE_THRESHOLD", "0"),
+            ("BFF_UPSTREAM_ALL_FAILURE_RATE", "0"),
+            ("BFF_UPSTREAM_ALL_FAILURE_RATE", "101"),
+            ("BFF_UPSTREAM_USER_SLOW_RATE", "x"),
+            ("BFF_UPSTREAM_USER_BREAKER_MIN_CALLS", "50"),
+            ("BFF_UPSTREAM_USER_RETRIES", "11"),
+            ("BFF_UPSTREAM_USER_RETRY_BUDGET", "-1"),
+            ("BFF_UPSTREAM_USER_COALESCE", "maybe"),
+            ("BFF_UPSTREAM_ORDER_CRITICAL_RESERVE", "150"),
             ("BFF_UPSTREAM_PRODUCT_MAX_CONCURRENCY", "-3"),
             ("BFF_DEADLINE_CRITICAL", "10s"),
             ("BFF_LOG_FORMAT", "xml"),

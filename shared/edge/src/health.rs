@@ -43,8 +43,8 @@ async fn readyz(State(shared): State<Shared>) -> Response {
         reason: (!ready).then_some("signing keys are not loaded yet"),
         signing_keys: auth.key_count(),
         upstreams: shared
+            .registry()
             .upstreams()
-            .iter()
             .map(|u| (u.name(), u.circuit_state().as_str()))
             .collect(),
     };

@@ -11,12 +11,15 @@
 //!   `requestId` and `traceId`, whatever produced it.
 //! - [`etag`]: strong ETags and `304 Not Modified`.
 //! - [`extract`]: query extraction whose rejection names the field.
+//! - [`aggregate`]: the [`Aggregate`] extractor (deadlines, cache, route
+//!   label, `Prefer: handling=strict`).
 //! - [`health`]: `/healthz`, `/readyz`, `/metrics`.
 //! - [`server`]: bind, serve HTTP/1.1 and h2c, drain on SIGTERM.
 //! - [`Shared`] and [`EdgeBuilder`]: the pieces a BFF composes its app from.
 
 #![warn(missing_docs)]
 
+pub mod aggregate;
 pub mod config;
 pub mod context;
 pub mod etag;
@@ -28,5 +31,6 @@ pub mod server;
 mod shared;
 
 pub use config::{BffConfig, BffSpec, ConfigError};
+pub use aggregate::Aggregate;
 pub use context::RequestContext;
 pub use shared::{EdgeBuilder, Shared, StartError};

@@ -1,17 +1,13 @@
 //! What every BFF of a process shares, and the composition of its app.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use axum::Router;
 use axum::middleware::{from_fn, from_fn_with_state};
 use bff_auth::{AuthConfig, Authenticator};
 use bff_cache::FragmentCache;
-use bff_clients::{
-    InventoryClient, OrderClient, PricingClient, ProductClient, RecommendationClient, ReviewClient,
-    UserClient,
-};
 use bff_problem::ApiError;
-use bff_upstream::{GraphQlClient, HttpClient, RestClient, Upstream, grpc};
+use bff_upstream::{Registry, RegistryError};
 use tower_http::compression::CompressionLayer;
 use tower_http::limit::RequestBodyLimitLayer;
 
@@ -21,30 +17,23 @@ use crate::{context, health, metrics_layer};
 /// Why a BFF could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
-    /// The HTTP client pool could not be built.
+    /// An HTTP client pool could not be built.
     #[error("cannot build the HTTP client: {0}")]
     Http(#[from] reqwest::Error),
-    /// A gRPC endpoint is unusable.
-    #[error("invalid gRPC endpoint for {upstream}: {source}")]
-    Grpc {
-        /// Which upstream.
-        upstream: &'static str,
-        /// Why.
-        #[source]
-        source: tonic::transport::Error,
-    },
+    /// An upstream cannot be built or is not declared.
+    #[error(transparent)]
+    Upstream(#[from] RegistryError),
 }
 
 struct Inner {
     config: BffConfig,
-    http: HttpClient,
     auth: Arc<Authenticator>,
     cache: FragmentCache,
-    upstreams: Mutex<Vec<Arc<Upstream>>>,
+    registry: Registry,
 }
 
-/// The process-wide pieces of a BFF: configuration, the HTTP pool, the
-/// authenticator, the fragment cache and the upstreams (for readiness).
+/// The process-wide pieces of a BFF: configuration, the authenticator, the
+/// fragment cache and the registry of the upstreams it declared.
 #[derive(Clone)]
 pub struct Shared {
     inner: Arc<Inner>,
@@ -77,7 +66,8 @@ impl Shared {
         }
         // Install the metrics recorder before anything records.
         bff_telemetry::prometheus();
-        let http = HttpClient::new(config.connect_timeout)?;
+        let registry = Registry::build(&config.upstreams, config.connect_timeout)?;
+        let http = bff_upstream::HttpClient::new(config.connect_timeout)?;
         let mut auth_config = AuthConfig::new(
             config.jwks_url.as_str(),
             config.issuer.clone(),
@@ -89,10 +79,9 @@ impl Shared {
         Ok(Shared {
             inner: Arc::new(Inner {
                 config,
-                http,
                 auth,
                 cache,
-                upstreams: Mutex::new(Vec::new()),
+                registry,
             }),
         })
     }
@@ -112,94 +101,9 @@ impl Shared {
         &self.inner.cache
     }
 
-    /// Every upstream created so far.
-    pub fn upstreams(&self) -> Vec<Arc<Upstream>> {
-        self.inner
-            .upstreams
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
-    }
-
-    fn upstream(&self, name: &'static str) -> Arc<Upstream> {
-        let upstream = Upstream::new(name, self.inner.config.policy(name));
-        self.inner
-            .upstreams
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(upstream.clone());
-        upstream
-    }
-
-    fn rest(&self, name: &'static str) -> RestClient {
-        RestClient::new(
-            self.inner.http.clone(),
-            self.inner.config.upstream_url(name).clone(),
-            self.upstream(name),
-        )
-    }
-
-    fn channel(&self, name: &'static str) -> Result<tonic::transport::Channel, StartError> {
-        grpc::channel(
-            self.inner.config.upstream_url(name).as_str(),
-            self.inner.config.connect_timeout,
-        )
-        .map_err(|source| StartError::Grpc {
-            upstream: name,
-            source,
-        })
-    }
-
-    /// The user service client.
-    pub fn user_client(&self) -> UserClient {
-        UserClient::new(self.rest("user"))
-    }
-
-    /// The order service client.
-    pub fn order_client(&self) -> OrderClient {
-        OrderClient::new(self.rest("order"))
-    }
-
-    /// The recommendation service client.
-    pub fn recommendation_client(&self) -> RecommendationClient {
-        RecommendationClient::new(self.rest("recommendation"))
-    }
-
-    /// The review service client.
-    pub fn review_client(&self) -> ReviewClient {
-        ReviewClient::new(self.rest("review"))
-    }
-
-    /// The pricing service client.
-    pub fn pricing_client(&self) -> PricingClient {
-        let endpoint = self.inner.config.upstream_url("pricing").clone();
-        PricingClient::new(GraphQlClient::new(
-            self.inner.http.clone(),
-            endpoint,
-            self.upstream("pricing"),
-        ))
-    }
-
-    /// The product service client.
-    pub fn product_client(&self) -> Result<ProductClient, StartError> {
-        let channel = self.channel("product")?;
-        let timeout = self.inner.config.policy("product").timeout;
-        Ok(ProductClient::new(
-            channel,
-            self.upstream("product"),
-            timeout,
-        ))
-    }
-
-    /// The inventory service client.
-    pub fn inventory_client(&self) -> Result<InventoryClient, StartError> {
-        let channel = self.channel("inventory")?;
-        let timeout = self.inner.config.policy("inventory").timeout;
-        Ok(InventoryClient::new(
-            channel,
-            self.upstream("inventory"),
-            timeout,
-        ))
+    /// The upstreams this BFF declared, to build its clients from.
+    pub fn registry(&self) -> &Registry {
+        &self.inner.registry
     }
 }
 
@@ -223,9 +127,12 @@ impl EdgeBuilder {
     /// Adds routes that require a verified bearer token.
     pub fn authenticated(mut self, routes: Router) -> Self {
         let auth = self.shared.auth().clone();
-        self.api = self
-            .api
-            .merge(routes.route_layer(from_fn_with_state(auth, bff_auth::require_auth)));
+        let shared = self.shared.clone();
+        self.api = self.api.merge(
+            routes
+                .route_layer(from_fn_with_state(auth, bff_auth::require_auth))
+                .route_layer(from_fn_with_state(shared, crate::aggregate::api_context)),
+        );
         self
     }
 

@@ -22,6 +22,18 @@ pub mod names {
     pub const SERVER_DURATION: &str = "http.server.request.duration";
     /// Histogram (seconds) of upstream calls, by `upstream`, `operation`, `outcome`.
     pub const CLIENT_DURATION: &str = "http.client.request.duration";
+    /// Histogram (seconds) of gRPC upstream calls, by `upstream`, `operation`, `outcome`.
+    pub const RPC_CLIENT_DURATION: &str = "rpc.client.call.duration";
+    /// Counter of circuit transitions, by `upstream` and the `state` entered.
+    pub const CIRCUIT_TRANSITIONS: &str = "bff.upstream.circuit.transitions";
+    /// Counter of retries, by `upstream` and `result` (`retried`, `budget_exhausted`).
+    pub const RETRIES: &str = "bff.upstream.retries";
+    /// Counter of calls that joined an identical call in flight, by `upstream`.
+    pub const COALESCED_CALLS: &str = "bff.upstream.coalesced";
+    /// Counter of calls shed by a full bulkhead, by `upstream`.
+    pub const SHED_CALLS: &str = "bff.upstream.shed";
+    /// Histogram of keys per batch call, by `loader`.
+    pub const BATCH_SIZE: &str = "bff.upstream.batch.size";
     /// Gauge of each upstream's circuit: 0 closed, 1 half-open, 2 open.
     pub const CIRCUIT_STATE: &str = "bff.upstream.circuit.state";
     /// Counter of fragment-cache lookups, by `section` and `result` (`hit`, `miss`, `stale`).

@@ -15,9 +15,17 @@ pub struct CallContext {
 }
 
 impl CallContext {
+    /// A context that belongs to no client request (background work, tests).
+    pub fn detached() -> Self {
+        CallContext {
+            request_id: HeaderValue::from_static("background"),
+            trace: TraceContext::from_headers(&HeaderMap::new()),
+        }
+    }
+
     /// The propagation headers for one outgoing call (a new span id each).
     pub fn headers(&self) -> HeaderMap {
-        let mut headers = HeaderMap::with_capacity(3);
+        let mut headers = HeaderMap::with_capacity(4);
         headers.insert("x-request-id", self.request_id.clone());
         if let Ok(tp) = HeaderValue::from_str(&self.trace.child().traceparent()) {
             headers.insert("traceparent", tp);

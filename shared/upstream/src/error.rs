@@ -18,8 +18,11 @@ pub enum Failure {
     RateLimited,
     /// Too many calls in flight to this upstream: dropped under overload.
     Shed,
-    /// The upstream's answer could not be read.
+    /// The upstream's answer could not be read (malformed, truncated or
+    /// oversized body).
     InvalidResponse,
+    /// A GraphQL answer that carried `errors` (even inside a `200 OK`).
+    GraphQl,
 }
 
 impl Failure {
@@ -29,23 +32,53 @@ impl Failure {
             Failure::Timeout => "timeout",
             Failure::CircuitOpen => "circuit_open",
             Failure::Unavailable => "unavailable",
-            Failure::Status(_) | Failure::InvalidResponse => "upstream_error",
+            Failure::Status(_) | Failure::InvalidResponse | Failure::GraphQl => "upstream_error",
             Failure::NotFound => "not_found",
             Failure::RateLimited => "rate_limited",
             Failure::Shed => "shed",
         }
     }
 
-    /// Whether this outcome says the upstream is unhealthy. A 404 or a 4xx
-    /// is the caller's business, and a refused call was never attempted.
+    /// The outcome label of metrics and spans (finer than [`reason`](Self::reason)).
+    pub fn outcome(self) -> &'static str {
+        match self {
+            Failure::Timeout => "timeout",
+            Failure::CircuitOpen => "circuit_open",
+            Failure::Unavailable => "unavailable",
+            Failure::Status(s) if s >= 500 => "server_error",
+            Failure::Status(_) => "client_error",
+            Failure::NotFound => "not_found",
+            Failure::RateLimited => "rate_limited",
+            Failure::Shed => "shed",
+            Failure::InvalidResponse => "invalid_response",
+            Failure::GraphQl => "graphql_error",
+        }
+    }
+
+    /// Whether this outcome says the upstream is unhealthy: 5xx, 429,
+    /// timeouts, resets, unreadable bodies and GraphQL errors do; a 404 or
+    /// another 4xx is the caller's business, and a call that was refused
+    /// here (open circuit, shed) never reached the upstream.
     pub fn counts_against_circuit(self) -> bool {
         match self {
-            Failure::Timeout | Failure::Unavailable | Failure::InvalidResponse => true,
+            Failure::Timeout
+            | Failure::Unavailable
+            | Failure::InvalidResponse
+            | Failure::GraphQl
+            | Failure::RateLimited => true,
             Failure::Status(s) => s >= 500,
-            Failure::CircuitOpen | Failure::NotFound | Failure::RateLimited | Failure::Shed => {
-                false
-            }
+            Failure::CircuitOpen | Failure::NotFound | Failure::Shed => false,
         }
+    }
+
+    /// Whether another attempt may succeed where this one failed: the
+    /// connection failed or the upstream said it is briefly unable to serve.
+    /// Never after our own deadline, an open circuit or shedding.
+    pub fn retryable(self) -> bool {
+        matches!(
+            self,
+            Failure::Unavailable | Failure::Status(502..=504)
+        )
     }
 }
 
@@ -85,5 +118,10 @@ mod tests {
         assert!(!Failure::NotFound.counts_against_circuit());
         assert!(!Failure::CircuitOpen.counts_against_circuit());
         assert!(Failure::Timeout.counts_against_circuit());
+        assert!(Failure::GraphQl.counts_against_circuit(), "errors inside a 200");
+        assert!(Failure::RateLimited.counts_against_circuit());
+        assert!(!Failure::Shed.counts_against_circuit());
+        assert!(Failure::Unavailable.retryable() && Failure::Status(503).retryable());
+        assert!(!Failure::Timeout.retryable() && !Failure::Status(500).retryable());
     }
 }

@@ -1,0 +1,110 @@
+//! The [`Aggregate`] extractor and the client's degradation preference.
+//!
+//! Handlers declare sections and shape data; the plumbing of an aggregation
+//! (the configured deadlines, the fragment cache, the matched route as the
+//! metrics label, and whether the client asked for `Prefer:
+//! handling=strict`) is taken here, once, from the request.
+
+use std::ops::Deref;
+
+use axum::extract::{FromRequestParts, MatchedPath, Request};
+use axum::middleware::Next;
+use axum::response::Response;
+use bff_aggregate::Aggregation;
+use bff_problem::ApiError;
+use http::request::Parts;
+use http::{HeaderMap, HeaderValue};
+
+use crate::shared::Shared;
+
+/// The `Prefer` header (RFC 7240).
+pub const PREFER: &str = "prefer";
+/// The `Preference-Applied` header (RFC 7240).
+pub const PREFERENCE_APPLIED: &str = "preference-applied";
+
+/// Whether the request prefers `handling=strict` (RFC 7240 §4.4): a
+/// failure rather than a partial answer. Preferences are comma-separated,
+/// parameters after `;` are ignored, the value may be quoted, and names are
+/// case-insensitive.
+pub fn prefers_strict(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(PREFER)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|pref| pref.split(';').next())
+        .filter_map(|pref| pref.split_once('='))
+        .any(|(name, value)| {
+            name.trim().eq_ignore_ascii_case("handling")
+                && value.trim().trim_matches('"').eq_ignore_ascii_case("strict")
+        })
+}
+
+/// An [`Aggregation`] set up for the current request.
+#[derive(Debug)]
+pub struct Aggregate(pub Aggregation);
+
+impl Deref for Aggregate {
+    type Target = Aggregation;
+    fn deref(&self) -> &Aggregation {
+        &self.0
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Aggregate {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
+        let Some(shared) = parts.extensions.get::<Shared>() else {
+            tracing::error!("Aggregate used on a route outside EdgeBuilder::authenticated");
+            return Err(ApiError::internal());
+        };
+        let route = parts
+            .extensions
+            .get::<MatchedPath>()
+            .map_or("unmatched", MatchedPath::as_str);
+        Ok(Aggregate(
+            Aggregation::new(shared.cache().clone(), shared.config().deadlines, route)
+                .strict(prefers_strict(&parts.headers)),
+        ))
+    }
+}
+
+/// Middleware of the API routes: makes [`Shared`] reachable for
+/// [`Aggregate`], and says `Preference-Applied: handling=strict` when the
+/// client asked for it (every API route honours it).
+pub(crate) async fn api_context(shared: axum::extract::State<Shared>, mut request: Request, next: Next) -> Response {
+    let strict = prefers_strict(request.headers());
+    request.extensions_mut().insert(shared.0);
+    let mut response = next.run(request).await;
+    if strict {
+        response.headers_mut().insert(
+            PREFERENCE_APPLIED,
+            HeaderValue::from_static("handling=strict"),
+        );
+    }
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn prefer(values: &[&str]) -> bool {
+        let mut headers = HeaderMap::new();
+        for v in values {
+            headers.append(PREFER, HeaderValue::from_str(v).expect("header"));
+        }
+        prefers_strict(&headers)
+    }
+
+    #[test]
+    fn reads_rfc7240_preferences() {
+        assert!(prefer(&["handling=strict"]));
+        assert!(prefer(&["respond-async, Handling=\"STRICT\"; x=1"]));
+        assert!(prefer(&["wait=5", "handling=strict"]));
+        assert!(!prefer(&["handling=lenient"]));
+        assert!(!prefer(&["strict"]));
+        assert!(!prefer(&[]));
+    }
+}

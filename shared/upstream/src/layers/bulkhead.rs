@@ -1,0 +1,96 @@
+//! Bulkhead: a bound on the calls in flight to one upstream, so one slow
+//! service cannot hold every socket and task of the process. A call that
+//! does not fit is shed at once (`reason: shed`) rather than queued: a
+//! queued call would spend its deadline waiting.
+//!
+//! Why not tower's `ConcurrencyLimit` + `LoadShed`: they know nothing of
+//! criticality. Here a share of the slots is kept for critical calls, so
+//! when an upstream saturates, optional sections are dropped first and the
+//! data a response cannot do without keeps flowing.
+
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bff_telemetry::names;
+use tokio::sync::Semaphore;
+use tower::{Layer, Service, ServiceExt};
+
+use super::{CallFuture, CallService, fail};
+use crate::budget::Criticality;
+use crate::call::{UpstreamRequest, UpstreamResponse};
+use crate::error::{Failure, UpstreamError};
+
+/// Applies [`Bulkhead`].
+#[derive(Debug, Clone)]
+pub struct BulkheadLayer {
+    upstream: &'static str,
+    slots: Arc<Semaphore>,
+    reserved: usize,
+}
+
+impl BulkheadLayer {
+    /// At most `max` calls in flight to `upstream`, the last `reserved` of
+    /// them for critical calls only.
+    pub fn new(upstream: &'static str, max: usize, reserved: usize) -> Self {
+        let max = max.max(1);
+        BulkheadLayer {
+            upstream,
+            slots: Arc::new(Semaphore::new(max)),
+            reserved: reserved.min(max - 1),
+        }
+    }
+}
+
+impl<S> Layer<S> for BulkheadLayer {
+    type Service = Bulkhead<S>;
+    fn layer(&self, inner: S) -> Bulkhead<S> {
+        Bulkhead {
+            layer: self.clone(),
+            inner,
+        }
+    }
+}
+
+/// See the module documentation.
+#[derive(Debug, Clone)]
+pub struct Bulkhead<S> {
+    layer: BulkheadLayer,
+    inner: S,
+}
+
+impl<S: CallService> Service<UpstreamRequest> for Bulkhead<S> {
+    type Response = UpstreamResponse;
+    type Error = UpstreamError;
+    type Future = CallFuture;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), UpstreamError>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: UpstreamRequest) -> CallFuture {
+        let slots = &self.layer.slots;
+        let fits = match request.info.criticality {
+            Criticality::Critical => true,
+            Criticality::Optional => slots.available_permits() > self.layer.reserved,
+        };
+        let permit = if fits {
+            slots.clone().try_acquire_owned().ok()
+        } else {
+            None
+        };
+        let Some(permit) = permit else {
+            metrics::counter!(names::SHED_CALLS, "upstream" => self.layer.upstream).increment(1);
+            return fail(UpstreamError::new(
+                self.layer.upstream,
+                Failure::Shed,
+                "too many calls in flight",
+            ));
+        };
+        let inner = self.inner.clone();
+        Box::pin(async move {
+            let result = inner.oneshot(request).await;
+            drop(permit);
+            result
+        })
+    }
+}

@@ -1,0 +1,121 @@
+//! Coalesce: identical reads in flight at the same time share one call.
+//!
+//! Why: a hot key (a popular product, a user reloading a screen on two
+//! devices) otherwise sends the same request to an upstream many times at
+//! once — exactly when the upstream is slow and least able to take it. Two
+//! reads are identical when the target, the body and the subject match; the
+//! subject is part of the key so that one user's data never answers
+//! another's request, even if an upstream URL did not name the user. Only
+//! idempotent calls are coalesced. Waiters share the answer *and* its
+//! decoding ([`crate::call::Decoded`]).
+//!
+//! The shared call runs with the deadline of the request that started it;
+//! each waiter keeps its own deadline above this layer.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+
+use bff_telemetry::names;
+use bytes::Bytes;
+use futures::FutureExt;
+use futures::future::Shared;
+use tower::{Layer, Service, ServiceExt};
+
+use super::{CallFuture, CallService};
+use crate::call::{Target, UpstreamRequest, UpstreamResponse};
+use crate::error::UpstreamError;
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct Key {
+    target: Target,
+    body: Bytes,
+    subject: Option<Arc<str>>,
+}
+
+type InFlight = Mutex<HashMap<Key, (u64, Shared<CallFuture>)>>;
+
+/// Applies [`Coalesce`].
+#[derive(Debug, Clone)]
+pub struct CoalesceLayer {
+    upstream: &'static str,
+    in_flight: Arc<InFlight>,
+    next_id: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl CoalesceLayer {
+    /// Coalesces the reads of `upstream`.
+    pub fn new(upstream: &'static str) -> Self {
+        CoalesceLayer {
+            upstream,
+            in_flight: Arc::default(),
+            next_id: Arc::default(),
+        }
+    }
+}
+
+impl<S> Layer<S> for CoalesceLayer {
+    type Service = Coalesce<S>;
+    fn layer(&self, inner: S) -> Coalesce<S> {
+        Coalesce {
+            layer: self.clone(),
+            inner,
+        }
+    }
+}
+
+/// See the module documentation.
+#[derive(Debug, Clone)]
+pub struct Coalesce<S> {
+    layer: CoalesceLayer,
+    inner: S,
+}
+
+impl<S: CallService> Service<UpstreamRequest> for Coalesce<S> {
+    type Response = UpstreamResponse;
+    type Error = UpstreamError;
+    type Future = CallFuture;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), UpstreamError>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: UpstreamRequest) -> CallFuture {
+        if !request.info.idempotent {
+            return Box::pin(self.inner.clone().oneshot(request));
+        }
+        let key = Key {
+            target: request.target.clone(),
+            body: request.body.clone(),
+            subject: request.info.subject.clone(),
+        };
+        let mut in_flight = self
+            .layer
+            .in_flight
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if let Some((_, shared)) = in_flight.get(&key) {
+            metrics::counter!(names::COALESCED_CALLS, "upstream" => self.layer.upstream)
+                .increment(1);
+            return Box::pin(shared.clone());
+        }
+        let id = self
+            .layer
+            .next_id
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let inner = self.inner.clone();
+        let map = self.layer.in_flight.clone();
+        let own_key = key.clone();
+        let call: CallFuture = Box::pin(async move {
+            let result = inner.oneshot(request).await;
+            let mut map = map.lock().unwrap_or_else(|p| p.into_inner());
+            if map.get(&own_key).is_some_and(|(i, _)| *i == id) {
+                map.remove(&own_key);
+            }
+            result
+        });
+        let shared = call.shared();
+        in_flight.insert(key, (id, shared.clone()));
+        Box::pin(shared)
+    }
+}

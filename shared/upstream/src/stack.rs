@@ -1,0 +1,123 @@
+//! One upstream: its policy, composed as a tower stack once at start-up.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tower::ServiceBuilder;
+use tower::retry::RetryLayer;
+use tower::util::BoxCloneSyncService;
+use tower::{Service, ServiceExt};
+
+use crate::call::{UpstreamRequest, UpstreamResponse};
+use crate::circuit::{BreakerConfig, CircuitBreaker, CircuitState};
+use crate::error::UpstreamError;
+use crate::layers::CallService;
+use crate::layers::breaker::BreakerLayer;
+use crate::layers::bulkhead::BulkheadLayer;
+use crate::layers::coalesce::CoalesceLayer;
+use crate::layers::deadline::DeadlineLayer;
+use crate::layers::observe::ObserveLayer;
+use crate::layers::retry::{RetryConfig, RetryPolicy};
+use crate::registry::Protocol;
+
+/// The boxed stack of one upstream (the stage boundary: built once, cloned
+/// per call).
+pub type UpstreamService = BoxCloneSyncService<UpstreamRequest, UpstreamResponse, UpstreamError>;
+
+/// Tuning of one upstream; every field has a configuration key (see the
+/// README's table).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct UpstreamPolicy {
+    /// Longest a call may take (a section's budget may cut it shorter).
+    pub timeout: Duration,
+    /// A call is not started with less than this left of its budget.
+    pub min_budget: Duration,
+    /// The circuit breaker.
+    pub breaker: BreakerConfig,
+    /// Calls in flight at most; more are shed at once.
+    pub max_concurrency: usize,
+    /// Percent of `max_concurrency` kept for critical calls.
+    pub critical_reserve: u8,
+    /// Retries of idempotent calls.
+    pub retry: RetryConfig,
+    /// Whether identical reads in flight share one call.
+    pub coalesce: bool,
+}
+
+impl Default for UpstreamPolicy {
+    fn default() -> Self {
+        UpstreamPolicy {
+            timeout: Duration::from_secs(2),
+            min_budget: Duration::from_millis(5),
+            breaker: BreakerConfig::default(),
+            max_concurrency: 256,
+            critical_reserve: 20,
+            retry: RetryConfig::default(),
+            coalesce: true,
+        }
+    }
+}
+
+/// One upstream: its name, protocol, circuit and stack. Cheap to share.
+#[derive(Debug, Clone)]
+pub struct Upstream {
+    name: &'static str,
+    protocol: Protocol,
+    breaker: Arc<CircuitBreaker>,
+    service: UpstreamService,
+}
+
+impl Upstream {
+    /// Composes the stack of `name` over `transport`, outermost first:
+    /// deadline → observe → coalesce → retry → breaker → bulkhead →
+    /// transport. Metrics see every call, including one abandoned at its
+    /// deadline (their guard records on drop); the breaker sees every
+    /// attempt, retries included; coalesced waiters cost the upstream
+    /// nothing, so they sit above retry and breaker.
+    pub fn new<T: CallService>(
+        name: &'static str,
+        protocol: Protocol,
+        policy: UpstreamPolicy,
+        transport: T,
+    ) -> Self {
+        let breaker = CircuitBreaker::new(name, policy.breaker);
+        let reserved = policy.max_concurrency * usize::from(policy.critical_reserve.min(100)) / 100;
+        let service = ServiceBuilder::new()
+            .layer(DeadlineLayer::new(name, policy.timeout, policy.min_budget))
+            .layer(ObserveLayer::new(name, protocol))
+            .option_layer(policy.coalesce.then(|| CoalesceLayer::new(name)))
+            .layer(RetryLayer::new(RetryPolicy::new(name, policy.retry)))
+            .layer(BreakerLayer::new(name, breaker.clone()))
+            .layer(BulkheadLayer::new(name, policy.max_concurrency, reserved))
+            .service(transport);
+        Upstream {
+            name,
+            protocol,
+            breaker,
+            service: BoxCloneSyncService::new(service.map_err(|e| e)),
+        }
+    }
+
+    /// The upstream's name (`user`, `product`, …).
+    pub fn name(&self) -> &'static str {
+        self.name
+    }
+
+    /// Its wire protocol.
+    pub fn protocol(&self) -> Protocol {
+        self.protocol
+    }
+
+    /// The state of its circuit.
+    pub fn circuit_state(&self) -> CircuitState {
+        self.breaker.state()
+    }
+
+    /// Sends one call through the stack.
+    pub async fn call(&self, request: UpstreamRequest) -> Result<UpstreamResponse, UpstreamError> {
+        let mut service = self.service.clone();
+        // Every layer is always ready; readiness is awaited for form.
+        service.ready().await?;
+        service.call(request).await
+    }
+}
