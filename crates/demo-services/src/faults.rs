@@ -120,10 +120,28 @@ pub enum Protocol {
     Grpc,
 }
 
+/// What a faulty service does to the body of an answer it would have given.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BodyFault {
+    /// The answer is left alone.
+    #[default]
+    None,
+    /// The body is cut short and does not parse (for gRPC: a message that
+    /// is not valid protobuf).
+    Malformed,
+    /// The body is larger than any client should buffer (17 MiB).
+    Oversized,
+}
+
+/// The size of an oversized body: above the BFFs' 16 MiB limit.
+pub const OVERSIZED_BYTES: usize = 17 * 1024 * 1024;
+
 /// What is wrong with a service right now. All parts combine: a request first
 /// waits `latency_ms` plus up to `jitter_ms`, then hangs while `hang` is set,
 /// then may have its connection reset (`reset_rate`), then may fail with
-/// `status` (`error_rate`).
+/// `status` (`error_rate`); an answer that gets through has its body
+/// spoiled as `body` says.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Fault {
     /// Fixed delay before the request is handled, in milliseconds.
@@ -138,6 +156,8 @@ pub struct Fault {
     pub reset_rate: f64,
     /// While true, requests never get an answer (until the fault changes).
     pub hang: bool,
+    /// What happens to the body of a successful answer.
+    pub body: BodyFault,
 }
 
 impl Default for Fault {
@@ -149,6 +169,7 @@ impl Default for Fault {
             status: 503,
             reset_rate: 0.0,
             hang: false,
+            body: BodyFault::None,
         }
     }
 }
@@ -168,6 +189,7 @@ pub struct FaultSpec {
     status: Option<f64>,
     reset_rate: Option<f64>,
     hang: Option<bool>,
+    body: Option<String>,
 }
 
 /// One invalid field of a request: the BFFs' own type, so that the demo
@@ -220,6 +242,18 @@ impl FaultSpec {
             Some(s) => fault.status = s as u16,
         }
         fault.hang = self.hang.unwrap_or(false);
+        fault.body = match self.body.as_deref() {
+            None | Some("none") => BodyFault::None,
+            Some("malformed") => BodyFault::Malformed,
+            Some("oversized") => BodyFault::Oversized,
+            Some(other) => {
+                errors.push(FieldError::new(
+                    "body",
+                    format!("must be none, malformed or oversized, got {other:?}"),
+                ));
+                BodyFault::None
+            }
+        };
         if errors.is_empty() {
             Ok(fault)
         } else {
@@ -361,7 +395,44 @@ pub async fn inject(State(state): State<FaultState>, request: Request, next: Nex
     if fail {
         return injected_error(state.service, fault.status);
     }
-    next.run(request).await
+    let response = next.run(request).await;
+    match fault.body {
+        BodyFault::None => response,
+        spoiled => spoiled_body(state.service, spoiled, response),
+    }
+}
+
+/// A successful answer whose body is malformed or oversized, in the
+/// protocol of `service` (gRPC keeps its framing and an OK status, so only
+/// the message itself is wrong).
+fn spoiled_body(service: ServiceName, fault: BodyFault, response: Response) -> Response {
+    let payload: bytes::Bytes = match fault {
+        BodyFault::Oversized => vec![b' '; OVERSIZED_BYTES].into(),
+        _ => match service.protocol() {
+            Protocol::Grpc => bytes::Bytes::from_static(&[0xff, 0xff, 0xff, 0xff, 0x0f, 0x08]),
+            _ => bytes::Bytes::from_static(b"{\"id\": \"trunc"),
+        },
+    };
+    let (mut parts, _) = response.into_parts();
+    parts.headers.remove(header::CONTENT_LENGTH);
+    match service.protocol() {
+        Protocol::Grpc => {
+            let mut frame = Vec::with_capacity(5 + payload.len());
+            frame.push(0);
+            frame.extend_from_slice(&(payload.len() as u32).to_be_bytes());
+            frame.extend_from_slice(&payload);
+            let mut trailers = http::HeaderMap::new();
+            trailers.insert("grpc-status", HeaderValue::from_static("0"));
+            let frames = futures::stream::iter([
+                Ok::<_, std::convert::Infallible>(http_body::Frame::data(bytes::Bytes::from(
+                    frame,
+                ))),
+                Ok(http_body::Frame::trailers(trailers)),
+            ]);
+            Response::from_parts(parts, Body::new(http_body_util::StreamBody::new(frames)))
+        }
+        _ => Response::from_parts(parts, Body::from(payload)),
+    }
 }
 
 /// An injected failure in the protocol of `service`.
@@ -421,6 +492,7 @@ mod tests {
             status: Some(200.0),
             reset_rate: Some(-0.1),
             hang: None,
+            body: Some("empty".into()),
         };
         let errors = spec.validate().expect_err("invalid");
         let fields: Vec<&str> = errors.iter().map(|e| e.field.as_str()).collect();
@@ -431,7 +503,8 @@ mod tests {
                 "jitter_ms",
                 "error_rate",
                 "reset_rate",
-                "status"
+                "status",
+                "body"
             ]
         );
     }

@@ -402,7 +402,9 @@ mod tests {
             Ok::<u32, UpstreamError>(2)
         };
         let (a, b) = tokio::join!(
-            agg.optional("slow").deadline(Duration::from_millis(800)).run(slow),
+            agg.optional("slow")
+                .deadline(Duration::from_millis(800))
+                .run(slow),
             agg.critical("fast").run(fast)
         );
         assert_eq!(
@@ -484,17 +486,25 @@ mod tests {
     #[tokio::test]
     async fn strict_turns_a_partial_answer_into_a_503_naming_the_sections() {
         let cache = cache();
-        let agg = Aggregation::new(cache.clone(), deadlines(Duration::from_secs(1)), "/t").strict(true);
+        let agg =
+            Aggregation::new(cache.clone(), deadlines(Duration::from_secs(1)), "/t").strict(true);
         let ok = agg
             .critical("user")
             .run(async { Ok::<_, UpstreamError>(1u8) })
             .await;
         assert!(ok.required().is_ok());
         assert!(agg.metadata().is_ok(), "nothing failed yet");
-        let _ = agg.optional("orders").run(fail::<u8>(Failure::Timeout)).await;
+        let _ = agg
+            .optional("orders")
+            .run(fail::<u8>(Failure::Timeout))
+            .await;
         let err = agg.metadata().expect_err("strict");
         assert_eq!(err.status().as_u16(), 503);
-        assert!(err.detail().contains("orders (timeout)"), "{}", err.detail());
+        assert!(
+            err.detail().contains("orders (timeout)"),
+            "{}",
+            err.detail()
+        );
     }
 
     #[tokio::test(start_paused = true)]

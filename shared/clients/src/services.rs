@@ -48,7 +48,13 @@ impl UserClient {
     /// A user's profile.
     pub async fn get(&self, ctx: &CallContext, id: Uuid) -> Result<User, UpstreamError> {
         self.0
-            .get_json("get_user", ctx, &["users", &id.to_string()], &[], subject(id))
+            .get_json(
+                "get_user",
+                ctx,
+                &["users", &id.to_string()],
+                &[],
+                subject(id),
+            )
             .await
     }
 }
@@ -228,13 +234,18 @@ impl ProductClient {
     pub fn new(registry: &Registry) -> Result<Self, RegistryError> {
         let grpc = registry.grpc(upstreams::PRODUCT.name)?;
         let batch = grpc.clone();
-        let loader = BatchLoader::new("products", BATCH_WINDOW, MAX_BATCH, move |ctx, ids: Vec<Uuid>| {
-            let grpc = batch.clone();
-            async move {
-                let found = Self::fetch_batch(&grpc, &ctx, &ids).await?;
-                Ok(found.found.into_iter().map(|p| (p.id, p)).collect())
-            }
-        });
+        let loader = BatchLoader::new(
+            "products",
+            BATCH_WINDOW,
+            MAX_BATCH,
+            move |ctx, ids: Vec<Uuid>| {
+                let grpc = batch.clone();
+                async move {
+                    let found = Self::fetch_batch(&grpc, &ctx, &ids).await?;
+                    Ok(found.found.into_iter().map(|p| (p.id, p)).collect())
+                }
+            },
+        );
         Ok(ProductClient { grpc, loader })
     }
 
@@ -342,13 +353,18 @@ impl InventoryClient {
         let grpc = registry.grpc(upstreams::INVENTORY.name)?;
         let channel = registry.channel(upstreams::INVENTORY.name)?;
         let batch = grpc.clone();
-        let loader = BatchLoader::new("stock", BATCH_WINDOW, MAX_BATCH, move |ctx, ids: Vec<Uuid>| {
-            let grpc = batch.clone();
-            async move {
-                let found = Self::fetch_batch(&grpc, &ctx, &ids).await?;
-                Ok(found.found.into_iter().map(|s| (s.product_id, s)).collect())
-            }
-        });
+        let loader = BatchLoader::new(
+            "stock",
+            BATCH_WINDOW,
+            MAX_BATCH,
+            move |ctx, ids: Vec<Uuid>| {
+                let grpc = batch.clone();
+                async move {
+                    let found = Self::fetch_batch(&grpc, &ctx, &ids).await?;
+                    Ok(found.found.into_iter().map(|s| (s.product_id, s)).collect())
+                }
+            },
+        );
         Ok(InventoryClient {
             grpc,
             channel,
@@ -462,13 +478,22 @@ impl PricingClient {
     pub fn new(registry: &Registry) -> Result<Self, RegistryError> {
         let graphql = registry.graphql(upstreams::PRICING.name)?;
         let batch = graphql.clone();
-        let loader = BatchLoader::new("prices", BATCH_WINDOW, MAX_BATCH, move |ctx, ids: Vec<Uuid>| {
-            let graphql = batch.clone();
-            async move {
-                let data = Self::fetch_batch(&graphql, &ctx, &ids).await?;
-                Ok(data.pricings.into_iter().map(|p| (p.product_id, p)).collect())
-            }
-        });
+        let loader = BatchLoader::new(
+            "prices",
+            BATCH_WINDOW,
+            MAX_BATCH,
+            move |ctx, ids: Vec<Uuid>| {
+                let graphql = batch.clone();
+                async move {
+                    let data = Self::fetch_batch(&graphql, &ctx, &ids).await?;
+                    Ok(data
+                        .pricings
+                        .into_iter()
+                        .map(|p| (p.product_id, p))
+                        .collect())
+                }
+            },
+        );
         Ok(PricingClient { graphql, loader })
     }
 
@@ -493,7 +518,12 @@ impl PricingClient {
         ids: &[Uuid],
     ) -> Result<PricingsData, UpstreamError> {
         graphql
-            .query("pricings", ctx, PRICES_QUERY, serde_json::json!({ "ids": ids }))
+            .query(
+                "pricings",
+                ctx,
+                PRICES_QUERY,
+                serde_json::json!({ "ids": ids }),
+            )
             .await
     }
 
@@ -506,7 +536,10 @@ impl PricingClient {
         let data = Self::fetch_batch(&self.graphql, ctx, ids).await?;
         Ok(batch_of(
             ids,
-            data.pricings.into_iter().map(|p| (p.product_id, p)).collect(),
+            data.pricings
+                .into_iter()
+                .map(|p| (p.product_id, p))
+                .collect(),
         ))
     }
 

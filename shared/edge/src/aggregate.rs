@@ -36,7 +36,10 @@ pub fn prefers_strict(headers: &HeaderMap) -> bool {
         .filter_map(|pref| pref.split_once('='))
         .any(|(name, value)| {
             name.trim().eq_ignore_ascii_case("handling")
-                && value.trim().trim_matches('"').eq_ignore_ascii_case("strict")
+                && value
+                    .trim()
+                    .trim_matches('"')
+                    .eq_ignore_ascii_case("strict")
         })
 }
 
@@ -73,7 +76,11 @@ impl<S: Send + Sync> FromRequestParts<S> for Aggregate {
 /// Middleware of the API routes: makes [`Shared`] reachable for
 /// [`Aggregate`], and says `Preference-Applied: handling=strict` when the
 /// client asked for it (every API route honours it).
-pub(crate) async fn api_context(shared: axum::extract::State<Shared>, mut request: Request, next: Next) -> Response {
+pub(crate) async fn api_context(
+    shared: axum::extract::State<Shared>,
+    mut request: Request,
+    next: Next,
+) -> Response {
     let strict = prefers_strict(request.headers());
     request.extensions_mut().insert(shared.0);
     let mut response = next.run(request).await;

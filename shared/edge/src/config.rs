@@ -255,7 +255,11 @@ impl Source {
 
     /// The policy keys under `prefix` (`BFF_UPSTREAM_ALL`, `BFF_UPSTREAM_USER`),
     /// each defaulting to `base`.
-    fn policy(&mut self, prefix: &str, base: UpstreamPolicy) -> Result<UpstreamPolicy, ConfigError> {
+    fn policy(
+        &mut self,
+        prefix: &str,
+        base: UpstreamPolicy,
+    ) -> Result<UpstreamPolicy, ConfigError> {
         let key = |suffix: &str| format!("{prefix}_{suffix}");
         let mut p = base;
         p.timeout = self.duration(&key("TIMEOUT"), base.timeout)?;
@@ -264,8 +268,10 @@ impl Source {
             self.positive(&key("MAX_CONCURRENCY"), base.max_concurrency as u64)? as usize;
         p.critical_reserve = self.percent(&key("CRITICAL_RESERVE"), base.critical_reserve, 0)?;
         p.breaker.window = self.small(&key("BREAKER_WINDOW"), base.breaker.window)?;
-        p.breaker.minimum_calls = self.small(&key("BREAKER_MIN_CALLS"), base.breaker.minimum_calls)?;
-        p.breaker.failure_rate = self.percent(&key("FAILURE_RATE"), base.breaker.failure_rate, 1)?;
+        p.breaker.minimum_calls =
+            self.small(&key("BREAKER_MIN_CALLS"), base.breaker.minimum_calls)?;
+        p.breaker.failure_rate =
+            self.percent(&key("FAILURE_RATE"), base.breaker.failure_rate, 1)?;
         p.breaker.slow_call = self.duration(&key("SLOW_CALL"), base.breaker.slow_call)?;
         p.breaker.slow_rate = self.percent(&key("SLOW_RATE"), base.breaker.slow_rate, 1)?;
         p.breaker.open_for = self.duration(&key("OPEN_FOR"), base.breaker.open_for)?;
@@ -280,7 +286,8 @@ impl Source {
                 ),
             ));
         }
-        p.retry.max_retries = self.whole(&key("RETRIES"), u64::from(base.retry.max_retries), 10)? as u32;
+        p.retry.max_retries =
+            self.whole(&key("RETRIES"), u64::from(base.retry.max_retries), 10)? as u32;
         p.retry.backoff = self.duration(&key("RETRY_BACKOFF"), base.retry.backoff)?;
         p.retry.budget_ratio = f32::from(self.percent(
             &key("RETRY_BUDGET"),
@@ -545,7 +552,10 @@ mod tests {
         assert_eq!(policy(&c, "user").timeout, Duration::from_millis(300));
         assert_eq!(policy(&c, "user").breaker.failure_rate, 70);
         assert_eq!(
-            (policy(&c, "order").breaker.failure_rate, policy(&c, "order").retry.max_retries),
+            (
+                policy(&c, "order").breaker.failure_rate,
+                policy(&c, "order").retry.max_retries
+            ),
             (70, 0),
             "the all block applies to every upstream"
         );

@@ -30,7 +30,7 @@ pub mod rescue;
 pub mod server;
 mod shared;
 
-pub use config::{BffConfig, BffSpec, ConfigError};
 pub use aggregate::Aggregate;
+pub use config::{BffConfig, BffSpec, ConfigError};
 pub use context::RequestContext;
 pub use shared::{EdgeBuilder, Shared, StartError};

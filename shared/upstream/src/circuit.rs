@@ -209,8 +209,7 @@ impl Drop for Permit {
     fn drop(&mut self) {
         if !self.settled {
             // Abandoned: the caller stopped waiting. A timeout, and slow.
-            self.breaker
-                .record(self.probe, self.generation, true, true);
+            self.breaker.record(self.probe, self.generation, true, true);
         }
     }
 }
@@ -260,10 +259,13 @@ impl CircuitBreaker {
                 if Instant::now() < *until {
                     return None;
                 }
-                self.transition(&mut inner, State::HalfOpen {
-                    admitted: 1,
-                    succeeded: 0,
-                });
+                self.transition(
+                    &mut inner,
+                    State::HalfOpen {
+                        admitted: 1,
+                        succeeded: 0,
+                    },
+                );
                 true
             }
             State::HalfOpen { admitted, .. } => {
@@ -305,7 +307,11 @@ impl CircuitBreaker {
                 calls = inner.window.len,
                 "circuit opened"
             ),
-            _ => tracing::info!(upstream = self.upstream, state = state.as_str(), "circuit state changed"),
+            _ => tracing::info!(
+                upstream = self.upstream,
+                state = state.as_str(),
+                "circuit state changed"
+            ),
         }
     }
 
@@ -377,7 +383,11 @@ mod tests {
     async fn judges_the_failure_rate_only_after_the_minimum() {
         let b = breaker(Duration::from_secs(60));
         assert_eq!(call(&b, true), CircuitState::Closed);
-        assert_eq!(call(&b, true), CircuitState::Closed, "2 of 2, below minimum");
+        assert_eq!(
+            call(&b, true),
+            CircuitState::Closed,
+            "2 of 2, below minimum"
+        );
         assert_eq!(call(&b, false), CircuitState::Closed);
         assert_eq!(call(&b, true), CircuitState::Open, "3 of 4 failed");
         assert!(b.try_acquire().is_none(), "open: fail fast");
@@ -444,6 +454,9 @@ mod tests {
         let probe = b.try_acquire().expect("probe");
         assert_eq!(late.record(true), CircuitState::HalfOpen, "ignored");
         probe.forget();
-        assert!(b.try_acquire().is_some(), "a forgotten probe frees its slot");
+        assert!(
+            b.try_acquire().is_some(),
+            "a forgotten probe frees its slot"
+        );
     }
 }

@@ -22,7 +22,13 @@ fn take<T: Clone + Send + Sync + 'static>(
     decoded
         .downcast::<T>()
         .map(Arc::unwrap_or_clone)
-        .map_err(|_| UpstreamError::new(upstream, Failure::InvalidResponse, "decoded as another type"))
+        .map_err(|_| {
+            UpstreamError::new(
+                upstream,
+                Failure::InvalidResponse,
+                "decoded as another type",
+            )
+        })
 }
 
 /// A REST/JSON upstream: a base URL and the upstream's stack.
@@ -120,8 +126,8 @@ fn decode_graphql<T>(body: &Bytes) -> Result<Decoded, (Failure, String)>
 where
     T: DeserializeOwned + Send + Sync + 'static,
 {
-    let response: GraphQlResponse<T> = serde_json::from_slice(body)
-        .map_err(|e| (Failure::InvalidResponse, e.to_string()))?;
+    let response: GraphQlResponse<T> =
+        serde_json::from_slice(body).map_err(|e| (Failure::InvalidResponse, e.to_string()))?;
     match response.data {
         Some(data) if response.errors.is_empty() => Ok(Arc::new(data)),
         _ => {

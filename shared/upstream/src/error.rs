@@ -75,10 +75,7 @@ impl Failure {
     /// connection failed or the upstream said it is briefly unable to serve.
     /// Never after our own deadline, an open circuit or shedding.
     pub fn retryable(self) -> bool {
-        matches!(
-            self,
-            Failure::Unavailable | Failure::Status(502..=504)
-        )
+        matches!(self, Failure::Unavailable | Failure::Status(502..=504))
     }
 }
 
@@ -118,7 +115,10 @@ mod tests {
         assert!(!Failure::NotFound.counts_against_circuit());
         assert!(!Failure::CircuitOpen.counts_against_circuit());
         assert!(Failure::Timeout.counts_against_circuit());
-        assert!(Failure::GraphQl.counts_against_circuit(), "errors inside a 200");
+        assert!(
+            Failure::GraphQl.counts_against_circuit(),
+            "errors inside a 200"
+        );
         assert!(Failure::RateLimited.counts_against_circuit());
         assert!(!Failure::Shed.counts_against_circuit());
         assert!(Failure::Unavailable.retryable() && Failure::Status(503).retryable());

@@ -167,7 +167,9 @@ where
         ctx: &CallContext,
         keys: &[K],
     ) -> Result<HashMap<K, V>, UpstreamError> {
-        let loads = keys.iter().map(|k| async move { (k.clone(), self.load(ctx, k.clone()).await) });
+        let loads = keys
+            .iter()
+            .map(|k| async move { (k.clone(), self.load(ctx, k.clone()).await) });
         let mut found = HashMap::with_capacity(keys.len());
         for (key, result) in futures::future::join_all(loads).await {
             if let Some(value) = result? {
@@ -195,7 +197,9 @@ where
                 .record(keys.len() as f64);
             let call = (this.inner.load)(batch.ctx, keys);
             let result = match batch.deadline {
-                Some(deadline) => budget::scope(Budget::new(deadline, batch.criticality), call).await,
+                Some(deadline) => {
+                    budget::scope(Budget::new(deadline, batch.criticality), call).await
+                }
                 None => call.await,
             };
             match result {
@@ -226,10 +230,21 @@ mod tests {
     async fn fifty_concurrent_loads_make_one_batch_call() {
         let calls = Arc::new(AtomicUsize::new(0));
         let seen = calls.clone();
-        let loader = BatchLoader::new("t", Duration::from_millis(2), 100, move |_, keys: Vec<u32>| {
-            seen.fetch_add(1, Ordering::SeqCst);
-            async move { Ok(keys.into_iter().filter(|k| k % 7 != 0).map(|k| (k, k + 1)).collect()) }
-        });
+        let loader = BatchLoader::new(
+            "t",
+            Duration::from_millis(2),
+            100,
+            move |_, keys: Vec<u32>| {
+                seen.fetch_add(1, Ordering::SeqCst);
+                async move {
+                    Ok(keys
+                        .into_iter()
+                        .filter(|k| !k.is_multiple_of(7))
+                        .map(|k| (k, k + 1))
+                        .collect())
+                }
+            },
+        );
         let ctx = CallContext::detached();
         let loads = (0..50u32).map(|k| {
             let loader = loader.clone();
@@ -240,7 +255,7 @@ mod tests {
         assert_eq!(calls.load(Ordering::SeqCst), 1);
         for (k, r) in results.into_iter().enumerate() {
             let k = k as u32;
-            let expected = (k % 7 != 0).then_some(k + 1);
+            let expected = (!k.is_multiple_of(7)).then_some(k + 1);
             assert_eq!(r.expect("loaded"), expected);
         }
     }
@@ -249,21 +264,29 @@ mod tests {
     async fn a_full_batch_goes_at_once_and_errors_reach_every_waiter() {
         let calls = Arc::new(AtomicUsize::new(0));
         let seen = calls.clone();
-        let loader = BatchLoader::new("t", Duration::from_secs(60), 3, move |_, _keys: Vec<u32>| {
-            seen.fetch_add(1, Ordering::SeqCst);
-            async {
-                Err::<HashMap<u32, u32>, _>(UpstreamError::new(
-                    "t",
-                    crate::Failure::Unavailable,
-                    "down",
-                ))
-            }
-        });
+        let loader = BatchLoader::new(
+            "t",
+            Duration::from_secs(60),
+            3,
+            move |_, _keys: Vec<u32>| {
+                seen.fetch_add(1, Ordering::SeqCst);
+                async {
+                    Err::<HashMap<u32, u32>, _>(UpstreamError::new(
+                        "t",
+                        crate::Failure::Unavailable,
+                        "down",
+                    ))
+                }
+            },
+        );
         let ctx = CallContext::detached();
         let started = Instant::now();
         let r = loader.load_many(&ctx, &[1, 2, 3]).await;
         assert_eq!(r.expect_err("failed").failure, crate::Failure::Unavailable);
-        assert!(started.elapsed() < Duration::from_secs(1), "no wait for the window");
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "no wait for the window"
+        );
         assert_eq!(calls.load(Ordering::SeqCst), 1);
     }
 }

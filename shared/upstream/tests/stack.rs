@@ -88,7 +88,13 @@ async fn rest_calls_carry_ids_trace_and_the_remaining_budget_and_encode_path_seg
     let deadline = tokio::time::Instant::now() + Duration::from_millis(300);
     let body: serde_json::Value = budget::scope(
         Budget::new(deadline, Criticality::Critical),
-        client.get_json("echo", &context(), &["items", "a/../b?c"], &[("q", "x y")], None),
+        client.get_json(
+            "echo",
+            &context(),
+            &["items", "a/../b?c"],
+            &[("q", "x y")],
+            None,
+        ),
     )
     .await
     .expect("call");

@@ -10,7 +10,10 @@
 //! decoding ([`crate::call::Decoded`]).
 //!
 //! The shared call runs with the deadline of the request that started it;
-//! each waiter keeps its own deadline above this layer.
+//! each waiter keeps its own deadline above this layer. A read joins a call
+//! in flight only if that call has at least half of the reader's own budget
+//! left; otherwise it starts a fresh call (which later readers then join),
+//! so a nearly expired call cannot time out a reader that had time.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -20,6 +23,7 @@ use bff_telemetry::names;
 use bytes::Bytes;
 use futures::FutureExt;
 use futures::future::Shared;
+use tokio::time::Instant;
 use tower::{Layer, Service, ServiceExt};
 
 use super::{CallFuture, CallService};
@@ -33,7 +37,14 @@ struct Key {
     subject: Option<Arc<str>>,
 }
 
-type InFlight = Mutex<HashMap<Key, (u64, Shared<CallFuture>)>>;
+#[derive(Debug)]
+struct Leader {
+    id: u64,
+    deadline: Option<Instant>,
+    call: Shared<CallFuture>,
+}
+
+type InFlight = Mutex<HashMap<Key, Leader>>;
 
 /// Applies [`Coalesce`].
 #[derive(Debug, Clone)]
@@ -94,10 +105,13 @@ impl<S: CallService> Service<UpstreamRequest> for Coalesce<S> {
             .in_flight
             .lock()
             .unwrap_or_else(|p| p.into_inner());
-        if let Some((_, shared)) = in_flight.get(&key) {
+        let deadline = request.info.deadline;
+        if let Some(leader) = in_flight.get(&key)
+            && has_time_for(leader.deadline, deadline)
+        {
             metrics::counter!(names::COALESCED_CALLS, "upstream" => self.layer.upstream)
                 .increment(1);
-            return Box::pin(shared.clone());
+            return Box::pin(leader.call.clone());
         }
         let id = self
             .layer
@@ -109,13 +123,33 @@ impl<S: CallService> Service<UpstreamRequest> for Coalesce<S> {
         let call: CallFuture = Box::pin(async move {
             let result = inner.oneshot(request).await;
             let mut map = map.lock().unwrap_or_else(|p| p.into_inner());
-            if map.get(&own_key).is_some_and(|(i, _)| *i == id) {
+            if map.get(&own_key).is_some_and(|leader| leader.id == id) {
                 map.remove(&own_key);
             }
             result
         });
         let shared = call.shared();
-        in_flight.insert(key, (id, shared.clone()));
+        in_flight.insert(
+            key,
+            Leader {
+                id,
+                deadline,
+                call: shared.clone(),
+            },
+        );
         Box::pin(shared)
+    }
+}
+
+/// Whether a call ending at `leader` leaves a reader ending at `reader` at
+/// least half of its own time.
+fn has_time_for(leader: Option<Instant>, reader: Option<Instant>) -> bool {
+    match (leader, reader) {
+        (None, _) => true,
+        (Some(_), None) => false,
+        (Some(l), Some(r)) => {
+            let now = Instant::now();
+            l.saturating_duration_since(now) * 2 >= r.saturating_duration_since(now)
+        }
     }
 }

@@ -39,7 +39,10 @@ impl DeadlineLayer {
 impl<S> Layer<S> for DeadlineLayer {
     type Service = Deadline<S>;
     fn layer(&self, inner: S) -> Deadline<S> {
-        Deadline { layer: *self, inner }
+        Deadline {
+            layer: *self,
+            inner,
+        }
     }
 }
 

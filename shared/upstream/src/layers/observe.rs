@@ -34,7 +34,10 @@ impl ObserveLayer {
 impl<S> Layer<S> for ObserveLayer {
     type Service = Observe<S>;
     fn layer(&self, inner: S) -> Observe<S> {
-        Observe { layer: *self, inner }
+        Observe {
+            layer: *self,
+            inner,
+        }
     }
 }
 

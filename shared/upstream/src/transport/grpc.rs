@@ -106,7 +106,8 @@ impl Service<UpstreamRequest> for GrpcTransport {
         frame.put_u8(0);
         frame.put_u32(request.body.len() as u32);
         frame.put_slice(&request.body);
-        let mut http_request = http::Request::new(tonic::body::Body::new(Full::new(frame.freeze())));
+        let mut http_request =
+            http::Request::new(tonic::body::Body::new(Full::new(frame.freeze())));
         *http_request.method_mut() = Method::POST;
         *http_request.uri_mut() = http::Uri::from_static(path);
         let headers = http_request.headers_mut();
@@ -126,10 +127,17 @@ impl Service<UpstreamRequest> for GrpcTransport {
             let exchange = async {
                 let unavailable =
                     |detail: String| UpstreamError::new(upstream, Failure::Unavailable, detail);
-                let response = channel
-                    .oneshot(http_request)
-                    .await
-                    .map_err(|e| unavailable(format!("transport: {e}: {:?}", std::error::Error::source(&e))))?;
+                let response = channel.oneshot(http_request).await.map_err(|e| {
+                    let detail = format!("transport: {e}: {:?}", std::error::Error::source(&e));
+                    // The channel enforces grpc-timeout itself.
+                    if deadline.is_some_and(|d| {
+                        tokio::time::Instant::now() + Duration::from_millis(20) >= d
+                    }) {
+                        UpstreamError::new(upstream, Failure::Timeout, detail)
+                    } else {
+                        unavailable(detail)
+                    }
+                })?;
                 let (parts, body) = response.into_parts();
                 if parts.status != StatusCode::OK {
                     return Err(UpstreamError::new(
@@ -139,6 +147,19 @@ impl Service<UpstreamRequest> for GrpcTransport {
                     ));
                 }
                 let check = |status: Option<(tonic::Code, String)>| match status {
+                    // tonic servers cancel a call whose grpc-timeout passed:
+                    // at our deadline that is a timeout, not an outage.
+                    Some((tonic::Code::Cancelled, message))
+                        if deadline.is_some_and(|d| {
+                            tokio::time::Instant::now() + Duration::from_millis(20) >= d
+                        }) =>
+                    {
+                        Err(UpstreamError::new(
+                            upstream,
+                            Failure::Timeout,
+                            format!("cancelled at the deadline: {message}"),
+                        ))
+                    }
                     Some((code, message)) => match classify_code(code) {
                         None => Ok(true),
                         Some(failure) => Err(UpstreamError::new(
@@ -205,9 +226,15 @@ impl Service<UpstreamRequest> for GrpcTransport {
                 })
             };
             match deadline {
-                Some(d) => tokio::time::timeout_at(d, exchange).await.unwrap_or_else(|_| {
-                    Err(UpstreamError::new(upstream, Failure::Timeout, "deadline passed"))
-                }),
+                Some(d) => tokio::time::timeout_at(d, exchange)
+                    .await
+                    .unwrap_or_else(|_| {
+                        Err(UpstreamError::new(
+                            upstream,
+                            Failure::Timeout,
+                            "deadline passed",
+                        ))
+                    }),
                 None => exchange.await,
             }
         })

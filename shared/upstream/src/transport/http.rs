@@ -141,9 +141,15 @@ impl Service<UpstreamRequest> for HttpTransport {
             match deadline {
                 // Bound here too: a coalesced call may outlive the caller
                 // that started it.
-                Some(d) => tokio::time::timeout_at(d, exchange).await.unwrap_or_else(|_| {
-                    Err(UpstreamError::new(upstream, Failure::Timeout, "deadline passed"))
-                }),
+                Some(d) => tokio::time::timeout_at(d, exchange)
+                    .await
+                    .unwrap_or_else(|_| {
+                        Err(UpstreamError::new(
+                            upstream,
+                            Failure::Timeout,
+                            "deadline passed",
+                        ))
+                    }),
                 None => exchange.await,
             }
         })
@@ -155,19 +161,15 @@ async fn read_body(
     upstream: &'static str,
     mut response: reqwest::Response,
 ) -> Result<Bytes, UpstreamError> {
-    let too_large =
-        || UpstreamError::new(upstream, Failure::InvalidResponse, "body too large");
+    let too_large = || UpstreamError::new(upstream, Failure::InvalidResponse, "body too large");
     if response
         .content_length()
         .is_some_and(|n| n as usize > MAX_BODY_BYTES)
     {
         return Err(too_large());
     }
-    let mut body = BytesMut::with_capacity(
-        response
-            .content_length()
-            .map_or(8 * 1024, |n| n as usize),
-    );
+    let mut body =
+        BytesMut::with_capacity(response.content_length().map_or(8 * 1024, |n| n as usize));
     while let Some(chunk) = response
         .chunk()
         .await
