@@ -20,7 +20,9 @@ use crate::models::{
 };
 use crate::upstreams;
 
-/// How long a batch loader waits for more keys after the first one.
+/// How long a batch loader waits for more keys after the first one, by
+/// default: the smallest step of Tokio's timer, which adds at most a
+/// millisecond to a call and gathers every load of a burst.
 pub const BATCH_WINDOW: Duration = Duration::from_millis(1);
 
 /// The most keys one batch call carries (the services' own limit).
@@ -230,22 +232,24 @@ fn product(upstream: &'static str, p: catalog::Product) -> Result<Product, Upstr
 }
 
 impl ProductClient {
-    /// The client of the declared `product` upstream.
+    /// The client of the declared upstream, batching loads over
+    /// [`BATCH_WINDOW`].
     pub fn new(registry: &Registry) -> Result<Self, RegistryError> {
+        Self::with_batch_window(registry, BATCH_WINDOW)
+    }
+
+    /// The client of the declared `product` upstream, batching loads that arrive
+    /// within `window` of each other.
+    pub fn with_batch_window(registry: &Registry, window: Duration) -> Result<Self, RegistryError> {
         let grpc = registry.grpc(upstreams::PRODUCT.name)?;
         let batch = grpc.clone();
-        let loader = BatchLoader::new(
-            "products",
-            BATCH_WINDOW,
-            MAX_BATCH,
-            move |ctx, ids: Vec<Uuid>| {
-                let grpc = batch.clone();
-                async move {
-                    let found = Self::fetch_batch(&grpc, &ctx, &ids).await?;
-                    Ok(found.found.into_iter().map(|p| (p.id, p)).collect())
-                }
-            },
-        );
+        let loader = BatchLoader::new("products", window, MAX_BATCH, move |ctx, ids: Vec<Uuid>| {
+            let grpc = batch.clone();
+            async move {
+                let found = Self::fetch_batch(&grpc, &ctx, &ids).await?;
+                Ok(found.found.into_iter().map(|p| (p.id, p)).collect())
+            }
+        });
         Ok(ProductClient { grpc, loader })
     }
 
@@ -348,23 +352,25 @@ fn stock(upstream: &'static str, s: inventory::Stock) -> Result<Stock, UpstreamE
 }
 
 impl InventoryClient {
-    /// The client of the declared `inventory` upstream.
+    /// The client of the declared upstream, batching loads over
+    /// [`BATCH_WINDOW`].
     pub fn new(registry: &Registry) -> Result<Self, RegistryError> {
+        Self::with_batch_window(registry, BATCH_WINDOW)
+    }
+
+    /// The client of the declared `inventory` upstream, batching loads that arrive
+    /// within `window` of each other.
+    pub fn with_batch_window(registry: &Registry, window: Duration) -> Result<Self, RegistryError> {
         let grpc = registry.grpc(upstreams::INVENTORY.name)?;
         let channel = registry.channel(upstreams::INVENTORY.name)?;
         let batch = grpc.clone();
-        let loader = BatchLoader::new(
-            "stock",
-            BATCH_WINDOW,
-            MAX_BATCH,
-            move |ctx, ids: Vec<Uuid>| {
-                let grpc = batch.clone();
-                async move {
-                    let found = Self::fetch_batch(&grpc, &ctx, &ids).await?;
-                    Ok(found.found.into_iter().map(|s| (s.product_id, s)).collect())
-                }
-            },
-        );
+        let loader = BatchLoader::new("stock", window, MAX_BATCH, move |ctx, ids: Vec<Uuid>| {
+            let grpc = batch.clone();
+            async move {
+                let found = Self::fetch_batch(&grpc, &ctx, &ids).await?;
+                Ok(found.found.into_iter().map(|s| (s.product_id, s)).collect())
+            }
+        });
         Ok(InventoryClient {
             grpc,
             channel,
@@ -474,26 +480,28 @@ const PRICE_QUERY: &str = "query Price($id: ID!) { pricing(productId: $id) { pro
 const PRICES_QUERY: &str = "query Prices($ids: [ID!]!) { pricings(productIds: $ids) { productId current original currency discount } }";
 
 impl PricingClient {
-    /// The client of the declared `pricing` upstream.
+    /// The client of the declared upstream, batching loads over
+    /// [`BATCH_WINDOW`].
     pub fn new(registry: &Registry) -> Result<Self, RegistryError> {
+        Self::with_batch_window(registry, BATCH_WINDOW)
+    }
+
+    /// The client of the declared `pricing` upstream, batching loads that arrive
+    /// within `window` of each other.
+    pub fn with_batch_window(registry: &Registry, window: Duration) -> Result<Self, RegistryError> {
         let graphql = registry.graphql(upstreams::PRICING.name)?;
         let batch = graphql.clone();
-        let loader = BatchLoader::new(
-            "prices",
-            BATCH_WINDOW,
-            MAX_BATCH,
-            move |ctx, ids: Vec<Uuid>| {
-                let graphql = batch.clone();
-                async move {
-                    let data = Self::fetch_batch(&graphql, &ctx, &ids).await?;
-                    Ok(data
-                        .pricings
-                        .into_iter()
-                        .map(|p| (p.product_id, p))
-                        .collect())
-                }
-            },
-        );
+        let loader = BatchLoader::new("prices", window, MAX_BATCH, move |ctx, ids: Vec<Uuid>| {
+            let graphql = batch.clone();
+            async move {
+                let data = Self::fetch_batch(&graphql, &ctx, &ids).await?;
+                Ok(data
+                    .pricings
+                    .into_iter()
+                    .map(|p| (p.product_id, p))
+                    .collect())
+            }
+        });
         Ok(PricingClient { graphql, loader })
     }
 
