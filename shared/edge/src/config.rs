@@ -300,6 +300,12 @@ impl Source {
             1_000_000,
         )? as u32;
         p.coalesce = self.flag(&key("COALESCE"), base.coalesce)?;
+        let hedge = self.whole(
+            &key("HEDGE_PERCENTILE"),
+            u64::from(base.hedge_percentile.unwrap_or(0)),
+            99,
+        )?;
+        p.hedge_percentile = (hedge > 0).then_some(hedge as u8);
         Ok(p)
     }
 

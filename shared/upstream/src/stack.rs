@@ -16,6 +16,7 @@ use crate::layers::breaker::BreakerLayer;
 use crate::layers::bulkhead::BulkheadLayer;
 use crate::layers::coalesce::CoalesceLayer;
 use crate::layers::deadline::DeadlineLayer;
+use crate::layers::hedge::HedgeLayer;
 use crate::layers::observe::ObserveLayer;
 use crate::layers::retry::{RetryConfig, RetryPolicy};
 use crate::registry::Protocol;
@@ -42,6 +43,9 @@ pub struct UpstreamPolicy {
     pub retry: RetryConfig,
     /// Whether identical reads in flight share one call.
     pub coalesce: bool,
+    /// Hedge idempotent reads slower than this percentile (0 to 100) of
+    /// recent calls; `None`: no hedging.
+    pub hedge_percentile: Option<u8>,
 }
 
 impl Default for UpstreamPolicy {
@@ -54,6 +58,7 @@ impl Default for UpstreamPolicy {
             critical_reserve: 20,
             retry: RetryConfig::default(),
             coalesce: true,
+            hedge_percentile: None,
         }
     }
 }
@@ -69,8 +74,8 @@ pub struct Upstream {
 
 impl Upstream {
     /// Composes the stack of `name` over `transport`, outermost first:
-    /// deadline → observe → coalesce → retry → breaker → bulkhead →
-    /// transport. Metrics see every call, including one abandoned at its
+    /// deadline → observe → coalesce → retry → breaker → hedge (opt-in) →
+    /// bulkhead → transport. Metrics see every call, including one abandoned at its
     /// deadline (their guard records on drop); the breaker sees every
     /// attempt, retries included; coalesced waiters cost the upstream
     /// nothing, so they sit above retry and breaker.
@@ -88,13 +93,18 @@ impl Upstream {
             .option_layer(policy.coalesce.then(|| CoalesceLayer::new(name)))
             .layer(RetryLayer::new(RetryPolicy::new(name, policy.retry)))
             .layer(BreakerLayer::new(name, breaker.clone()))
+            .option_layer(
+                policy
+                    .hedge_percentile
+                    .map(|p| HedgeLayer::new(name, f32::from(p.min(100)) / 100.0)),
+            )
             .layer(BulkheadLayer::new(name, policy.max_concurrency, reserved))
             .service(transport);
         Upstream {
             name,
             protocol,
             breaker,
-            service: BoxCloneSyncService::new(service.map_err(|e| e)),
+            service: BoxCloneSyncService::new(service),
         }
     }
 

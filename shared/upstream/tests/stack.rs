@@ -218,3 +218,63 @@ async fn refused_is_unavailable_404_is_not_found_and_bad_bodies_are_invalid() {
     assert_eq!(err.failure, Failure::GraphQl);
     assert!(err.failure.counts_against_circuit());
 }
+
+#[tokio::test]
+async fn a_hedged_read_is_answered_by_the_second_copy_when_the_first_is_slow() {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    let calls = Arc::new(AtomicUsize::new(0));
+    let slow_next = Arc::new(AtomicBool::new(false));
+    let app = Router::new().route(
+        "/item",
+        get({
+            let (calls, slow_next) = (calls.clone(), slow_next.clone());
+            move || async move {
+                calls.fetch_add(1, Ordering::SeqCst);
+                if slow_next.swap(false, Ordering::SeqCst) {
+                    tokio::time::sleep(Duration::from_secs(5)).await;
+                }
+                axum::Json(serde_json::json!({ "ok": true }))
+            }
+        }),
+    );
+    let addr = serve(app).await;
+    let settings = UpstreamSettings {
+        decl: UpstreamDecl {
+            name: "hedged",
+            protocol: Protocol::Rest,
+            default_url: "http://127.0.0.1:1",
+        },
+        url: format!("http://{addr}").parse().expect("url"),
+        policy: UpstreamPolicy {
+            hedge_percentile: Some(90),
+            coalesce: false,
+            ..UpstreamPolicy::default()
+        },
+    };
+    let client = Registry::build(&[settings], Duration::from_millis(300))
+        .expect("registry")
+        .rest("hedged")
+        .expect("declared");
+    let ctx = context();
+    let read = || client.get_json::<serde_json::Value>("item", &ctx, &["item"], &[], None);
+    // Latencies of one histogram period, then the period turns over.
+    for _ in 0..30 {
+        read().await.expect("warm-up");
+    }
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    calls.store(0, Ordering::SeqCst);
+    slow_next.store(true, Ordering::SeqCst);
+    let started = std::time::Instant::now();
+    let body = read().await.expect("the hedge answers");
+    assert_eq!(body["ok"], true);
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "not the 5 s of the first copy: {:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        2,
+        "the original and one hedge"
+    );
+}

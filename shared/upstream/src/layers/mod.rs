@@ -1,8 +1,8 @@
 //! The policies of the upstream stack, one tower layer each.
 //!
 //! Order, outermost first (see [`crate::stack`]): [`deadline`] →
-//! [`observe`] → [`coalesce`] → [`retry`] → [`breaker`] → [`bulkhead`] →
-//! transport. Each is protocol-neutral: it sees [`UpstreamRequest`] and
+//! [`observe`] → [`coalesce`] → [`retry`] → [`breaker`] → [`hedge`] (opt-in)
+//! → [`bulkhead`] → transport. Each is protocol-neutral: it sees [`UpstreamRequest`] and
 //! [`UpstreamResponse`] and the typed [`UpstreamError`], never reqwest or
 //! tonic types.
 //!
@@ -21,6 +21,7 @@ pub mod breaker;
 pub mod bulkhead;
 pub mod coalesce;
 pub mod deadline;
+pub mod hedge;
 pub mod observe;
 pub mod retry;
 
