@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use tower::{Layer, Service, ServiceExt};
+use tower::{Layer, Service};
 
 use super::{CallFuture, CallService, fail};
 use crate::call::{UpstreamRequest, UpstreamResponse};
@@ -49,8 +49,8 @@ impl<S: CallService> Service<UpstreamRequest> for Breaker<S> {
     type Error = UpstreamError;
     type Future = CallFuture;
 
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), UpstreamError>> {
-        Poll::Ready(Ok(()))
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), UpstreamError>> {
+        self.inner.poll_ready(cx)
     }
 
     fn call(&mut self, request: UpstreamRequest) -> CallFuture {
@@ -61,9 +61,9 @@ impl<S: CallService> Service<UpstreamRequest> for Breaker<S> {
                 "circuit open",
             ));
         };
-        let inner = self.inner.clone();
+        let call = self.inner.call(request);
         Box::pin(async move {
-            let result = inner.oneshot(request).await;
+            let result = call.await;
             match &result {
                 Ok(_) => {
                     permit.record(false);

@@ -13,7 +13,7 @@ use std::task::{Context, Poll};
 
 use bff_telemetry::names;
 use tokio::sync::Semaphore;
-use tower::{Layer, Service, ServiceExt};
+use tower::{Layer, Service};
 
 use super::{CallFuture, CallService, fail};
 use crate::budget::Criticality;
@@ -63,8 +63,8 @@ impl<S: CallService> Service<UpstreamRequest> for Bulkhead<S> {
     type Error = UpstreamError;
     type Future = CallFuture;
 
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), UpstreamError>> {
-        Poll::Ready(Ok(()))
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), UpstreamError>> {
+        self.inner.poll_ready(cx)
     }
 
     fn call(&mut self, request: UpstreamRequest) -> CallFuture {
@@ -86,9 +86,9 @@ impl<S: CallService> Service<UpstreamRequest> for Bulkhead<S> {
                 "too many calls in flight",
             ));
         };
-        let inner = self.inner.clone();
+        let call = self.inner.call(request);
         Box::pin(async move {
-            let result = inner.oneshot(request).await;
+            let result = call.await;
             drop(permit);
             result
         })

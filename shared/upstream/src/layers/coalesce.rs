@@ -24,7 +24,7 @@ use bytes::Bytes;
 use futures::FutureExt;
 use futures::future::Shared;
 use tokio::time::Instant;
-use tower::{Layer, Service, ServiceExt};
+use tower::{Layer, Service};
 
 use super::{CallFuture, CallService};
 use crate::call::{Target, UpstreamRequest, UpstreamResponse};
@@ -87,13 +87,13 @@ impl<S: CallService> Service<UpstreamRequest> for Coalesce<S> {
     type Error = UpstreamError;
     type Future = CallFuture;
 
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), UpstreamError>> {
-        Poll::Ready(Ok(()))
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), UpstreamError>> {
+        self.inner.poll_ready(cx)
     }
 
     fn call(&mut self, request: UpstreamRequest) -> CallFuture {
         if !request.info.idempotent {
-            return Box::pin(self.inner.clone().oneshot(request));
+            return Box::pin(self.inner.call(request));
         }
         let key = Key {
             target: request.target.clone(),
@@ -117,11 +117,11 @@ impl<S: CallService> Service<UpstreamRequest> for Coalesce<S> {
             .layer
             .next_id
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let inner = self.inner.clone();
+        let inner = self.inner.call(request);
         let map = self.layer.in_flight.clone();
         let own_key = key.clone();
         let call: CallFuture = Box::pin(async move {
-            let result = inner.oneshot(request).await;
+            let result = inner.await;
             let mut map = map.lock().unwrap_or_else(|p| p.into_inner());
             if map.get(&own_key).is_some_and(|leader| leader.id == id) {
                 map.remove(&own_key);

@@ -9,7 +9,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use tokio::time::Instant;
-use tower::{Layer, Service, ServiceExt};
+use tower::{Layer, Service};
 
 use super::{CallFuture, CallService, fail};
 use crate::budget::{self, Criticality};
@@ -58,8 +58,8 @@ impl<S: CallService> Service<UpstreamRequest> for Deadline<S> {
     type Error = UpstreamError;
     type Future = CallFuture;
 
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), UpstreamError>> {
-        Poll::Ready(Ok(()))
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), UpstreamError>> {
+        self.inner.poll_ready(cx)
     }
 
     fn call(&mut self, mut request: UpstreamRequest) -> CallFuture {
@@ -87,9 +87,9 @@ impl<S: CallService> Service<UpstreamRequest> for Deadline<S> {
                 format!("only {left:?} left, less than the minimum {min_budget:?}"),
             ));
         }
-        let inner = self.inner.clone();
+        let call = self.inner.call(request);
         Box::pin(async move {
-            match tokio::time::timeout_at(deadline, inner.oneshot(request)).await {
+            match tokio::time::timeout_at(deadline, call).await {
                 Ok(result) => result,
                 Err(_) => Err(UpstreamError::new(
                     upstream,

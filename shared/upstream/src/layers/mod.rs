@@ -10,6 +10,9 @@
 //! costs a few tens of nanoseconds against a call of tens of microseconds,
 //! and lets each layer keep its outcome recording in a drop guard, the one
 //! shape that stays right when the caller abandons the call at a deadline.
+//! Each layer passes readiness down and calls its inner service in place
+//! (no clone of the stack below per call: cloning a stack of Arc-holding
+//! layers at every level costs measurable CPU when two cores share them).
 
 use std::future::Future;
 use std::pin::Pin;

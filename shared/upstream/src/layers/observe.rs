@@ -9,7 +9,7 @@ use std::task::{Context, Poll};
 
 use bff_telemetry::names;
 use tokio::time::Instant;
-use tower::{Layer, Service, ServiceExt};
+use tower::{Layer, Service};
 use tracing::Instrument;
 
 use super::{CallFuture, CallService};
@@ -76,8 +76,8 @@ impl<S: CallService> Service<UpstreamRequest> for Observe<S> {
     type Error = UpstreamError;
     type Future = CallFuture;
 
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), UpstreamError>> {
-        Poll::Ready(Ok(()))
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), UpstreamError>> {
+        self.inner.poll_ready(cx)
     }
 
     fn call(&mut self, request: UpstreamRequest) -> CallFuture {
@@ -91,16 +91,21 @@ impl<S: CallService> Service<UpstreamRequest> for Observe<S> {
             outcome = tracing::field::Empty,
             "http.request.resend_count" = tracing::field::Empty,
         );
-        let inner = self.inner.clone();
+        let sample = Sample {
+            layer,
+            operation,
+            started: Instant::now(),
+            outcome: None,
+        };
+        let call = {
+            let _entered = span.enter();
+            self.inner.call(request)
+        };
         Box::pin(
             async move {
-                let mut sample = Sample {
-                    layer,
-                    operation,
-                    started: Instant::now(),
-                    outcome: None,
-                };
-                let result = inner.oneshot(request).await;
+                // Moved in whole: it records when this future ends or drops.
+                let mut sample = sample;
+                let result = call.await;
                 let outcome = match &result {
                     Ok(_) => "ok",
                     Err(e) => e.failure.outcome(),

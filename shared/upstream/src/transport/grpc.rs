@@ -225,18 +225,7 @@ impl Service<UpstreamRequest> for GrpcTransport {
                     decoded,
                 })
             };
-            match deadline {
-                Some(d) => tokio::time::timeout_at(d, exchange)
-                    .await
-                    .unwrap_or_else(|_| {
-                        Err(UpstreamError::new(
-                            upstream,
-                            Failure::Timeout,
-                            "deadline passed",
-                        ))
-                    }),
-                None => exchange.await,
-            }
+            exchange.await
         })
     }
 }

@@ -115,7 +115,6 @@ impl Service<UpstreamRequest> for HttpTransport {
                 .body(request.body);
         }
         let decoder = request.info.decode;
-        let deadline = request.info.deadline;
         Box::pin(async move {
             let exchange = async {
                 let response = builder
@@ -138,20 +137,7 @@ impl Service<UpstreamRequest> for HttpTransport {
                     decoded,
                 })
             };
-            match deadline {
-                // Bound here too: a coalesced call may outlive the caller
-                // that started it.
-                Some(d) => tokio::time::timeout_at(d, exchange)
-                    .await
-                    .unwrap_or_else(|_| {
-                        Err(UpstreamError::new(
-                            upstream,
-                            Failure::Timeout,
-                            "deadline passed",
-                        ))
-                    }),
-                None => exchange.await,
-            }
+            exchange.await
         })
     }
 }
