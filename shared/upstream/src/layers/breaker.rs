@@ -3,14 +3,16 @@
 //! lives in the call's future, so a call dropped at a deadline is recorded
 //! as a timeout.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, ready};
 
 use tower::{Layer, Service};
 
-use super::{CallFuture, CallService, fail};
+use super::{CallService, OrFail};
 use crate::call::{UpstreamRequest, UpstreamResponse};
-use crate::circuit::CircuitBreaker;
+use crate::circuit::{CircuitBreaker, Permit};
 use crate::error::{Failure, UpstreamError};
 
 /// Applies [`Breaker`].
@@ -47,23 +49,50 @@ pub struct Breaker<S> {
 impl<S: CallService> Service<UpstreamRequest> for Breaker<S> {
     type Response = UpstreamResponse;
     type Error = UpstreamError;
-    type Future = CallFuture;
+    type Future = BreakerFuture<S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), UpstreamError>> {
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, request: UpstreamRequest) -> CallFuture {
+    fn call(&mut self, request: UpstreamRequest) -> Self::Future {
         let Some(permit) = self.layer.breaker.try_acquire() else {
-            return fail(UpstreamError::new(
-                self.layer.upstream,
-                Failure::CircuitOpen,
-                "circuit open",
-            ));
+            return BreakerFuture {
+                inner: OrFail::failed(UpstreamError::new(
+                    self.layer.upstream,
+                    Failure::CircuitOpen,
+                    "circuit open",
+                )),
+                permit: None,
+            };
         };
-        let call = self.inner.call(request);
-        Box::pin(async move {
-            let result = call.await;
+        BreakerFuture {
+            inner: OrFail::called(self.inner.call(request)),
+            permit: Some(permit),
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// Settles the permit with the outcome; dropped unsettled, the permit
+    /// records an abandoned call.
+    pub struct BreakerFuture<F> {
+        #[pin]
+        inner: OrFail<F>,
+        permit: Option<Permit>,
+    }
+}
+
+impl<F> Future for BreakerFuture<F>
+where
+    F: Future<Output = Result<UpstreamResponse, UpstreamError>>,
+{
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        let this = self.project();
+        let result = ready!(this.inner.poll(cx));
+        if let Some(permit) = this.permit.take() {
             match &result {
                 Ok(_) => {
                     permit.record(false);
@@ -73,7 +102,7 @@ impl<S: CallService> Service<UpstreamRequest> for Breaker<S> {
                     permit.record(e.failure.counts_against_circuit());
                 }
             }
-            result
-        })
+        }
+        Poll::Ready(result)
     }
 }

@@ -8,14 +8,16 @@
 //! when an upstream saturates, optional sections are dropped first and the
 //! data a response cannot do without keeps flowing.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, ready};
 
 use bff_telemetry::names;
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tower::{Layer, Service};
 
-use super::{CallFuture, CallService, fail};
+use super::{CallService, OrFail};
 use crate::budget::Criticality;
 use crate::call::{UpstreamRequest, UpstreamResponse};
 use crate::error::{Failure, UpstreamError};
@@ -61,13 +63,13 @@ pub struct Bulkhead<S> {
 impl<S: CallService> Service<UpstreamRequest> for Bulkhead<S> {
     type Response = UpstreamResponse;
     type Error = UpstreamError;
-    type Future = CallFuture;
+    type Future = BulkheadFuture<S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), UpstreamError>> {
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, request: UpstreamRequest) -> CallFuture {
+    fn call(&mut self, request: UpstreamRequest) -> Self::Future {
         let slots = &self.layer.slots;
         let fits = match request.info.criticality {
             Criticality::Critical => true,
@@ -80,17 +82,41 @@ impl<S: CallService> Service<UpstreamRequest> for Bulkhead<S> {
         };
         let Some(permit) = permit else {
             metrics::counter!(names::SHED_CALLS, "upstream" => self.layer.upstream).increment(1);
-            return fail(UpstreamError::new(
-                self.layer.upstream,
-                Failure::Shed,
-                "too many calls in flight",
-            ));
+            return BulkheadFuture {
+                inner: OrFail::failed(UpstreamError::new(
+                    self.layer.upstream,
+                    Failure::Shed,
+                    "too many calls in flight",
+                )),
+                slot: None,
+            };
         };
-        let call = self.inner.call(request);
-        Box::pin(async move {
-            let result = call.await;
-            drop(permit);
-            result
-        })
+        BulkheadFuture {
+            inner: OrFail::called(self.inner.call(request)),
+            slot: Some(permit),
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// Holds the call's slot until it ends or is dropped.
+    pub struct BulkheadFuture<F> {
+        #[pin]
+        inner: OrFail<F>,
+        slot: Option<OwnedSemaphorePermit>,
+    }
+}
+
+impl<F> Future for BulkheadFuture<F>
+where
+    F: Future<Output = Result<UpstreamResponse, UpstreamError>>,
+{
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        let this = self.project();
+        let result = ready!(this.inner.poll(cx));
+        this.slot.take();
+        Poll::Ready(result)
     }
 }

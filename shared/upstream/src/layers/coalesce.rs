@@ -85,15 +85,16 @@ pub struct Coalesce<S> {
 impl<S: CallService> Service<UpstreamRequest> for Coalesce<S> {
     type Response = UpstreamResponse;
     type Error = UpstreamError;
-    type Future = CallFuture;
+    type Future = futures::future::Either<Shared<CallFuture>, S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), UpstreamError>> {
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, request: UpstreamRequest) -> CallFuture {
+    fn call(&mut self, request: UpstreamRequest) -> Self::Future {
+        use futures::future::Either;
         if !request.info.idempotent {
-            return Box::pin(self.inner.call(request));
+            return Either::Right(self.inner.call(request));
         }
         let key = Key {
             target: request.target.clone(),
@@ -111,7 +112,7 @@ impl<S: CallService> Service<UpstreamRequest> for Coalesce<S> {
         {
             metrics::counter!(names::COALESCED_CALLS, "upstream" => self.layer.upstream)
                 .increment(1);
-            return Box::pin(leader.call.clone());
+            return Either::Left(leader.call.clone());
         }
         let id = self
             .layer
@@ -137,7 +138,7 @@ impl<S: CallService> Service<UpstreamRequest> for Coalesce<S> {
                 call: shared.clone(),
             },
         );
-        Box::pin(shared)
+        Either::Left(shared)
     }
 }
 

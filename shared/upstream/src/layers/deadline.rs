@@ -5,13 +5,15 @@
 //! layer never sleeps past it. A call with less than the configured minimum
 //! left is not started: an optional one is shed, a critical one times out.
 
-use std::task::{Context, Poll};
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
-use tokio::time::Instant;
+use tokio::time::{Instant, Timeout};
 use tower::{Layer, Service};
 
-use super::{CallFuture, CallService, fail};
+use super::{CallService, OrFail};
 use crate::budget::{self, Criticality};
 use crate::call::{UpstreamRequest, UpstreamResponse};
 use crate::error::{Failure, UpstreamError};
@@ -56,13 +58,13 @@ pub struct Deadline<S> {
 impl<S: CallService> Service<UpstreamRequest> for Deadline<S> {
     type Response = UpstreamResponse;
     type Error = UpstreamError;
-    type Future = CallFuture;
+    type Future = DeadlineFuture<S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), UpstreamError>> {
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, mut request: UpstreamRequest) -> CallFuture {
+    fn call(&mut self, mut request: UpstreamRequest) -> Self::Future {
         let DeadlineLayer {
             upstream,
             timeout,
@@ -81,22 +83,73 @@ impl<S: CallService> Service<UpstreamRequest> for Deadline<S> {
                 Criticality::Optional => Failure::Shed,
                 Criticality::Critical => Failure::Timeout,
             };
-            return fail(UpstreamError::new(
-                upstream,
-                failure,
-                format!("only {left:?} left, less than the minimum {min_budget:?}"),
-            ));
-        }
-        let call = self.inner.call(request);
-        Box::pin(async move {
-            match tokio::time::timeout_at(deadline, call).await {
-                Ok(result) => result,
-                Err(_) => Err(UpstreamError::new(
+            return DeadlineFuture {
+                inner: OrFail::failed(UpstreamError::new(
                     upstream,
-                    Failure::Timeout,
-                    format!("no answer within {left:?}"),
+                    failure,
+                    format!("only {left:?} left, less than the minimum {min_budget:?}"),
                 )),
-            }
+                upstream,
+                left,
+            };
+        }
+        let call = tokio::time::timeout_at(deadline, self.inner.call(request));
+        DeadlineFuture {
+            inner: OrFail::called(Flatten { timeout: call }),
+            upstream,
+            left,
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A call's timeout as one `Result` (the elapsed case marked).
+    pub struct Flatten<F> {
+        #[pin]
+        timeout: Timeout<F>,
+    }
+}
+
+impl<F> Future for Flatten<F>
+where
+    F: Future<Output = Result<UpstreamResponse, UpstreamError>>,
+{
+    type Output = Result<Option<UpstreamResponse>, UpstreamError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        Poll::Ready(match ready!(self.project().timeout.poll(cx)) {
+            Ok(result) => result.map(Some),
+            Err(_) => Ok(None),
+        })
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// Ends the call at its deadline.
+    pub struct DeadlineFuture<F> {
+        #[pin]
+        inner: OrFail<Flatten<F>>,
+        upstream: &'static str,
+        left: Duration,
+    }
+}
+
+impl<F> Future for DeadlineFuture<F>
+where
+    F: Future<Output = Result<UpstreamResponse, UpstreamError>>,
+{
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        let this = self.project();
+        Poll::Ready(match ready!(this.inner.poll(cx)) {
+            Ok(Some(response)) => Ok(response),
+            Ok(None) => Err(UpstreamError::new(
+                this.upstream,
+                Failure::Timeout,
+                format!("no answer within {:?}", this.left),
+            )),
+            Err(error) => Err(error),
         })
     }
 }

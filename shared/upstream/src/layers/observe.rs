@@ -5,14 +5,17 @@
 //! calls are measured as `rpc.client.call.duration`, HTTP ones (REST,
 //! GraphQL) as `http.client.request.duration`.
 
-use std::task::{Context, Poll};
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
 
 use bff_telemetry::names;
 use tokio::time::Instant;
 use tower::{Layer, Service};
 use tracing::Instrument;
+use tracing::instrument::Instrumented;
 
-use super::{CallFuture, CallService};
+use super::CallService;
 use crate::call::{UpstreamRequest, UpstreamResponse};
 use crate::error::UpstreamError;
 use crate::registry::Protocol;
@@ -74,13 +77,13 @@ impl Drop for Sample {
 impl<S: CallService> Service<UpstreamRequest> for Observe<S> {
     type Response = UpstreamResponse;
     type Error = UpstreamError;
-    type Future = CallFuture;
+    type Future = ObserveFuture<S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), UpstreamError>> {
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, request: UpstreamRequest) -> CallFuture {
+    fn call(&mut self, request: UpstreamRequest) -> Self::Future {
         let layer = self.layer;
         let operation = request.info.operation;
         let span = tracing::debug_span!(
@@ -91,33 +94,50 @@ impl<S: CallService> Service<UpstreamRequest> for Observe<S> {
             outcome = tracing::field::Empty,
             "http.request.resend_count" = tracing::field::Empty,
         );
-        let sample = Sample {
-            layer,
-            operation,
-            started: Instant::now(),
-            outcome: None,
-        };
         let call = {
             let _entered = span.enter();
             self.inner.call(request)
         };
-        Box::pin(
-            async move {
-                // Moved in whole: it records when this future ends or drops.
-                let mut sample = sample;
-                let result = call.await;
-                let outcome = match &result {
-                    Ok(_) => "ok",
-                    Err(e) => e.failure.outcome(),
-                };
-                sample.outcome = Some(outcome);
-                tracing::Span::current().record("outcome", outcome);
-                if let Err(error) = &result {
-                    tracing::debug!(%error, "upstream call failed");
-                }
-                result
-            }
-            .instrument(span),
-        )
+        ObserveFuture {
+            inner: call.instrument(span),
+            sample: Sample {
+                layer,
+                operation,
+                started: Instant::now(),
+                outcome: None,
+            },
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// Records the call's sample when it ends, or when it is dropped.
+    pub struct ObserveFuture<F> {
+        #[pin]
+        inner: Instrumented<F>,
+        sample: Sample,
+    }
+}
+
+impl<F> Future for ObserveFuture<F>
+where
+    F: Future<Output = Result<UpstreamResponse, UpstreamError>>,
+{
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        let mut this = self.project();
+        let result = ready!(this.inner.as_mut().poll(cx));
+        let outcome = match &result {
+            Ok(_) => "ok",
+            Err(e) => e.failure.outcome(),
+        };
+        this.sample.outcome = Some(outcome);
+        let span = this.inner.span();
+        span.record("outcome", outcome);
+        if let Err(error) = &result {
+            tracing::debug!(parent: span, %error, "upstream call failed");
+        }
+        Poll::Ready(result)
     }
 }
