@@ -474,3 +474,48 @@ async fn a_user_the_user_service_does_not_know_is_404() {
     ));
     assert_eq!(dashboard(&server, &not_a_user).await.status(), 403);
 }
+
+#[tokio::test]
+async fn prefer_handling_strict_turns_a_partial_answer_into_a_503() {
+    let (stack, server) = setup(&[]).await;
+    let token = testkit::user_token(&stack, "user0011", "bff-mobile", None);
+    let strict = |server: &TestServer| {
+        client()
+            .get(server.url("/v1/dashboard"))
+            .bearer_auth(&token)
+            .header("prefer", "handling=strict")
+    };
+    let whole = strict(&server).send().await.expect("request");
+    assert_eq!(
+        whole.status(),
+        200,
+        "nothing failed: strict changes nothing"
+    );
+    assert_eq!(whole.headers()["preference-applied"], "handling=strict");
+
+    testkit::set_fault(
+        &stack,
+        "recommendation",
+        json!({ "error_rate": 1.0, "status": 500 }),
+    )
+    .await;
+    let lenient = dashboard(&server, &token).await;
+    assert_eq!(lenient.status(), 200, "partial by default");
+    assert!(lenient.headers().get("preference-applied").is_none());
+
+    let refused = strict(&server).send().await.expect("request");
+    assert_eq!(refused.status(), 503);
+    assert_eq!(refused.headers()["preference-applied"], "handling=strict");
+    assert!(refused.headers().contains_key("retry-after"));
+    assert_eq!(
+        refused.headers()["content-type"],
+        "application/problem+json"
+    );
+    let body: Value = refused.json().await.expect("json");
+    let detail = body["detail"].as_str().expect("detail");
+    assert!(
+        detail.contains("recommendations (upstream_error)") && !detail.contains("orders"),
+        "names the failed section and why: {detail}"
+    );
+    testkit::clear_fault(&stack, "recommendation").await;
+}

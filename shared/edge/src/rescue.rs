@@ -9,10 +9,15 @@ use axum::response::Response;
 use bff_problem::{ApiError, PROBLEM_JSON};
 use http::header;
 
-/// Re-renders error responses as problem+json with the request's ids.
+/// Re-renders error responses as problem+json with the request's ids. The
+/// headers that middleware set on the way out (`Preference-Applied`,
+/// `Deprecation`, `Vary`, …) are kept; only those describing the old body
+/// go.
 pub fn rescue(response: Response, request_id: &str, trace_id: &str) -> Response {
     if let Some(error) = response.extensions().get::<Arc<ApiError>>().cloned() {
-        return error.to_response(Some(request_id), Some(trace_id));
+        let mut rendered = error.to_response(Some(request_id), Some(trace_id));
+        keep_headers(&response, &mut rendered);
+        return rendered;
     }
     let status = response.status();
     if !(status.is_client_error() || status.is_server_error()) {
@@ -27,10 +32,24 @@ pub fn rescue(response: Response, request_id: &str, trace_id: &str) -> Response 
     }
     // A bare error from below the handlers: replace its body (which may be
     // plain text from a library) with a problem of the same status.
-    let allow = response.headers().get(header::ALLOW).cloned();
     let mut rescued = ApiError::from_status(status).to_response(Some(request_id), Some(trace_id));
-    if let Some(allow) = allow {
-        rescued.headers_mut().insert(header::ALLOW, allow);
-    }
+    keep_headers(&response, &mut rescued);
     rescued
+}
+
+/// Copies the headers of `from` that `to` does not set, except those that
+/// describe `from`'s body.
+fn keep_headers(from: &Response, to: &mut Response) {
+    for (name, value) in from.headers() {
+        let describes_body = [
+            header::CONTENT_TYPE,
+            header::CONTENT_LENGTH,
+            header::CONTENT_ENCODING,
+            header::ETAG,
+        ]
+        .contains(name);
+        if !describes_body && !to.headers().contains_key(name) {
+            to.headers_mut().append(name.clone(), value.clone());
+        }
+    }
 }

@@ -14,7 +14,10 @@
 //! A [`Permit`] is the right to make one call. It records its outcome when
 //! settled, and **when dropped unsettled it records a timed-out call**: the
 //! caller gave up waiting (a section or request deadline), which is exactly
-//! the hang a breaker must learn about.
+//! the hang a breaker must learn about. That, and a slow-call rate, is why
+//! this breaker is our own rather than a crate's: the tower-shaped breakers
+//! we looked at (tower-resilience) count only the outcomes of futures that
+//! complete, so a call cut off at a section deadline would never count.
 //!
 //! ```
 //! # use std::time::Duration;

@@ -120,3 +120,80 @@ where
         Poll::Ready(result)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::call::{CallInfo, Target, decode_json};
+    use crate::layers::CallFuture;
+    use tower::ServiceExt;
+
+    fn request(criticality: Criticality) -> UpstreamRequest {
+        let mut info = CallInfo::new("op", decode_json::<()>);
+        info.criticality = criticality;
+        UpstreamRequest {
+            method: http::Method::GET,
+            target: Target::GrpcMethod("/t"),
+            headers: http::HeaderMap::new(),
+            body: bytes::Bytes::new(),
+            info,
+        }
+    }
+
+    #[tokio::test]
+    async fn optional_calls_are_shed_first_and_critical_ones_use_the_reserve() {
+        let (release, wait) = tokio::sync::watch::channel(false);
+        let inner = tower::service_fn(move |_: UpstreamRequest| -> CallFuture {
+            let mut wait = wait.clone();
+            Box::pin(async move {
+                let _ = wait.wait_for(|go| *go).await;
+                Err(UpstreamError::new("t", Failure::Unavailable, "released"))
+            })
+        });
+        // Four slots, one kept for critical calls.
+        let bulkhead = BulkheadLayer::new("t", 4, 1).layer(inner);
+        let mut held = Vec::new();
+        for _ in 0..3 {
+            let call = bulkhead.clone().oneshot(request(Criticality::Optional));
+            held.push(tokio::spawn(call));
+        }
+        tokio::task::yield_now().await;
+        let shed = bulkhead
+            .clone()
+            .oneshot(request(Criticality::Optional))
+            .await
+            .expect_err("shed");
+        assert_eq!(
+            shed.failure,
+            Failure::Shed,
+            "the last slot is not for optional calls"
+        );
+        let critical = tokio::spawn(bulkhead.clone().oneshot(request(Criticality::Critical)));
+        tokio::task::yield_now().await;
+        let full = bulkhead
+            .clone()
+            .oneshot(request(Criticality::Critical))
+            .await
+            .expect_err("full");
+        assert_eq!(full.failure, Failure::Shed, "no slot left at all");
+        release.send_replace(true);
+        let finished = critical.await.expect("task").expect_err("released");
+        assert_eq!(
+            finished.failure,
+            Failure::Unavailable,
+            "the critical call ran"
+        );
+        for h in held {
+            let _ = h.await;
+        }
+        assert_eq!(
+            bulkhead
+                .oneshot(request(Criticality::Optional))
+                .await
+                .expect_err("released")
+                .failure,
+            Failure::Unavailable,
+            "slots come back when calls end"
+        );
+    }
+}

@@ -58,11 +58,15 @@ struct Sample {
     operation: &'static str,
     started: Instant,
     outcome: Option<&'static str>,
+    span: tracing::Span,
 }
 
 impl Drop for Sample {
     fn drop(&mut self) {
-        let outcome = self.outcome.unwrap_or("timeout");
+        let outcome = self.outcome.unwrap_or_else(|| {
+            self.span.record("outcome", "timeout");
+            "timeout"
+        });
         let seconds = self.started.elapsed().as_secs_f64();
         let ObserveLayer { upstream, protocol } = self.layer;
         let name = match protocol {
@@ -99,13 +103,14 @@ impl<S: CallService> Service<UpstreamRequest> for Observe<S> {
             self.inner.call(request)
         };
         ObserveFuture {
-            inner: call.instrument(span),
             sample: Sample {
                 layer,
                 operation,
                 started: Instant::now(),
                 outcome: None,
+                span: span.clone(),
             },
+            inner: call.instrument(span),
         }
     }
 }
