@@ -31,6 +31,16 @@ fn take<T: Clone + Send + Sync + 'static>(
         })
 }
 
+/// The propagation headers of `ctx`, asking for JSON.
+fn json_headers(ctx: &CallContext) -> http::HeaderMap {
+    let mut headers = ctx.headers();
+    headers.insert(
+        http::header::ACCEPT,
+        HeaderValue::from_static("application/json"),
+    );
+    headers
+}
+
 /// A REST/JSON upstream: a base URL and the upstream's stack.
 #[derive(Debug, Clone)]
 pub struct RestClient {
@@ -74,11 +84,7 @@ impl RestClient {
         if !query.is_empty() {
             url.query_pairs_mut().extend_pairs(query);
         }
-        let mut headers = ctx.headers();
-        headers.insert(
-            http::header::ACCEPT,
-            HeaderValue::from_static("application/json"),
-        );
+        let headers = json_headers(ctx);
         let response = self
             .upstream
             .call(UpstreamRequest {
@@ -167,11 +173,7 @@ impl GraphQlClient {
         let name = self.upstream.name();
         let body = serde_json::to_vec(&GraphQlRequest { query, variables })
             .map_err(|e| UpstreamError::new(name, Failure::InvalidResponse, e.to_string()))?;
-        let mut headers = ctx.headers();
-        headers.insert(
-            http::header::ACCEPT,
-            HeaderValue::from_static("application/json"),
-        );
+        let headers = json_headers(ctx);
         let response = self
             .upstream
             .call(UpstreamRequest {
