@@ -21,9 +21,10 @@ use crate::models::{
 use crate::upstreams;
 
 /// How long a batch loader waits for more keys after the first one, by
-/// default: the smallest step of Tokio's timer, which adds at most a
-/// millisecond to a call and gathers every load of a burst.
-pub const BATCH_WINDOW: Duration = Duration::from_millis(1);
+/// default: none, so the loads issued in the same turn of the scheduler are
+/// batched at no added latency. (A 1 ms window, Tokio's timer step, added
+/// 2 ms to the web product page's median at 400 requests/s.)
+pub const BATCH_WINDOW: Duration = Duration::ZERO;
 
 /// The most keys one batch call carries (the services' own limit).
 pub const MAX_BATCH: usize = 100;

@@ -4,10 +4,12 @@
 //! Why: a handler that needs "product X" should not have to know that
 //! fifty other requests in the same millisecond need fifty other products;
 //! the upstream has a batch RPC (`BatchGetProducts`, `pricings`) and one
-//! call serves them all. The first load of a window starts a timer; loads
+//! call serves them all. The first load of a batch starts a timer; loads
 //! arriving before it fires (or until `max_batch` keys) join the batch; each
 //! gets its own key's value back, `None` for a key the upstream did not
-//! return. The batch call runs in its own task with the latest deadline and
+//! return. A zero window sends the batch on the next turn of the scheduler
+//! (the loads issued together, at no added latency); a longer window buys
+//! bigger batches with latency. The batch call runs in its own task with the latest deadline and
 //! the highest criticality among its waiters, so it is not cut short for a
 //! waiter that gave up; each waiter still stops at its own deadline.
 //!
@@ -43,7 +45,8 @@ use crate::error::UpstreamError;
 type LoadFuture<K, V> =
     Pin<Box<dyn Future<Output = Result<HashMap<K, V>, UpstreamError>> + Send + 'static>>;
 type LoadFn<K, V> = dyn Fn(CallContext, Vec<K>) -> LoadFuture<K, V> + Send + Sync;
-type Waiter<V> = oneshot::Sender<Result<Option<V>, UpstreamError>>;
+type LoadResult<V> = Result<Option<V>, UpstreamError>;
+type Waiter<V> = oneshot::Sender<LoadResult<V>>;
 
 struct Pending<K, V> {
     ctx: CallContext,
@@ -111,6 +114,48 @@ where
     /// The value of `key`, batched with the loads around it; `None` when
     /// the upstream does not have it.
     pub async fn load(&self, ctx: &CallContext, key: K) -> Result<Option<V>, UpstreamError> {
+        let rx = self.enqueue(ctx, key);
+        self.receive(rx).await
+    }
+
+    /// The values of `keys`; keys the upstream does not have are absent
+    /// from the map. The keys join the pending batch and it is sent at
+    /// once: a caller that already has many keys does not wait for the
+    /// window (and a request's keys always travel in one call, up to
+    /// `max_batch`).
+    pub async fn load_many(
+        &self,
+        ctx: &CallContext,
+        keys: &[K],
+    ) -> Result<HashMap<K, V>, UpstreamError> {
+        let waiting: Vec<_> = keys
+            .iter()
+            .map(|k| (k.clone(), self.enqueue(ctx, k.clone())))
+            .collect();
+        self.flush(None);
+        let mut found = HashMap::with_capacity(keys.len());
+        for (key, rx) in waiting {
+            if let Some(value) = self.receive(rx).await? {
+                found.insert(key, value);
+            }
+        }
+        Ok(found)
+    }
+
+    async fn receive(&self, rx: oneshot::Receiver<LoadResult<V>>) -> LoadResult<V> {
+        match rx.await {
+            Ok(result) => result,
+            Err(_) => Err(UpstreamError::new(
+                self.inner.name,
+                crate::Failure::Unavailable,
+                "the batch was dropped",
+            )),
+        }
+    }
+
+    /// Adds `key` to the pending batch (starting one, and its timer, if
+    /// there is none); sends the batch when it is full.
+    fn enqueue(&self, ctx: &CallContext, key: K) -> oneshot::Receiver<LoadResult<V>> {
         let (tx, rx) = oneshot::channel();
         let section = budget::current();
         let full = {
@@ -132,7 +177,12 @@ where
                     let this = self.clone();
                     let due = *generation;
                     tokio::spawn(async move {
-                        tokio::time::sleep(this.inner.window).await;
+                        if this.inner.window.is_zero() {
+                            // The loads of this turn of the scheduler.
+                            tokio::task::yield_now().await;
+                        } else {
+                            tokio::time::sleep(this.inner.window).await;
+                        }
                         this.flush(Some(due));
                     });
                     pending.insert(Pending {
@@ -150,33 +200,7 @@ where
         if full {
             self.flush(None);
         }
-        match rx.await {
-            Ok(result) => result,
-            Err(_) => Err(UpstreamError::new(
-                self.inner.name,
-                crate::Failure::Unavailable,
-                "the batch was dropped",
-            )),
-        }
-    }
-
-    /// The values of `keys` (each batched as by [`load`](Self::load)); keys
-    /// the upstream does not have are absent from the map.
-    pub async fn load_many(
-        &self,
-        ctx: &CallContext,
-        keys: &[K],
-    ) -> Result<HashMap<K, V>, UpstreamError> {
-        let loads = keys
-            .iter()
-            .map(|k| async move { (k.clone(), self.load(ctx, k.clone()).await) });
-        let mut found = HashMap::with_capacity(keys.len());
-        for (key, result) in futures::future::join_all(loads).await {
-            if let Some(value) = result? {
-                found.insert(key, value);
-            }
-        }
-        Ok(found)
+        rx
     }
 
     /// Sends the pending batch (only the one of `generation` when given: a
