@@ -153,3 +153,81 @@ where
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::budget::Budget;
+    use crate::call::{CallInfo, Target, decode_json};
+    use crate::layers::CallFuture;
+    use tower::ServiceExt;
+
+    fn request() -> UpstreamRequest {
+        UpstreamRequest {
+            method: http::Method::GET,
+            target: Target::GrpcMethod("/t"),
+            headers: http::HeaderMap::new(),
+            body: bytes::Bytes::new(),
+            info: CallInfo::new("op", decode_json::<()>),
+        }
+    }
+
+    /// An inner service that reports the deadline it was given and hangs.
+    fn hanging(seen: tokio::sync::mpsc::UnboundedSender<Option<Instant>>) -> impl CallService {
+        tower::service_fn(move |r: UpstreamRequest| -> CallFuture {
+            let _ = seen.send(r.info.deadline);
+            Box::pin(std::future::pending())
+        })
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_call_gets_the_earlier_of_its_timeout_and_the_section_budget() {
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let svc = DeadlineLayer::new("t", Duration::from_secs(2), Duration::from_millis(5))
+            .layer(hanging(tx));
+        let started = Instant::now();
+        let section = Budget::new(started + Duration::from_millis(300), Criticality::Optional);
+        let err = budget::scope(section, svc.clone().oneshot(request()))
+            .await
+            .expect_err("timed out");
+        assert_eq!(err.failure, Failure::Timeout);
+        assert_eq!(started.elapsed(), Duration::from_millis(300));
+        assert_eq!(
+            rx.recv().await.flatten(),
+            Some(started + Duration::from_millis(300))
+        );
+
+        let started = Instant::now();
+        let err = svc.oneshot(request()).await.expect_err("timed out");
+        assert_eq!(err.failure, Failure::Timeout);
+        assert_eq!(
+            started.elapsed(),
+            Duration::from_secs(2),
+            "no section: the policy timeout"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn no_call_starts_without_the_minimum_budget() {
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let svc = DeadlineLayer::new("t", Duration::from_secs(2), Duration::from_millis(5))
+            .layer(hanging(tx));
+        let nearly_spent = |c| Budget::new(Instant::now() + Duration::from_millis(3), c);
+        let optional = budget::scope(
+            nearly_spent(Criticality::Optional),
+            svc.clone().oneshot(request()),
+        )
+        .await
+        .expect_err("refused");
+        assert_eq!(optional.failure, Failure::Shed, "an optional call is shed");
+        let critical = budget::scope(nearly_spent(Criticality::Critical), svc.oneshot(request()))
+            .await
+            .expect_err("refused");
+        assert_eq!(
+            critical.failure,
+            Failure::Timeout,
+            "a critical one times out"
+        );
+        assert!(rx.try_recv().is_err(), "neither reached the upstream");
+    }
+}

@@ -123,3 +123,104 @@ impl Policy<UpstreamRequest, UpstreamResponse, UpstreamError> for RetryPolicy {
         (request.info.idempotent && self.config.max_retries > 0).then(|| request.clone())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::call::{CallInfo, Target, decode_json};
+    use crate::error::Failure;
+
+    fn request(idempotent: bool, deadline: Option<Instant>) -> UpstreamRequest {
+        let mut info = CallInfo::new("op", decode_json::<()>);
+        info.idempotent = idempotent;
+        info.deadline = deadline;
+        UpstreamRequest {
+            method: http::Method::GET,
+            target: Target::GrpcMethod("/t"),
+            headers: http::HeaderMap::new(),
+            body: bytes::Bytes::new(),
+            info,
+        }
+    }
+
+    fn failed(failure: Failure) -> Result<UpstreamResponse, UpstreamError> {
+        Err(UpstreamError::new("t", failure, "x"))
+    }
+
+    fn policy(min_per_sec: u32) -> RetryPolicy {
+        RetryPolicy::new(
+            "t",
+            RetryConfig {
+                max_retries: 2,
+                budget_ratio: 0.2,
+                min_per_sec,
+                ..RetryConfig::default()
+            },
+        )
+    }
+
+    #[tokio::test]
+    async fn only_idempotent_calls_that_may_succeed_are_retried_within_the_deadline() {
+        let mut p = policy(10);
+        let later = Some(Instant::now() + Duration::from_secs(5));
+        let mut read = request(true, later);
+        assert!(p.clone_request(&read).is_some());
+        assert!(
+            p.retry(&mut read, &mut failed(Failure::Unavailable))
+                .is_some()
+        );
+        assert_eq!(read.info.attempt, 1);
+        assert!(
+            p.retry(&mut read, &mut failed(Failure::Status(503)))
+                .is_some()
+        );
+        assert!(
+            p.retry(&mut read, &mut failed(Failure::Unavailable))
+                .is_none(),
+            "two retries at most"
+        );
+        for failure in [
+            Failure::Timeout,
+            Failure::CircuitOpen,
+            Failure::Shed,
+            Failure::NotFound,
+            Failure::Status(500),
+        ] {
+            let mut r = request(true, later);
+            assert!(
+                p.retry(&mut r, &mut failed(failure)).is_none(),
+                "{failure:?}"
+            );
+        }
+        let mut write = request(false, later);
+        assert!(p.clone_request(&write).is_none());
+        assert!(
+            p.retry(&mut write, &mut failed(Failure::Unavailable))
+                .is_none()
+        );
+        let mut due = request(true, Some(Instant::now()));
+        assert!(
+            p.retry(&mut due, &mut failed(Failure::Unavailable))
+                .is_none(),
+            "never past the deadline"
+        );
+    }
+
+    #[tokio::test]
+    async fn the_budget_caps_retries_at_a_share_of_calls() {
+        let mut p = policy(0);
+        let later = Some(Instant::now() + Duration::from_secs(5));
+        let mut retried = 0;
+        for _ in 0..100 {
+            let mut r = request(true, later);
+            let _ = p.clone_request(&r);
+            if p.retry(&mut r, &mut failed(Failure::Unavailable)).is_some() {
+                retried += 1;
+            }
+        }
+        assert!(
+            (1..=20).contains(&retried),
+            "{retried} retries for 100 calls"
+        );
+    }
+}
