@@ -126,7 +126,7 @@ impl Upstream {
     /// Sends one call through the stack.
     pub async fn call(&self, request: UpstreamRequest) -> Result<UpstreamResponse, UpstreamError> {
         let mut service = self.service.clone();
-        // Every layer is always ready; readiness is awaited for form.
+        // Ready at once, except behind the hedge's buffer when it is full.
         service.ready().await?;
         service.call(request).await
     }
