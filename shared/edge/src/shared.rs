@@ -17,10 +17,7 @@ use crate::{context, health, metrics_layer};
 /// Why a BFF could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
-    /// An HTTP client pool could not be built.
-    #[error("cannot build the HTTP client: {0}")]
-    Http(#[from] reqwest::Error),
-    /// An upstream cannot be built or is not declared.
+    /// An upstream (or the HTTP pool) cannot be built, or is not declared.
     #[error(transparent)]
     Upstream(#[from] RegistryError),
 }
@@ -67,7 +64,7 @@ impl Shared {
         // Install the metrics recorder before anything records.
         bff_telemetry::prometheus();
         let registry = Registry::build(&config.upstreams, config.connect_timeout)?;
-        let http = bff_upstream::HttpClient::new(config.connect_timeout)?;
+        let http = registry.http().clone();
         let mut auth_config = AuthConfig::new(
             config.jwks_url.as_str(),
             config.issuer.clone(),

@@ -103,6 +103,7 @@ struct Entry {
 #[derive(Debug, Clone)]
 pub struct Registry {
     entries: BTreeMap<&'static str, Entry>,
+    http: HttpClient,
 }
 
 impl Registry {
@@ -153,7 +154,13 @@ impl Registry {
                 },
             );
         }
-        Ok(Registry { entries })
+        Ok(Registry { entries, http })
+    }
+
+    /// The process's one HTTP pool (REST and GraphQL upstreams use it;
+    /// so may other HTTP clients of the process, such as the JWKS fetch).
+    pub fn http(&self) -> &HttpClient {
+        &self.http
     }
 
     fn entry(&self, name: &'static str, asked: Protocol) -> Result<&Entry, RegistryError> {
