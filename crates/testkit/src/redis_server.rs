@@ -31,21 +31,7 @@ impl RedisServer {
                 Ok(port) => port,
                 Err(e) => panic!("no free port for redis-server: {e}"),
             };
-            let spawned = Command::new(&binary)
-                .args([
-                    "--port",
-                    &port.to_string(),
-                    "--bind",
-                    "127.0.0.1",
-                    "--save",
-                    "",
-                    "--appendonly",
-                    "no",
-                ])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .kill_on_drop(true)
-                .spawn();
+            let spawned = spawn(&binary, port);
             let child = match spawned {
                 Ok(child) => child,
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -79,6 +65,30 @@ impl RedisServer {
         format!("redis://127.0.0.1:{}", self.port)
     }
 
+    /// Kills the server (as a crash would), keeping its port for
+    /// [`restart`](Self::restart).
+    pub async fn stop(&mut self) {
+        let _ = self.child.kill().await;
+        let _ = self.child.wait().await;
+    }
+
+    /// Starts a fresh, empty server on the same port.
+    ///
+    /// # Panics
+    /// When it does not start.
+    pub async fn restart(&mut self) {
+        self.stop().await;
+        let binary =
+            std::env::var("REDIS_SERVER_BIN").unwrap_or_else(|_| "redis-server".to_owned());
+        self.child = match spawn(&binary, self.port) {
+            Ok(child) => child,
+            Err(e) => panic!("could not restart `{binary}`: {e}"),
+        };
+        if let Err(e) = self.wait_ready().await {
+            panic!("redis-server did not come back: {e}");
+        }
+    }
+
     async fn wait_ready(&mut self) -> Result<(), String> {
         for _ in 0..100 {
             if let Ok(Some(status)) = self.child.try_wait() {
@@ -91,6 +101,24 @@ impl RedisServer {
         }
         Err("no PONG within 2 seconds".to_owned())
     }
+}
+
+fn spawn(binary: &str, port: u16) -> std::io::Result<Child> {
+    Command::new(binary)
+        .args([
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
 }
 
 async fn ping(port: u16) -> bool {

@@ -24,6 +24,8 @@
 
 #![warn(missing_docs)]
 
+pub mod tiered;
+
 use std::any::Any;
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -38,6 +38,14 @@ pub mod names {
     pub const CIRCUIT_STATE: &str = "bff.upstream.circuit.state";
     /// Counter of fragment-cache lookups, by `section` and `result` (`hit`, `miss`, `stale`).
     pub const CACHE_LOOKUPS: &str = "bff.cache.lookups";
+    /// Counter of two-tier fragment lookups, by `kind`, `result` (`hit`, `miss`, `stale`) and `tier` (`local`, `shared`, `none`).
+    pub const CACHE_FRAGMENTS: &str = "bff.cache.fragments";
+    /// Counter of fragment invalidations, by `by` (`key`, `tag`, `event`).
+    pub const CACHE_INVALIDATIONS: &str = "bff.cache.invalidations";
+    /// Counter of failed calls to the shared (Redis) tier, by `op`.
+    pub const CACHE_SHARED_ERRORS: &str = "bff.cache.shared.errors";
+    /// Histogram (seconds) of calls to the shared (Redis) tier, by `op`.
+    pub const CACHE_SHARED_DURATION: &str = "bff.cache.shared.duration";
     /// Counter of responses served with at least one failed section, by `route`.
     pub const PARTIAL_RESPONSES: &str = "bff.aggregate.partial_responses";
     /// Counter of section failures, by `section` and `reason`.

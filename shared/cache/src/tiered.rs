@@ -1,0 +1,717 @@
+//! The two-tier fragment store: an in-process tier (moka, bounded by bytes)
+//! in front of an optional shared tier (Redis), with per-kind freshness
+//! policies, single-flight loads of cold keys, and invalidation by key and
+//! by tag that reaches every replica.
+//!
+//! Why two tiers: the in-process tier answers in well under a microsecond
+//! and needs no network, so it serves the hot keys; the shared tier lets a
+//! fleet of replicas load each fragment once instead of once per replica,
+//! and survives a replica's restart. Redis is an optimisation, never a
+//! dependency: every Redis call has a short timeout, an error is counted
+//! and logged, and the store then behaves as if Redis were not configured
+//! until the connection comes back by itself.
+//!
+//! A fragment's life follows its kind's [`FragmentPolicy`]: **fresh** for
+//! `fresh_for` (served without asking the upstream), then **revalidate**
+//! for `revalidate_for` (served, and refreshed once in the background by the
+//! caller), then **stale** for `stale_for` (served only when the upstream
+//! fails), then gone. Ages are measured from when the upstream answered, so
+//! a fragment loaded by one replica is as old in every other.
+//!
+//! Keys are built by callers and must include the subject for per-user
+//! data: this crate never guesses them.
+
+use std::any::Any;
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bff_telemetry::names;
+use redis::AsyncCommands;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+/// How long a kind of fragment may be served, and how.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FragmentPolicy {
+    /// The kind, for metrics (`user`, `price`, …).
+    pub kind: &'static str,
+    /// Served without asking the upstream.
+    pub fresh_for: Duration,
+    /// Then served while one background refresh runs.
+    pub revalidate_for: Duration,
+    /// Then served only when the upstream fails.
+    pub stale_for: Duration,
+}
+
+impl FragmentPolicy {
+    /// How long a fragment is kept at all.
+    pub fn keep_for(&self) -> Duration {
+        self.fresh_for + self.revalidate_for + self.stale_for
+    }
+
+    fn freshness(&self, age: Duration) -> Option<Freshness> {
+        if age < self.fresh_for {
+            Some(Freshness::Fresh)
+        } else if age < self.fresh_for + self.revalidate_for {
+            Some(Freshness::Revalidate)
+        } else if age < self.keep_for() {
+            Some(Freshness::Stale)
+        } else {
+            None
+        }
+    }
+}
+
+/// How usable a cached fragment is now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Freshness {
+    /// Serve it.
+    Fresh,
+    /// Serve it and refresh it in the background.
+    Revalidate,
+    /// Serve it only if the upstream fails.
+    Stale,
+}
+
+/// Which tier answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tier {
+    /// This process.
+    Local,
+    /// Redis (the fragment now fills the local tier too).
+    Shared,
+}
+
+/// A cached fragment.
+#[derive(Debug)]
+pub struct Cached<T> {
+    /// The value.
+    pub value: Arc<T>,
+    /// Time since the upstream answered.
+    pub age: Duration,
+    /// How usable it is.
+    pub freshness: Freshness,
+    /// Where it came from.
+    pub tier: Tier,
+}
+
+#[derive(Clone)]
+struct Entry {
+    value: Arc<dyn Any + Send + Sync>,
+    stored_at_ms: u64,
+    policy: FragmentPolicy,
+    tags: Arc<[String]>,
+    weight: u32,
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+fn age_of(stored_at_ms: u64) -> Duration {
+    Duration::from_millis(now_ms().saturating_sub(stored_at_ms))
+}
+
+struct KeepFor;
+
+impl moka::Expiry<String, Entry> for KeepFor {
+    fn expire_after_create(
+        &self,
+        _key: &String,
+        entry: &Entry,
+        _now: std::time::Instant,
+    ) -> Option<Duration> {
+        Some(
+            entry
+                .policy
+                .keep_for()
+                .saturating_sub(age_of(entry.stored_at_ms)),
+        )
+    }
+
+    fn expire_after_update(
+        &self,
+        key: &String,
+        entry: &Entry,
+        now: std::time::Instant,
+        _left: Option<Duration>,
+    ) -> Option<Duration> {
+        self.expire_after_create(key, entry, now)
+    }
+}
+
+/// Configuration of the store.
+#[derive(Debug, Clone)]
+pub struct TieredConfig {
+    /// Bytes the local tier may hold (measured as serialised JSON).
+    pub local_max_bytes: u64,
+    /// `REDIS_URL`; `None` keeps everything in process.
+    pub redis_url: Option<String>,
+    /// Longest any Redis call may take.
+    pub redis_timeout: Duration,
+    /// Prefix of every Redis key and of the invalidation channel, so BFFs of
+    /// different kinds sharing one Redis do not mix.
+    pub namespace: String,
+}
+
+impl Default for TieredConfig {
+    fn default() -> Self {
+        TieredConfig {
+            local_max_bytes: 64 * 1024 * 1024,
+            redis_url: None,
+            redis_timeout: Duration::from_millis(50),
+            namespace: "bff".to_owned(),
+        }
+    }
+}
+
+/// Why the store could not be built.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid REDIS_URL: {0}")]
+pub struct TieredError(#[from] redis::RedisError);
+
+/// Why [`TieredCache::get_or_load`] has no value.
+#[derive(Debug)]
+pub enum LoadError<E> {
+    /// The load failed (shared by every caller that waited for it).
+    Failed(Arc<E>),
+    /// A fragment of another type is stored under the key: the caller's
+    /// keys collide (a bug, logged).
+    Collision,
+}
+
+/// Maps a message on a channel to the keys and tags it invalidates.
+pub type EventMapper = Arc<dyn Fn(&[u8]) -> Vec<Invalidation> + Send + Sync>;
+
+/// One thing to forget.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Invalidation {
+    /// One fragment.
+    Key(String),
+    /// Every fragment stored with this tag.
+    Tag(String),
+}
+
+impl Invalidation {
+    fn encode(&self) -> String {
+        match self {
+            Invalidation::Key(k) => format!("key:{k}"),
+            Invalidation::Tag(t) => format!("tag:{t}"),
+        }
+    }
+
+    fn decode(raw: &str) -> Option<Self> {
+        if let Some(k) = raw.strip_prefix("key:") {
+            Some(Invalidation::Key(k.to_owned()))
+        } else {
+            raw.strip_prefix("tag:")
+                .map(|t| Invalidation::Tag(t.to_owned()))
+        }
+    }
+}
+
+struct Shared {
+    client: redis::Client,
+    conn: redis::aio::ConnectionManager,
+    timeout: Duration,
+}
+
+struct Inner {
+    local: moka::future::Cache<String, Entry>,
+    shared: Option<Shared>,
+    namespace: String,
+}
+
+/// See the module documentation. Cheap to clone.
+#[derive(Clone)]
+pub struct TieredCache {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for TieredCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TieredCache")
+            .field("local_bytes", &self.inner.local.weighted_size())
+            .field("shared", &self.inner.shared.is_some())
+            .finish()
+    }
+}
+
+/// Counts the bytes a value serialises to, without keeping them.
+struct Counter(usize);
+
+impl std::io::Write for Counter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0 += buf.len();
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[derive(Serialize)]
+struct Envelope<'a, T> {
+    t: u64,
+    v: &'a T,
+}
+
+#[derive(serde::Deserialize)]
+struct OwnedEnvelope<T> {
+    t: u64,
+    v: T,
+}
+
+impl TieredCache {
+    /// Builds the store. With a Redis URL, the connection is made lazily
+    /// and re-made by itself; a Redis that is down at start is not an
+    /// error. Must run inside a Tokio runtime.
+    pub fn new(config: TieredConfig) -> Result<Self, TieredError> {
+        let local = moka::future::Cache::builder()
+            .max_capacity(config.local_max_bytes)
+            .weigher(|_key: &String, entry: &Entry| entry.weight)
+            .expire_after(KeepFor)
+            .support_invalidation_closures()
+            .build();
+        let shared = match &config.redis_url {
+            None => None,
+            Some(url) => {
+                let client = redis::Client::open(url.as_str())?;
+                let manager = redis::aio::ConnectionManagerConfig::new()
+                    .set_connection_timeout(Some(config.redis_timeout))
+                    .set_response_timeout(Some(config.redis_timeout))
+                    .set_number_of_retries(1)
+                    .set_max_delay(Duration::from_secs(1));
+                let conn =
+                    redis::aio::ConnectionManager::new_lazy_with_config(client.clone(), manager)?;
+                Some(Shared {
+                    client,
+                    conn,
+                    timeout: config.redis_timeout,
+                })
+            }
+        };
+        Ok(TieredCache {
+            inner: Arc::new(Inner {
+                local,
+                shared,
+                namespace: config.namespace,
+            }),
+        })
+    }
+
+    /// Whether a shared tier is configured.
+    pub fn is_shared(&self) -> bool {
+        self.inner.shared.is_some()
+    }
+
+    fn shared_key(&self, key: &str) -> String {
+        format!("{}:f:{key}", self.inner.namespace)
+    }
+
+    fn tag_key(&self, tag: &str) -> String {
+        format!("{}:t:{tag}", self.inner.namespace)
+    }
+
+    fn channel(&self) -> String {
+        format!("{}.cache.invalidate", self.inner.namespace)
+    }
+
+    /// Runs one Redis command with the timeout, counting and logging a
+    /// failure; `None` when it failed.
+    async fn redis<T, F, Fut>(&self, op: &'static str, command: F) -> Option<T>
+    where
+        F: FnOnce(redis::aio::ConnectionManager) -> Fut,
+        Fut: Future<Output = redis::RedisResult<T>>,
+    {
+        let shared = self.inner.shared.as_ref()?;
+        let started = std::time::Instant::now();
+        let result = tokio::time::timeout(shared.timeout, command(shared.conn.clone())).await;
+        metrics::histogram!(names::CACHE_SHARED_DURATION, "op" => op)
+            .record(started.elapsed().as_secs_f64());
+        let error = match result {
+            Ok(Ok(value)) => return Some(value),
+            Ok(Err(e)) => e.to_string(),
+            Err(_) => format!("no answer within {:?}", shared.timeout),
+        };
+        metrics::counter!(names::CACHE_SHARED_ERRORS, "op" => op).increment(1);
+        tracing::warn!(op, %error, "shared cache call failed; going on without it");
+        None
+    }
+
+    /// The fragment under `key`, from this process or else from Redis (then
+    /// kept here too); `None` when neither has a usable copy.
+    pub async fn get<T>(&self, policy: &FragmentPolicy, key: &str) -> Option<Cached<T>>
+    where
+        T: DeserializeOwned + Send + Sync + 'static,
+    {
+        let found = match self.inner.local.get(key).await {
+            Some(entry) => Self::typed(entry, Tier::Local),
+            None => self.get_shared(policy, key).await,
+        };
+        let result = match &found {
+            Some(c) if c.freshness == Freshness::Stale => "stale",
+            Some(_) => "hit",
+            None => "miss",
+        };
+        let tier = match &found {
+            Some(Cached {
+                tier: Tier::Shared, ..
+            }) => "shared",
+            Some(_) => "local",
+            None => "none",
+        };
+        metrics::counter!(names::CACHE_FRAGMENTS, "kind" => policy.kind, "result" => result, "tier" => tier)
+            .increment(1);
+        found
+    }
+
+    fn typed<T: Send + Sync + 'static>(entry: Entry, tier: Tier) -> Option<Cached<T>> {
+        let age = age_of(entry.stored_at_ms);
+        let freshness = entry.policy.freshness(age)?;
+        let value = entry.value.downcast::<T>().ok()?;
+        Some(Cached {
+            value,
+            age,
+            freshness,
+            tier,
+        })
+    }
+
+    async fn get_shared<T>(&self, policy: &FragmentPolicy, key: &str) -> Option<Cached<T>>
+    where
+        T: DeserializeOwned + Send + Sync + 'static,
+    {
+        self.inner.shared.as_ref()?;
+        let shared_key = self.shared_key(key);
+        let bytes: Option<Vec<u8>> = self
+            .redis("get", |mut c| async move { c.get(shared_key).await })
+            .await
+            .flatten();
+        let bytes = bytes?;
+        let envelope: OwnedEnvelope<T> = match serde_json::from_slice(&bytes) {
+            Ok(e) => e,
+            Err(error) => {
+                tracing::warn!(key, %error, "unreadable shared fragment ignored");
+                return None;
+            }
+        };
+        let value = Arc::new(envelope.v);
+        let entry = Entry {
+            value: value.clone(),
+            stored_at_ms: envelope.t,
+            policy: *policy,
+            tags: Arc::from([]),
+            weight: u32::try_from(bytes.len()).unwrap_or(u32::MAX),
+        };
+        let cached = Self::typed::<T>(entry.clone(), Tier::Shared)?;
+        self.inner.local.insert(key.to_owned(), entry).await;
+        Some(cached)
+    }
+
+    /// Stores the fragment the upstream just answered with, here and (in
+    /// the background) in Redis, with `tags` for invalidation by tag.
+    pub async fn put<T>(&self, policy: &FragmentPolicy, key: &str, tags: &[String], value: Arc<T>)
+    where
+        T: Serialize + Send + Sync + 'static,
+    {
+        let (entry, bytes) = self.prepare(policy, key, tags, value);
+        self.inner.local.insert(key.to_owned(), entry).await;
+        self.put_shared(policy, key, tags, bytes);
+    }
+
+    /// The local entry of a fresh value, and its bytes for Redis when Redis
+    /// is configured (their length weighs the entry either way).
+    fn prepare<T>(
+        &self,
+        policy: &FragmentPolicy,
+        key: &str,
+        tags: &[String],
+        value: Arc<T>,
+    ) -> (Entry, Option<Vec<u8>>)
+    where
+        T: Serialize + Send + Sync + 'static,
+    {
+        let stored_at_ms = now_ms();
+        let envelope = Envelope {
+            t: stored_at_ms,
+            v: &*value,
+        };
+        let (weight, bytes) = if self.inner.shared.is_some() {
+            match serde_json::to_vec(&envelope) {
+                Ok(b) => (b.len(), Some(b)),
+                Err(error) => {
+                    tracing::warn!(key, %error, "fragment does not serialise; kept here only");
+                    (0, None)
+                }
+            }
+        } else {
+            let mut counter = Counter(0);
+            let _ = serde_json::to_writer(&mut counter, &envelope);
+            (counter.0, None)
+        };
+        let entry = Entry {
+            value,
+            stored_at_ms,
+            policy: *policy,
+            tags: tags.iter().cloned().collect(),
+            weight: u32::try_from(weight).unwrap_or(u32::MAX),
+        };
+        (entry, bytes)
+    }
+
+    fn put_shared(
+        &self,
+        policy: &FragmentPolicy,
+        key: &str,
+        tags: &[String],
+        bytes: Option<Vec<u8>>,
+    ) {
+        let Some(bytes) = bytes else { return };
+        let this = self.clone();
+        let shared_key = self.shared_key(key);
+        let ttl_ms = policy.keep_for().as_millis() as u64;
+        let tag_keys: Vec<String> = tags.iter().map(|t| self.tag_key(t)).collect();
+        tokio::spawn(async move {
+            this.redis("set", |mut c| async move {
+                let mut pipe = redis::pipe();
+                pipe.cmd("SET")
+                    .arg(&shared_key)
+                    .arg(bytes)
+                    .arg("PX")
+                    .arg(ttl_ms)
+                    .ignore();
+                for tag in &tag_keys {
+                    pipe.cmd("SADD").arg(tag).arg(&shared_key).ignore();
+                    pipe.cmd("PEXPIRE").arg(tag).arg(ttl_ms).ignore();
+                }
+                pipe.query_async::<()>(&mut c).await
+            })
+            .await;
+        });
+    }
+
+    /// The fragment under `key` if a fresh or revalidating copy is here or
+    /// in Redis; else loads it with `load` and stores it. Concurrent callers
+    /// of a cold key share one load in this process. A failed load is not
+    /// cached (and a stale copy, if any, is the caller's to fall back on).
+    pub async fn get_or_load<T, E, F>(
+        &self,
+        policy: &FragmentPolicy,
+        key: &str,
+        tags: &[String],
+        load: F,
+    ) -> Result<Cached<T>, LoadError<E>>
+    where
+        T: Serialize + DeserializeOwned + Send + Sync + 'static,
+        E: Send + Sync + 'static,
+        F: Future<Output = Result<T, E>>,
+    {
+        let mut bytes = None;
+        match self.get::<T>(policy, key).await {
+            Some(c) if c.freshness != Freshness::Stale => return Ok(c),
+            Some(_) => {
+                // A stale copy is there, so no single flight by key here;
+                // the upstream stack coalesces identical reads.
+                let value = Arc::new(load.await.map_err(|e| LoadError::Failed(Arc::new(e)))?);
+                self.put(policy, key, tags, value.clone()).await;
+                return Ok(Cached {
+                    value,
+                    age: Duration::ZERO,
+                    freshness: Freshness::Fresh,
+                    tier: Tier::Local,
+                });
+            }
+            None => {}
+        }
+        let loaded = self
+            .inner
+            .local
+            .entry(key.to_owned())
+            .or_try_insert_with(async {
+                let value = Arc::new(load.await?);
+                let (entry, shared) = self.prepare(policy, key, tags, value);
+                bytes = shared;
+                Ok::<_, E>(entry)
+            })
+            .await
+            .map_err(LoadError::Failed)?;
+        self.put_shared(policy, key, tags, bytes);
+        let entry = loaded.into_value();
+        let age = age_of(entry.stored_at_ms);
+        match entry.value.downcast::<T>() {
+            Ok(value) => Ok(Cached {
+                value,
+                age,
+                freshness: entry.policy.freshness(age).unwrap_or(Freshness::Stale),
+                tier: Tier::Local,
+            }),
+            // Another type under the same key: the caller's keys collide.
+            Err(_) => {
+                tracing::error!(key, "two fragment types share one cache key");
+                Err(LoadError::Collision)
+            }
+        }
+    }
+
+    /// Forgets `key` here, in Redis, and in every other replica.
+    pub async fn invalidate(&self, key: &str) {
+        self.forget(vec![Invalidation::Key(key.to_owned())]).await;
+    }
+
+    /// Forgets every fragment stored with `tag`, everywhere.
+    pub async fn invalidate_tag(&self, tag: &str) {
+        self.forget(vec![Invalidation::Tag(tag.to_owned())]).await;
+    }
+
+    async fn forget(&self, what: Vec<Invalidation>) {
+        for item in &what {
+            self.forget_locally(item).await;
+            metrics::counter!(names::CACHE_INVALIDATIONS, "by" => match item { Invalidation::Key(_) => "key", Invalidation::Tag(_) => "tag" })
+                .increment(1);
+        }
+        if self.inner.shared.is_none() {
+            return;
+        }
+        for item in what {
+            match &item {
+                Invalidation::Key(k) => {
+                    let shared_key = self.shared_key(k);
+                    self.redis(
+                        "del",
+                        |mut c| async move { c.del::<_, ()>(shared_key).await },
+                    )
+                    .await;
+                }
+                Invalidation::Tag(t) => {
+                    let tag_key = self.tag_key(t);
+                    self.redis("del_tag", |mut c| async move {
+                        let keys: Vec<String> = c.smembers(&tag_key).await?;
+                        let mut pipe = redis::pipe();
+                        for k in keys {
+                            pipe.cmd("DEL").arg(k).ignore();
+                        }
+                        pipe.cmd("DEL").arg(&tag_key).ignore();
+                        pipe.query_async::<()>(&mut c).await
+                    })
+                    .await;
+                }
+            }
+            let channel = self.channel();
+            let message = item.encode();
+            self.redis("publish", |mut c| async move {
+                c.publish::<_, _, ()>(channel, message).await
+            })
+            .await;
+        }
+    }
+
+    async fn forget_locally(&self, item: &Invalidation) {
+        match item {
+            Invalidation::Key(k) => self.inner.local.invalidate(k).await,
+            Invalidation::Tag(t) => {
+                let tag = t.clone();
+                if let Err(error) = self
+                    .inner
+                    .local
+                    .invalidate_entries_if(move |_, e| e.tags.contains(&tag))
+                {
+                    tracing::warn!(%error, "tag invalidation failed locally");
+                }
+            }
+        }
+    }
+
+    /// Listens, in the background, to the invalidations other replicas
+    /// publish and to the `events` channels (each mapped to what it
+    /// invalidates, e.g. a price change to that product's price fragment),
+    /// reconnecting with backoff whenever Redis goes away. Without Redis,
+    /// does nothing: in-process invalidations are already applied.
+    pub fn listen(&self, events: HashMap<String, EventMapper>) {
+        let Some(shared) = self.inner.shared.as_ref() else {
+            return;
+        };
+        let client = shared.client.clone();
+        let this = self.clone();
+        tokio::spawn(async move {
+            let own = this.channel();
+            let mut backoff = Duration::from_millis(100);
+            loop {
+                match this.subscribe(&client, &own, &events).await {
+                    Ok(()) => backoff = Duration::from_millis(100),
+                    Err(error) => {
+                        metrics::counter!(names::CACHE_SHARED_ERRORS, "op" => "subscribe")
+                            .increment(1);
+                        tracing::warn!(%error, "invalidation channel lost; reconnecting");
+                    }
+                }
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(2));
+            }
+        });
+    }
+
+    /// One subscription, until the connection ends.
+    async fn subscribe(
+        &self,
+        client: &redis::Client,
+        own: &str,
+        events: &HashMap<String, EventMapper>,
+    ) -> redis::RedisResult<()> {
+        use futures::StreamExt;
+        let mut pubsub = client.get_async_pubsub().await?;
+        pubsub.subscribe(own).await?;
+        for channel in events.keys() {
+            pubsub.subscribe(channel).await?;
+        }
+        tracing::info!(channel = own, "listening for cache invalidations");
+        let mut messages = pubsub.on_message();
+        while let Some(message) = messages.next().await {
+            let channel = message.get_channel_name().to_owned();
+            let payload = message.get_payload_bytes();
+            let items = if channel == own {
+                std::str::from_utf8(payload)
+                    .ok()
+                    .and_then(Invalidation::decode)
+                    .into_iter()
+                    .collect()
+            } else if let Some(map) = events.get(&channel) {
+                let items = map(payload);
+                // Events from elsewhere also clear Redis (idempotent).
+                for item in &items {
+                    if let Invalidation::Key(k) = item {
+                        let shared_key = self.shared_key(k);
+                        self.redis(
+                            "del",
+                            |mut c| async move { c.del::<_, ()>(shared_key).await },
+                        )
+                        .await;
+                    }
+                }
+                items
+            } else {
+                Vec::new()
+            };
+            for item in &items {
+                self.forget_locally(item).await;
+                metrics::counter!(names::CACHE_INVALIDATIONS, "by" => "event").increment(1);
+            }
+        }
+        Ok(())
+    }
+
+    /// Applies pending evictions (for tests and shutdown).
+    pub async fn sync(&self) {
+        self.inner.local.run_pending_tasks().await;
+    }
+
+    /// Bytes held by the local tier (after [`sync`](Self::sync)).
+    pub fn local_bytes(&self) -> u64 {
+        self.inner.local.weighted_size()
+    }
+}
