@@ -152,3 +152,15 @@ where
         .map(|v| Arc::new(v) as Decoded)
         .map_err(|e| (Failure::InvalidResponse, e.to_string()))
 }
+
+/// A request to nowhere in particular, for the layers' unit tests.
+#[cfg(test)]
+pub(crate) fn test_request() -> UpstreamRequest {
+    UpstreamRequest {
+        method: Method::GET,
+        target: Target::GrpcMethod("/t"),
+        headers: HeaderMap::new(),
+        body: Bytes::new(),
+        info: CallInfo::new("op", decode_json::<()>),
+    }
+}

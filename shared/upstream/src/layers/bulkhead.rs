@@ -124,20 +124,14 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::call::{CallInfo, Target, decode_json};
+    use crate::call::test_request;
     use crate::layers::CallFuture;
     use tower::ServiceExt;
 
     fn request(criticality: Criticality) -> UpstreamRequest {
-        let mut info = CallInfo::new("op", decode_json::<()>);
-        info.criticality = criticality;
-        UpstreamRequest {
-            method: http::Method::GET,
-            target: Target::GrpcMethod("/t"),
-            headers: http::HeaderMap::new(),
-            body: bytes::Bytes::new(),
-            info,
-        }
+        let mut request = test_request();
+        request.info.criticality = criticality;
+        request
     }
 
     #[tokio::test]

@@ -158,19 +158,10 @@ where
 mod tests {
     use super::*;
     use crate::budget::Budget;
-    use crate::call::{CallInfo, Target, decode_json};
     use crate::layers::CallFuture;
     use tower::ServiceExt;
 
-    fn request() -> UpstreamRequest {
-        UpstreamRequest {
-            method: http::Method::GET,
-            target: Target::GrpcMethod("/t"),
-            headers: http::HeaderMap::new(),
-            body: bytes::Bytes::new(),
-            info: CallInfo::new("op", decode_json::<()>),
-        }
-    }
+    use crate::call::test_request as request;
 
     /// An inner service that reports the deadline it was given and hangs.
     fn hanging(seen: tokio::sync::mpsc::UnboundedSender<Option<Instant>>) -> impl CallService {

@@ -127,20 +127,14 @@ impl Policy<UpstreamRequest, UpstreamResponse, UpstreamError> for RetryPolicy {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::call::{CallInfo, Target, decode_json};
+    use crate::call::test_request;
     use crate::error::Failure;
 
     fn request(idempotent: bool, deadline: Option<Instant>) -> UpstreamRequest {
-        let mut info = CallInfo::new("op", decode_json::<()>);
-        info.idempotent = idempotent;
-        info.deadline = deadline;
-        UpstreamRequest {
-            method: http::Method::GET,
-            target: Target::GrpcMethod("/t"),
-            headers: http::HeaderMap::new(),
-            body: bytes::Bytes::new(),
-            info,
-        }
+        let mut request = test_request();
+        request.info.idempotent = idempotent;
+        request.info.deadline = deadline;
+        request
     }
 
     fn failed(failure: Failure) -> Result<UpstreamResponse, UpstreamError> {
