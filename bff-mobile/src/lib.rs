@@ -17,7 +17,7 @@ mod images;
 use axum::Router;
 use axum::middleware::from_fn;
 use axum::routing::get;
-use bff_clients::{OrderClient, RecommendationClient, UserClient, upstreams};
+use bff_clients::{OrderClient, RecommendationClient, UserClient, fragments, upstreams};
 use bff_edge::{BffSpec, EdgeBuilder, Shared, StartError};
 
 /// Name, audience and default port of this BFF.
@@ -25,6 +25,11 @@ pub const SPEC: BffSpec = BffSpec {
     name: "bff-mobile",
     default_port: 8081,
     upstreams: &[upstreams::USER, upstreams::ORDER, upstreams::RECOMMENDATION],
+    fragments: &[
+        fragments::USER,
+        fragments::ORDERS,
+        fragments::RECOMMENDATIONS,
+    ],
 };
 
 /// What the handlers use.

@@ -19,7 +19,7 @@ use axum::middleware::{Next, from_fn};
 use axum::response::Response;
 use axum::routing::get;
 use bff_auth::Claims;
-use bff_clients::{InventoryClient, PricingClient, ProductClient, upstreams};
+use bff_clients::{InventoryClient, PricingClient, ProductClient, fragments, upstreams};
 use bff_edge::{BffSpec, EdgeBuilder, Shared, StartError};
 use bff_problem::ApiError;
 
@@ -28,6 +28,11 @@ pub const SPEC: BffSpec = BffSpec {
     name: "bff-partner",
     default_port: 8083,
     upstreams: &[upstreams::PRODUCT, upstreams::PRICING, upstreams::INVENTORY],
+    fragments: &[
+        fragments::PRODUCT_BATCH,
+        fragments::PRICE_BATCH,
+        fragments::STOCK_BATCH,
+    ],
 };
 
 /// The scope every partner route requires.

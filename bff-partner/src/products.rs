@@ -97,13 +97,13 @@ async fn fetch(
     let key = sorted.join(",");
     let (products, prices, stock) = tokio::join!(
         agg.critical("products")
-            .cached(format!("products:{key}"))
+            .cached("product_batch", format!("product_batch:{key}"))
             .run(app.products.load_many(ctx, &ids)),
         agg.optional("pricing")
-            .cached(format!("prices:{key}"))
+            .cached("price_batch", format!("price_batch:{key}"))
             .run(app.pricing.load_many(ctx, &ids)),
         agg.optional("inventory")
-            .cached(format!("stock:{key}"))
+            .cached("stock_batch", format!("stock_batch:{key}"))
             .run(app.inventory.load_many(ctx, &ids)),
     );
     let products = products.required()?;

@@ -238,13 +238,16 @@ pub(crate) async fn dashboard(
     let user_id = claims.user_id()?;
     let (user, orders, recommendations) = tokio::join!(
         agg.critical("user")
-            .cached(format!("user:{user_id}"))
+            .cached("user", format!("user:{user_id}"))
             .run(app.users.get(&ctx, user_id)),
         agg.optional("orders")
-            .cached(format!("orders:{user_id}:{ORDERS}"))
+            .cached("orders", format!("orders:{user_id}:{ORDERS}"))
             .run(app.orders.recent(&ctx, user_id, ORDERS)),
         agg.optional("recommendations")
-            .cached(format!("recommendations:{user_id}:{RECOMMENDATIONS}"))
+            .cached(
+                "recommendations",
+                format!("recommendations:{user_id}:{RECOMMENDATIONS}")
+            )
             .run(app.recommendations.for_user(&ctx, user_id, RECOMMENDATIONS)),
     );
     let (user, loyalty) = profile(Arc::unwrap_or_clone(user.required()?));

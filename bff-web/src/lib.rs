@@ -17,7 +17,7 @@ use axum::Router;
 use axum::routing::get;
 use bff_clients::{
     InventoryClient, OrderClient, PricingClient, ProductClient, RecommendationClient, ReviewClient,
-    UserClient, upstreams,
+    UserClient, fragments, upstreams,
 };
 use bff_edge::{BffSpec, EdgeBuilder, Shared, StartError};
 
@@ -26,6 +26,15 @@ pub const SPEC: BffSpec = BffSpec {
     name: "bff-web",
     default_port: 8082,
     upstreams: &upstreams::ALL,
+    fragments: &[
+        fragments::USER,
+        fragments::ORDERS,
+        fragments::RECOMMENDATIONS,
+        fragments::PRODUCT,
+        fragments::PRICE,
+        fragments::REVIEWS,
+        fragments::STOCK,
+    ],
 };
 
 /// What the handlers use.
@@ -42,6 +51,10 @@ pub struct AppState {
 
 /// The web BFF's app over `shared`.
 pub async fn app(shared: Shared) -> Result<Router, StartError> {
+    // Price changes from the pricing service evict that product's price
+    // fragment in every replica (with REDIS_URL; without it, fragments are
+    // never served fresh by default, so there is nothing to evict).
+    shared.cache().cache().listen(fragments::price_events());
     let registry = shared.registry();
     let state = AppState {
         users: UserClient::new(registry)?,

@@ -212,17 +212,17 @@ pub(crate) async fn product_page(
 
     let (product_section, price, review_page, stock) = tokio::join!(
         agg.critical("product")
-            .cached(format!("product:{id}"))
+            .cached("product", format!("product:{id}"))
             .run(app.products.load(&ctx, id)),
         agg.optional("pricing")
-            .cached(format!("price:{id}"))
+            .cached("price", format!("price:{id}"))
             .run(app.pricing.load(&ctx, id)),
         async {
             if include_reviews {
                 let fetch = app.reviews.for_product(&ctx, id, REVIEWS);
                 Some(
                     agg.optional("reviews")
-                        .cached(format!("reviews:{id}:{REVIEWS}"))
+                        .cached("reviews", format!("reviews:{id}:{REVIEWS}"))
                         .run(fetch)
                         .await,
                 )
@@ -235,7 +235,7 @@ pub(crate) async fn product_page(
                 let fetch = app.inventory.load(&ctx, id);
                 Some(
                     agg.optional("inventory")
-                        .cached(format!("stock:{id}"))
+                        .cached("stock", format!("stock:{id}"))
                         .run(fetch)
                         .await,
                 )

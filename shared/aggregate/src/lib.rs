@@ -8,10 +8,10 @@
 //! ```
 //! # use bff_aggregate::{Aggregation, Deadlines};
 //! # use bff_upstream::UpstreamError;
-//! # async fn example(cache: bff_cache::FragmentCache) -> Result<(), bff_problem::ApiError> {
-//! let agg = Aggregation::new(cache, Deadlines::default(), "/v1/dashboard");
+//! # async fn example(store: bff_cache::tiered::FragmentStore) -> Result<(), bff_problem::ApiError> {
+//! let agg = Aggregation::new(store, Deadlines::default(), "/v1/dashboard");
 //! let (user, orders) = tokio::join!(
-//!     agg.critical("user").cached("user:42".into())
+//!     agg.critical("user").cached("user", "user:42".into())
 //!         .run(async { Ok::<_, UpstreamError>("Ada".to_owned()) }),
 //!     agg.optional("orders")
 //!         .run(async { Ok::<_, UpstreamError>(vec![1, 2, 3]) }),
@@ -45,12 +45,13 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bff_cache::FragmentCache;
+use bff_cache::tiered::{FragmentStore, Freshness};
 use bff_problem::ApiError;
 use bff_telemetry::names;
 use bff_upstream::budget::{self, Budget};
 use bff_upstream::{Failure, UpstreamError};
 use serde::Serialize;
+use serde::de::DeserializeOwned;
 use tokio::time::Instant;
 
 pub use bff_upstream::Criticality;
@@ -89,7 +90,7 @@ struct Outcome {
 /// One client request's aggregation.
 #[derive(Debug)]
 pub struct Aggregation {
-    cache: FragmentCache,
+    store: FragmentStore,
     started: Instant,
     deadlines: Deadlines,
     route: Arc<str>,
@@ -100,9 +101,9 @@ pub struct Aggregation {
 impl Aggregation {
     /// Starts an aggregation whose sections all finish within
     /// `deadlines.request` from now. `route` labels the metrics.
-    pub fn new(cache: FragmentCache, deadlines: Deadlines, route: impl Into<Arc<str>>) -> Self {
+    pub fn new(store: FragmentStore, deadlines: Deadlines, route: impl Into<Arc<str>>) -> Self {
         Aggregation {
-            cache,
+            store,
             started: Instant::now(),
             deadlines,
             route: route.into(),
@@ -213,7 +214,7 @@ pub struct SectionSpec<'a> {
     name: &'static str,
     criticality: Criticality,
     deadline: Duration,
-    cache_key: Option<String>,
+    cache_key: Option<(&'static str, String)>,
 }
 
 impl SectionSpec<'_> {
@@ -224,10 +225,11 @@ impl SectionSpec<'_> {
         self
     }
 
-    /// The cache key of this section's fragment: stored on success, served
+    /// The kind and key of this section's fragment: served from the cache
+    /// while the kind's policy says it is fresh, stored on success, served
     /// stale on failure. Per-user data must have the subject in the key.
-    pub fn cached(mut self, key: String) -> Self {
-        self.cache_key = Some(key);
+    pub fn cached(mut self, kind: &'static str, key: String) -> Self {
+        self.cache_key = Some((kind, key));
         self
     }
 
@@ -235,10 +237,34 @@ impl SectionSpec<'_> {
     /// back to the cached copy on failure.
     pub async fn run<T, F>(self, fetch: F) -> Section<T>
     where
-        T: Send + Sync + 'static,
+        T: Serialize + DeserializeOwned + Send + Sync + 'static,
         F: Future<Output = Result<T, UpstreamError>>,
     {
         let agg = self.agg;
+        let cache = agg.store.cache();
+        let cached = self
+            .cache_key
+            .as_ref()
+            .map(|(kind, key)| (agg.store.policy(kind), key));
+        if let Some((policy, key)) = &cached
+            && !policy.fresh_for.is_zero()
+            && let Some(hit) = cache.get::<T>(policy, key).await
+            && hit.freshness != Freshness::Stale
+        {
+            metrics::counter!(names::CACHE_LOOKUPS, "section" => self.name, "result" => "hit")
+                .increment(1);
+            agg.record(Outcome {
+                name: self.name,
+                failure: None,
+                stale: false,
+            });
+            return Section {
+                name: self.name,
+                criticality: self.criticality,
+                value: Some(hit.value),
+                failure: None,
+            };
+        }
         let remaining = agg.deadlines.request.saturating_sub(agg.started.elapsed());
         let budget = self.deadline.min(remaining);
         let deadline = Instant::now() + budget;
@@ -246,8 +272,8 @@ impl SectionSpec<'_> {
         let failure = match tokio::time::timeout_at(deadline, fetch).await {
             Ok(Ok(value)) => {
                 let value = Arc::new(value);
-                if let Some(key) = &self.cache_key {
-                    agg.cache.put(key, value.clone()).await;
+                if let Some((policy, key)) = &cached {
+                    cache.put(policy, key, &[], value.clone()).await;
                 }
                 agg.record(Outcome {
                     name: self.name,
@@ -276,14 +302,14 @@ impl SectionSpec<'_> {
         };
         metrics::counter!(names::SECTION_FAILURES, "section" => self.name, "reason" => failure.reason()).increment(1);
         // A resource the service says does not exist is not stood in for.
-        let stale = match (&self.cache_key, failure) {
+        let stale = match (&cached, failure) {
             (_, Failure::NotFound) | (None, _) => None,
-            (Some(key), _) => {
-                let hit = agg.cache.get::<T>(key).await;
+            (Some((policy, key)), _) => {
+                let hit = cache.get::<T>(policy, key).await;
                 let result = if hit.is_some() { "stale" } else { "miss" };
                 metrics::counter!(names::CACHE_LOOKUPS, "section" => self.name, "result" => result)
                     .increment(1);
-                hit.map(|(value, _age)| value)
+                hit.map(|c| c.value)
             }
         };
         agg.record(Outcome {
@@ -372,8 +398,9 @@ pub struct Metadata {
 mod tests {
     use super::*;
 
-    fn cache() -> FragmentCache {
-        FragmentCache::new(100, Duration::from_secs(60))
+    fn cache() -> FragmentStore {
+        let cache = bff_cache::tiered::TieredCache::new(Default::default()).expect("cache");
+        FragmentStore::new(cache, Vec::new(), Duration::from_secs(60))
     }
 
     fn deadlines(request: Duration) -> Deadlines {
@@ -442,7 +469,7 @@ mod tests {
         let first = Aggregation::new(cache.clone(), deadlines(Duration::from_secs(1)), "/t");
         let ok = first
             .critical("user")
-            .cached("user:1".into())
+            .cached("user", "user:1".into())
             .run(async { Ok::<_, UpstreamError>("ada".to_owned()) })
             .await;
         assert_eq!(*ok.required().expect("fresh"), "ada");
@@ -451,7 +478,7 @@ mod tests {
         let second = Aggregation::new(cache.clone(), deadlines(Duration::from_secs(1)), "/t");
         let stale = second
             .critical("user")
-            .cached("user:1".into())
+            .cached("user", "user:1".into())
             .run(fail::<String>(Failure::Unavailable))
             .await;
         assert_eq!(*stale.required().expect("stale"), "ada");
@@ -469,7 +496,7 @@ mod tests {
         let agg = Aggregation::new(cache.clone(), deadlines(Duration::from_secs(1)), "/t");
         let missing = agg
             .critical("user")
-            .cached("u:nf".into())
+            .cached("user", "u:nf".into())
             .run(fail::<String>(Failure::NotFound))
             .await;
         assert_eq!(missing.required().expect_err("404").status().as_u16(), 404);
@@ -515,12 +542,18 @@ mod tests {
         let seen = agg
             .optional("s")
             .deadline(Duration::from_millis(700))
-            .run(async { Ok::<_, UpstreamError>(budget::current()) })
+            .run(async {
+                Ok::<_, UpstreamError>(budget::current().map(|b| {
+                    (
+                        (b.deadline - started).as_millis() as u64,
+                        b.criticality == Criticality::Optional,
+                    )
+                }))
+            })
             .await
             .into_value()
             .and_then(|b| *b)
             .expect("a budget inside the section");
-        assert_eq!(seen.deadline - started, Duration::from_millis(700));
-        assert_eq!(seen.criticality, Criticality::Optional);
+        assert_eq!(seen, (700, true));
     }
 }

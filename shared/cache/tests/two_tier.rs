@@ -23,6 +23,7 @@ const PRICE: FragmentPolicy = FragmentPolicy {
     fresh_for: Duration::from_secs(30),
     revalidate_for: Duration::from_secs(30),
     stale_for: Duration::from_secs(60),
+    approx_bytes: 1024,
 };
 
 fn replica(redis: Option<&testkit::RedisServer>) -> TieredCache {
@@ -223,6 +224,7 @@ async fn freshness_follows_the_policy_and_the_local_tier_is_bounded_by_bytes() {
         fresh_for: Duration::from_millis(150),
         revalidate_for: Duration::from_millis(150),
         stale_for: Duration::from_millis(300),
+        approx_bytes: 64,
     };
     let cache = replica(None);
     cache.put(&short, "k", &[], price("k", 1)).await;

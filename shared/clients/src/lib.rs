@@ -77,3 +77,69 @@ pub mod upstreams {
         INVENTORY,
     ];
 }
+
+/// The kinds of fragment the BFFs cache, with their default policies: kept
+/// only to stand in for a failed section (ten minutes), never served fresh
+/// until configuration says so (`BFF_CACHE_{KIND}_FRESH`, `_REVALIDATE`,
+/// `_STALE`); `approx_bytes` weighs a fragment in the in-process tier when
+/// it is not serialised for Redis.
+pub mod fragments {
+    use std::collections::HashMap;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use bff_cache::tiered::{EventMapper, FragmentPolicy, Invalidation};
+
+    const fn stand_in(kind: &'static str, approx_bytes: u32) -> FragmentPolicy {
+        FragmentPolicy {
+            kind,
+            fresh_for: Duration::ZERO,
+            revalidate_for: Duration::ZERO,
+            stale_for: Duration::from_secs(600),
+            approx_bytes,
+        }
+    }
+
+    /// A user's profile (`user:{id}`).
+    pub const USER: FragmentPolicy = stand_in("user", 4 * 1024);
+    /// A user's latest orders (`orders:{id}:{n}`).
+    pub const ORDERS: FragmentPolicy = stand_in("orders", 8 * 1024);
+    /// A user's recommendations (`recommendations:{id}:{n}`).
+    pub const RECOMMENDATIONS: FragmentPolicy = stand_in("recommendations", 4 * 1024);
+    /// A product (`product:{id}`).
+    pub const PRODUCT: FragmentPolicy = stand_in("product", 2 * 1024);
+    /// A product's price (`price:{id}`), invalidated by price events.
+    pub const PRICE: FragmentPolicy = stand_in("price", 256);
+    /// A product's latest reviews (`reviews:{id}:{n}`).
+    pub const REVIEWS: FragmentPolicy = stand_in("reviews", 4 * 1024);
+    /// A product's stock (`stock:{id}`).
+    pub const STOCK: FragmentPolicy = stand_in("stock", 512);
+    /// Products of a partner batch (`product_batch:{ids}`).
+    pub const PRODUCT_BATCH: FragmentPolicy = stand_in("product_batch", 64 * 1024);
+    /// Prices of a partner batch (`price_batch:{ids}`).
+    pub const PRICE_BATCH: FragmentPolicy = stand_in("price_batch", 8 * 1024);
+    /// Stock of a partner batch (`stock_batch:{ids}`).
+    pub const STOCK_BATCH: FragmentPolicy = stand_in("stock_batch", 16 * 1024);
+
+    /// The pricing service's price-change channel (Redis pub/sub).
+    pub const PRICE_EVENTS: &str = "demo.pricing.price-changed";
+
+    /// What a price-change event invalidates: that product's price
+    /// fragment, and nothing else.
+    pub fn price_events() -> HashMap<String, EventMapper> {
+        let map: EventMapper = Arc::new(|payload: &[u8]| {
+            #[derive(serde::Deserialize)]
+            struct PriceChanged {
+                product_id: uuid::Uuid,
+            }
+            match serde_json::from_slice::<PriceChanged>(payload) {
+                Ok(event) => vec![Invalidation::Key(format!("price:{}", event.product_id))],
+                Err(error) => {
+                    tracing::warn!(%error, "unreadable price event ignored");
+                    Vec::new()
+                }
+            }
+        });
+        HashMap::from([(PRICE_EVENTS.to_owned(), map)])
+    }
+}

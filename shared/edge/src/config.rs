@@ -18,6 +18,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
+use bff_cache::tiered::FragmentPolicy;
 use bff_telemetry::LogFormat;
 use bff_upstream::{UpstreamDecl, UpstreamPolicy, UpstreamSettings};
 use reqwest::Url;
@@ -51,6 +52,8 @@ pub struct BffSpec {
     /// The upstreams this BFF calls: only these are configured, built and
     /// listed in `/readyz`.
     pub upstreams: &'static [UpstreamDecl],
+    /// The kinds of fragment this BFF caches, with their default policies.
+    pub fragments: &'static [FragmentPolicy],
 }
 
 const PASSTHROUGH: [&str; 4] = [
@@ -83,10 +86,13 @@ pub struct BffConfig {
     pub connect_timeout: Duration,
     /// Section deadlines.
     pub deadlines: Deadlines,
-    /// How long a cached fragment may stand in for a failed section.
+    /// How long a fragment of a kind without a policy may stand in for a
+    /// failed section.
     pub cache_stale_for: Duration,
-    /// Fragments kept at most.
-    pub cache_max_entries: u64,
+    /// Bytes the in-process cache tier may hold.
+    pub cache_max_bytes: u64,
+    /// The policy of each declared kind of fragment.
+    pub fragments: Vec<FragmentPolicy>,
     /// Largest request body accepted.
     pub body_limit: usize,
     /// How long in-flight requests may take to finish after SIGTERM.
@@ -95,7 +101,7 @@ pub struct BffConfig {
     pub log_format: LogFormat,
     /// `RUST_LOG` filter.
     pub log_filter: String,
-    /// `REDIS_URL` (the shared tier is not in this build: logged at start).
+    /// `REDIS_URL`: the shared cache tier and its invalidation channel.
     pub redis_url: Option<String>,
     /// `OTEL_EXPORTER_OTLP_ENDPOINT` (export is not in this build: logged at start).
     pub otlp_endpoint: Option<String>,
@@ -216,6 +222,13 @@ impl Source {
             } else {
                 Ok(d)
             }
+        })
+    }
+
+    fn duration_or_zero(&mut self, key: &str, default: Duration) -> Result<Duration, ConfigError> {
+        self.parse(key, default, |raw| {
+            humantime::parse_duration(raw)
+                .map_err(|_| "expected a duration such as 0s, 500ms, 2s or 1m".to_owned())
         })
     }
 
@@ -396,6 +409,17 @@ impl BffConfig {
                 ),
             ));
         }
+        let cache_stale_for = s.duration("BFF_CACHE_STALE_FOR", Duration::from_secs(600))?;
+        let mut fragments = Vec::with_capacity(spec.fragments.len());
+        for default in spec.fragments {
+            let key = |suffix: &str| format!("BFF_CACHE_{}_{suffix}", default.kind.to_uppercase());
+            fragments.push(FragmentPolicy {
+                fresh_for: s.duration_or_zero(&key("FRESH"), default.fresh_for)?,
+                revalidate_for: s.duration_or_zero(&key("REVALIDATE"), default.revalidate_for)?,
+                stale_for: s.duration_or_zero(&key("STALE"), default.stale_for)?,
+                ..*default
+            });
+        }
         let log_format = match s.take("BFF_LOG_FORMAT") {
             None => LogFormat::detect(),
             Some(raw) => LogFormat::parse(raw.trim()).ok_or_else(|| {
@@ -415,8 +439,9 @@ impl BffConfig {
             upstreams,
             connect_timeout: s.duration("BFF_CONNECT_TIMEOUT", Duration::from_millis(500))?,
             deadlines,
-            cache_stale_for: s.duration("BFF_CACHE_STALE_FOR", Duration::from_secs(600))?,
-            cache_max_entries: s.positive("BFF_CACHE_MAX_ENTRIES", 100_000)?,
+            cache_stale_for,
+            cache_max_bytes: s.positive("BFF_CACHE_MAX_BYTES", 64 * 1024 * 1024)?,
+            fragments,
             body_limit: s.positive("BFF_BODY_LIMIT", 64 * 1024)? as usize,
             shutdown_grace: s.duration("BFF_SHUTDOWN_GRACE", Duration::from_secs(10))?,
             log_format,
@@ -506,6 +531,13 @@ mod tests {
                 default_url: "http://127.0.0.1:7004",
             },
         ],
+        fragments: &[FragmentPolicy {
+            kind: "price",
+            fresh_for: Duration::ZERO,
+            revalidate_for: Duration::ZERO,
+            stale_for: Duration::from_secs(600),
+            approx_bytes: 200,
+        }],
     };
 
     fn policy(c: &BffConfig, name: &str) -> UpstreamPolicy {
@@ -529,6 +561,13 @@ mod tests {
             "http://127.0.0.1:7005/graphql"
         );
         assert!(c.upstream("inventory").is_none(), "not declared");
+        assert_eq!(c.fragments[0].fresh_for, Duration::ZERO);
+        let c =
+            BffConfig::load(SPEC, None, env(&[("BFF_CACHE_PRICE_FRESH", "30s")])).expect("valid");
+        assert_eq!(c.fragments[0].fresh_for, Duration::from_secs(30));
+        let err = BffConfig::load(SPEC, None, env(&[("BFF_CACHE_PRICE_STALE", "long")]))
+            .expect_err("invalid");
+        assert_eq!(err.key, "BFF_CACHE_PRICE_STALE");
         assert_eq!(policy(&c, "user"), UpstreamPolicy::default());
         assert_eq!(c.issuer, "http://127.0.0.1:7000");
         assert_eq!(c.deadlines.critical, Duration::from_millis(500));

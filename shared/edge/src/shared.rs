@@ -5,7 +5,7 @@ use std::sync::Arc;
 use axum::Router;
 use axum::middleware::{from_fn, from_fn_with_state};
 use bff_auth::{AuthConfig, Authenticator};
-use bff_cache::FragmentCache;
+use bff_cache::tiered::{FragmentStore, TieredCache, TieredConfig, TieredError};
 use bff_problem::ApiError;
 use bff_upstream::{Registry, RegistryError};
 use tower_http::compression::CompressionLayer;
@@ -20,12 +20,15 @@ pub enum StartError {
     /// An upstream (or the HTTP pool) cannot be built, or is not declared.
     #[error(transparent)]
     Upstream(#[from] RegistryError),
+    /// The cache cannot be built (an unusable `REDIS_URL`).
+    #[error(transparent)]
+    Cache(#[from] TieredError),
 }
 
 struct Inner {
     config: BffConfig,
     auth: Arc<Authenticator>,
-    cache: FragmentCache,
+    cache: FragmentStore,
     registry: Registry,
 }
 
@@ -52,8 +55,8 @@ impl Shared {
             tracing::warn!("{warning}");
         }
         if config.redis_url.is_some() {
-            tracing::warn!(
-                "REDIS_URL is set, but this build keeps cache and limits in process only"
+            tracing::info!(
+                "REDIS_URL is set: fragments are shared with the other replicas (rate limits stay in process in this build)"
             );
         }
         if config.otlp_endpoint.is_some() {
@@ -72,7 +75,15 @@ impl Shared {
         );
         auth_config.refresh_every = config.jwks_refresh;
         let auth = Authenticator::start(auth_config, http.clone());
-        let cache = FragmentCache::new(config.cache_max_entries, config.cache_stale_for);
+        let cache = FragmentStore::new(
+            TieredCache::new(TieredConfig {
+                local_max_bytes: config.cache_max_bytes,
+                redis_url: config.redis_url.clone(),
+                ..TieredConfig::default()
+            })?,
+            config.fragments.clone(),
+            config.cache_stale_for,
+        );
         Ok(Shared {
             inner: Arc::new(Inner {
                 config,
@@ -94,7 +105,7 @@ impl Shared {
     }
 
     /// The fragment cache.
-    pub fn cache(&self) -> &FragmentCache {
+    pub fn cache(&self) -> &FragmentStore {
         &self.inner.cache
     }
 
