@@ -106,7 +106,6 @@ struct Entry {
     value: Arc<dyn Any + Send + Sync>,
     stored_at_ms: u64,
     policy: FragmentPolicy,
-    tags: Arc<[String]>,
     weight: u32,
 }
 
@@ -118,34 +117,6 @@ fn now_ms() -> u64 {
 
 fn age_of(stored_at_ms: u64) -> Duration {
     Duration::from_millis(now_ms().saturating_sub(stored_at_ms))
-}
-
-struct KeepFor;
-
-impl moka::Expiry<String, Entry> for KeepFor {
-    fn expire_after_create(
-        &self,
-        _key: &String,
-        entry: &Entry,
-        _now: std::time::Instant,
-    ) -> Option<Duration> {
-        Some(
-            entry
-                .policy
-                .keep_for()
-                .saturating_sub(age_of(entry.stored_at_ms)),
-        )
-    }
-
-    fn expire_after_update(
-        &self,
-        key: &String,
-        entry: &Entry,
-        now: std::time::Instant,
-        _left: Option<Duration>,
-    ) -> Option<Duration> {
-        self.expire_after_create(key, entry, now)
-    }
 }
 
 /// The store and the policy of each kind of fragment: what a section
@@ -198,6 +169,11 @@ pub struct TieredConfig {
     /// Bytes the local tier may hold (serialised JSON with Redis, each
     /// policy's `approx_bytes` without).
     pub local_max_bytes: u64,
+    /// How long the local tier keeps any fragment: the longest `keep_for`
+    /// of the policies. (Each read still checks its own policy's windows;
+    /// one time-to-live for all is cheaper on every insert than a timer per
+    /// entry.)
+    pub local_keep_for: Duration,
     /// `REDIS_URL`; `None` keeps everything in process.
     pub redis_url: Option<String>,
     /// Longest any Redis call may take.
@@ -211,6 +187,7 @@ impl Default for TieredConfig {
     fn default() -> Self {
         TieredConfig {
             local_max_bytes: 64 * 1024 * 1024,
+            local_keep_for: Duration::from_secs(600),
             redis_url: None,
             redis_timeout: Duration::from_millis(50),
             namespace: "bff".to_owned(),
@@ -271,6 +248,9 @@ struct Shared {
 
 struct Inner {
     local: moka::future::Cache<String, Entry>,
+    /// The keys stored with each tag (only fragments stored with tags pay
+    /// for this).
+    tagged: std::sync::Mutex<HashMap<String, std::collections::HashSet<String>>>,
     shared: Option<Shared>,
     namespace: String,
 }
@@ -310,8 +290,7 @@ impl TieredCache {
         let local = moka::future::Cache::builder()
             .max_capacity(config.local_max_bytes)
             .weigher(|_key: &String, entry: &Entry| entry.weight)
-            .expire_after(KeepFor)
-            .support_invalidation_closures()
+            .time_to_live(config.local_keep_for)
             .build();
         let shared = match &config.redis_url {
             None => None,
@@ -334,6 +313,7 @@ impl TieredCache {
         Ok(TieredCache {
             inner: Arc::new(Inner {
                 local,
+                tagged: std::sync::Mutex::default(),
                 shared,
                 namespace: config.namespace,
             }),
@@ -441,7 +421,6 @@ impl TieredCache {
             value: value.clone(),
             stored_at_ms: envelope.t,
             policy: *policy,
-            tags: Arc::from([]),
             weight: u32::try_from(bytes.len()).unwrap_or(u32::MAX),
         };
         let cached = Self::typed::<T>(entry.clone(), Tier::Shared)?;
@@ -455,18 +434,18 @@ impl TieredCache {
     where
         T: Serialize + Send + Sync + 'static,
     {
-        let (entry, bytes) = self.prepare(policy, key, tags, value);
+        let (entry, bytes) = self.prepare(policy, key, value);
+        self.remember_tags(key, tags);
         self.inner.local.insert(key.to_owned(), entry).await;
         self.put_shared(policy, key, tags, bytes);
     }
 
     /// The local entry of a fresh value, and its bytes for Redis when Redis
-    /// is configured (their length weighs the entry either way).
+    /// is configured (their length then weighs the entry).
     fn prepare<T>(
         &self,
         policy: &FragmentPolicy,
         key: &str,
-        tags: &[String],
         value: Arc<T>,
     ) -> (Entry, Option<Vec<u8>>)
     where
@@ -492,10 +471,22 @@ impl TieredCache {
             value,
             stored_at_ms,
             policy: *policy,
-            tags: tags.iter().cloned().collect(),
             weight: u32::try_from(weight).unwrap_or(u32::MAX),
         };
         (entry, bytes)
+    }
+
+    fn remember_tags(&self, key: &str, tags: &[String]) {
+        if tags.is_empty() {
+            return;
+        }
+        let mut tagged = self.inner.tagged.lock().unwrap_or_else(|p| p.into_inner());
+        for tag in tags {
+            tagged
+                .entry(tag.clone())
+                .or_default()
+                .insert(key.to_owned());
+        }
     }
 
     fn put_shared(
@@ -568,7 +559,8 @@ impl TieredCache {
             .entry(key.to_owned())
             .or_try_insert_with(async {
                 let value = Arc::new(load.await?);
-                let (entry, shared) = self.prepare(policy, key, tags, value);
+                let (entry, shared) = self.prepare(policy, key, value);
+                self.remember_tags(key, tags);
                 bytes = shared;
                 Ok::<_, E>(entry)
             })
@@ -648,13 +640,15 @@ impl TieredCache {
         match item {
             Invalidation::Key(k) => self.inner.local.invalidate(k).await,
             Invalidation::Tag(t) => {
-                let tag = t.clone();
-                if let Err(error) = self
+                let keys = self
                     .inner
-                    .local
-                    .invalidate_entries_if(move |_, e| e.tags.contains(&tag))
-                {
-                    tracing::warn!(%error, "tag invalidation failed locally");
+                    .tagged
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(t)
+                    .unwrap_or_default();
+                for key in keys {
+                    self.inner.local.invalidate(&key).await;
                 }
             }
         }

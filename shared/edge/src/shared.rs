@@ -1,6 +1,7 @@
 //! What every BFF of a process shares, and the composition of its app.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
 use axum::middleware::{from_fn, from_fn_with_state};
@@ -78,6 +79,11 @@ impl Shared {
         let cache = FragmentStore::new(
             TieredCache::new(TieredConfig {
                 local_max_bytes: config.cache_max_bytes,
+                local_keep_for: config
+                    .fragments
+                    .iter()
+                    .map(|p| p.keep_for())
+                    .fold(config.cache_stale_for, Duration::max),
                 redis_url: config.redis_url.clone(),
                 ..TieredConfig::default()
             })?,
