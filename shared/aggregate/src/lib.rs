@@ -227,7 +227,9 @@ impl SectionSpec<'_> {
 
     /// The kind and key of this section's fragment: served from the cache
     /// while the kind's policy says it is fresh, stored on success, served
-    /// stale on failure. Per-user data must have the subject in the key.
+    /// stale on failure. (A revalidating copy is fetched again: refreshing
+    /// it in the background needs an owned fetch, which sections do not
+    /// take yet.) Per-user data must have the subject in the key.
     pub fn cached(mut self, kind: &'static str, key: String) -> Self {
         self.cache_key = Some((kind, key));
         self
@@ -249,7 +251,7 @@ impl SectionSpec<'_> {
         if let Some((policy, key)) = &cached
             && !policy.fresh_for.is_zero()
             && let Some(hit) = cache.get::<T>(policy, key).await
-            && hit.freshness != Freshness::Stale
+            && hit.freshness == Freshness::Fresh
         {
             metrics::counter!(names::CACHE_LOOKUPS, "section" => self.name, "result" => "hit")
                 .increment(1);
@@ -531,6 +533,50 @@ mod tests {
             err.detail().contains("orders (timeout)"),
             "{}",
             err.detail()
+        );
+    }
+
+    #[tokio::test]
+    async fn a_fresh_fragment_is_served_without_calling_the_upstream() {
+        let cache = bff_cache::tiered::TieredCache::new(Default::default()).expect("cache");
+        let fresh = bff_cache::tiered::FragmentPolicy {
+            kind: "user",
+            fresh_for: Duration::from_secs(60),
+            revalidate_for: Duration::ZERO,
+            stale_for: Duration::from_secs(60),
+            approx_bytes: 100,
+        };
+        let store = FragmentStore::new(cache, vec![fresh], Duration::from_secs(60));
+        let calls = std::sync::atomic::AtomicUsize::new(0);
+        let fetch = || async {
+            calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            Ok::<_, UpstreamError>("ada".to_owned())
+        };
+        for _ in 0..3 {
+            let agg = Aggregation::new(store.clone(), deadlines(Duration::from_secs(1)), "/t");
+            let user = agg
+                .critical("user")
+                .cached("user", "user:1".into())
+                .run(fetch())
+                .await;
+            assert_eq!(*user.required().expect("served"), "ada");
+            assert_eq!(agg.metadata().expect("whole").partial_failures, 0);
+        }
+        assert_eq!(
+            calls.load(std::sync::atomic::Ordering::SeqCst),
+            1,
+            "then fresh hits"
+        );
+        let other = Aggregation::new(store, deadlines(Duration::from_secs(1)), "/t");
+        let _ = other
+            .critical("user")
+            .cached("user", "user:2".into())
+            .run(fetch())
+            .await;
+        assert_eq!(
+            calls.load(std::sync::atomic::Ordering::SeqCst),
+            2,
+            "another subject's key is its own"
         );
     }
 

@@ -415,7 +415,6 @@ impl BffConfig {
             let key = |suffix: &str| format!("BFF_CACHE_{}_{suffix}", default.kind.to_uppercase());
             fragments.push(FragmentPolicy {
                 fresh_for: s.duration_or_zero(&key("FRESH"), default.fresh_for)?,
-                revalidate_for: s.duration_or_zero(&key("REVALIDATE"), default.revalidate_for)?,
                 stale_for: s.duration_or_zero(&key("STALE"), default.stale_for)?,
                 ..*default
             });
