@@ -235,6 +235,20 @@ impl SectionSpec<'_> {
         self
     }
 
+    fn succeeded<T>(&self, value: Arc<T>) -> Section<T> {
+        self.agg.record(Outcome {
+            name: self.name,
+            failure: None,
+            stale: false,
+        });
+        Section {
+            name: self.name,
+            criticality: self.criticality,
+            value: Some(value),
+            failure: None,
+        }
+    }
+
     /// Fetches the section within its deadline (and the request's), falling
     /// back to the cached copy on failure.
     pub async fn run<T, F>(self, fetch: F) -> Section<T>
@@ -255,17 +269,7 @@ impl SectionSpec<'_> {
         {
             metrics::counter!(names::CACHE_LOOKUPS, "section" => self.name, "result" => "hit")
                 .increment(1);
-            agg.record(Outcome {
-                name: self.name,
-                failure: None,
-                stale: false,
-            });
-            return Section {
-                name: self.name,
-                criticality: self.criticality,
-                value: Some(hit.value),
-                failure: None,
-            };
+            return self.succeeded(hit.value);
         }
         let remaining = agg.deadlines.request.saturating_sub(agg.started.elapsed());
         let budget = self.deadline.min(remaining);
@@ -277,17 +281,7 @@ impl SectionSpec<'_> {
                 if let Some((policy, key)) = &cached {
                     cache.put(policy, key, &[], value.clone()).await;
                 }
-                agg.record(Outcome {
-                    name: self.name,
-                    failure: None,
-                    stale: false,
-                });
-                return Section {
-                    name: self.name,
-                    criticality: self.criticality,
-                    value: Some(value),
-                    failure: None,
-                };
+                return self.succeeded(value);
             }
             Ok(Err(error)) => {
                 tracing::info!(section = self.name, %error, "section failed");
