@@ -310,14 +310,7 @@ async fn an_open_circuit_fails_fast() {
         started.elapsed()
     );
     assert_eq!(body["metadata"]["reasons"]["orders"], "circuit_open");
-    let ready: Value = client()
-        .get(server.url("/readyz"))
-        .send()
-        .await
-        .expect("readyz")
-        .json()
-        .await
-        .expect("json");
+    let ready = server.get_json("/readyz").await;
     assert_eq!(ready["upstreams"]["order"], "open");
     assert_eq!(ready["upstreams"]["user"], "closed");
 }
@@ -423,14 +416,7 @@ async fn request_ids_are_honoured_or_generated_and_metrics_are_served() {
         .expect("request");
     assert_ne!(r.headers()["x-request-id"], "bad id!");
     assert_eq!(r.headers()["x-request-id"].len(), 36);
-    let metrics = client()
-        .get(server.url("/metrics"))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let metrics = server.get_text("/metrics").await;
     assert!(
         metrics.contains("http_server_request_duration_bucket"),
         "{metrics}"

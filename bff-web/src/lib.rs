@@ -54,7 +54,7 @@ pub async fn app(shared: Shared) -> Result<Router, StartError> {
     // Price changes from the pricing service evict that product's price
     // fragment in every replica (with REDIS_URL; without it, fragments are
     // never served fresh by default, so there is nothing to evict).
-    shared.cache().cache().listen(fragments::price_events());
+    shared.fragments().cache().listen(fragments::price_events());
     let registry = shared.registry();
     let state = AppState {
         users: UserClient::new(registry)?,

@@ -80,15 +80,7 @@ impl Chaos {
     }
 
     async fn circuits(&self) -> Value {
-        let ready: Value = client()
-            .get(self.server.url("/readyz"))
-            .send()
-            .await
-            .expect("readyz")
-            .json()
-            .await
-            .expect("json");
-        ready["upstreams"].clone()
+        self.server.get_json("/readyz").await["upstreams"].clone()
     }
 
     async fn fault_all(&self, fault: Value) {
@@ -224,6 +216,21 @@ async fn erroring_upstreams_open_their_circuits() {
         "upstream_error",
     )
     .await;
+    let metrics = c.server.get_text("/metrics").await;
+    for expected in [
+        // gRPC calls are measured as RPCs, HTTP ones as HTTP client calls.
+        r#"rpc_client_call_duration_count{upstream="inventory",operation="BatchGetStock",outcome="server_error"}"#,
+        r#"http_client_request_duration_count{upstream="review",operation="list_reviews",outcome="server_error"}"#,
+        r#"http_client_request_duration_count{upstream="pricing",operation="pricings",outcome="circuit_open"}"#,
+        r#"bff_upstream_circuit_transitions{upstream="review",state="open"}"#,
+        r#"bff_upstream_circuit_transitions{upstream="review",state="half_open"}"#,
+        r#"bff_upstream_circuit_transitions{upstream="review",state="closed"}"#,
+    ] {
+        assert!(
+            metrics.contains(expected),
+            "{expected} missing from /metrics"
+        );
+    }
 }
 
 #[tokio::test]

@@ -100,12 +100,7 @@ async fn replicas_share_fragments_and_price_changes_reach_both() {
     assert_eq!(products(), 1, "only the price fragment was evicted");
     assert!(prices() >= 2, "the price was fetched again");
 
-    let metrics = reqwest::get(a.url("/metrics"))
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let metrics = a.get_text("/metrics").await;
     assert!(
         metrics.contains("bff_cache_lookups{section=\"product\",result=\"hit\"}"),
         "fresh hits are counted"

@@ -75,6 +75,29 @@ impl TestServer {
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
     }
+
+    /// The body of an unauthenticated `GET path` (`/metrics`, …).
+    ///
+    /// # Panics
+    /// When the server does not answer.
+    pub async fn get_text(&self, path: &str) -> String {
+        let response = reqwest::get(self.url(path))
+            .await
+            .unwrap_or_else(|e| panic!("GET {path}: {e}"));
+        response
+            .text()
+            .await
+            .unwrap_or_else(|e| panic!("GET {path}: {e}"))
+    }
+
+    /// The JSON body of an unauthenticated `GET path` (`/readyz`, …).
+    ///
+    /// # Panics
+    /// When the server does not answer JSON.
+    pub async fn get_json(&self, path: &str) -> serde_json::Value {
+        let text = self.get_text(path).await;
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("GET {path}: {e}: {text}"))
+    }
 }
 
 impl Drop for TestServer {

@@ -118,11 +118,6 @@ impl Aggregation {
         self
     }
 
-    /// Whether this aggregation is strict.
-    pub fn is_strict(&self) -> bool {
-        self.strict
-    }
-
     /// A section the response cannot do without (the critical deadline).
     pub fn critical(&self, name: &'static str) -> SectionSpec<'_> {
         SectionSpec {

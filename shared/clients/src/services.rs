@@ -332,7 +332,6 @@ impl ProductClient {
 #[derive(Debug, Clone)]
 pub struct InventoryClient {
     grpc: GrpcClient,
-    channel: tonic::transport::Channel,
     loader: BatchLoader<Uuid, Stock>,
 }
 
@@ -363,7 +362,6 @@ impl InventoryClient {
     /// within `window` of each other.
     pub fn with_batch_window(registry: &Registry, window: Duration) -> Result<Self, RegistryError> {
         let grpc = registry.grpc(upstreams::INVENTORY.name)?;
-        let channel = registry.channel(upstreams::INVENTORY.name)?;
         let batch = grpc.clone();
         let loader = BatchLoader::new("stock", window, MAX_BATCH, move |ctx, ids: Vec<Uuid>| {
             let grpc = batch.clone();
@@ -372,21 +370,12 @@ impl InventoryClient {
                 Ok(found.found.into_iter().map(|s| (s.product_id, s)).collect())
             }
         });
-        Ok(InventoryClient {
-            grpc,
-            channel,
-            loader,
-        })
+        Ok(InventoryClient { grpc, loader })
     }
 
     /// The upstream.
     pub fn upstream(&self) -> &Upstream {
         self.grpc.upstream()
-    }
-
-    /// The raw channel, for the streaming `WatchStock`.
-    pub fn channel(&self) -> &tonic::transport::Channel {
-        &self.channel
     }
 
     /// Stock of one product (`GetStock`).

@@ -67,7 +67,7 @@ impl<S: Send + Sync> FromRequestParts<S> for Aggregate {
             .get::<MatchedPath>()
             .map_or("unmatched", MatchedPath::as_str);
         Ok(Aggregate(
-            Aggregation::new(shared.cache().clone(), shared.config().deadlines, route)
+            Aggregation::new(shared.fragments().clone(), shared.config().deadlines, route)
                 .strict(prefers_strict(&parts.headers)),
         ))
     }

@@ -111,7 +111,7 @@ impl Shared {
     }
 
     /// The fragment cache.
-    pub fn cache(&self) -> &FragmentStore {
+    pub fn fragments(&self) -> &FragmentStore {
         &self.inner.cache
     }
 

@@ -111,9 +111,8 @@ pub struct UpstreamRequest {
 pub struct UpstreamResponse {
     /// HTTP status.
     pub status: StatusCode,
-    /// Its body as received (for gRPC: the message without framing).
-    pub body: Bytes,
-    /// What the call's decoder made of the body.
+    /// What the call's decoder made of the body (the raw bytes are not
+    /// kept: coalesced waiters would hold them for nothing).
     pub decoded: Decoded,
 }
 
@@ -121,15 +120,7 @@ impl std::fmt::Debug for UpstreamResponse {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("UpstreamResponse")
             .field("status", &self.status)
-            .field("body_len", &self.body.len())
             .finish_non_exhaustive()
-    }
-}
-
-impl UpstreamResponse {
-    /// The decoded answer as `T` (the type the call's decoder produced).
-    pub fn decoded<T: Send + Sync + 'static>(&self) -> Option<Arc<T>> {
-        self.decoded.clone().downcast::<T>().ok()
     }
 }
 

@@ -96,7 +96,6 @@ pub enum RegistryError {
 struct Entry {
     upstream: Upstream,
     url: Url,
-    channel: Option<tonic::transport::Channel>,
 }
 
 /// Every upstream of one BFF process, built once.
@@ -117,15 +116,12 @@ impl Registry {
         let mut entries = BTreeMap::new();
         for s in settings {
             let name = s.decl.name;
-            let (upstream, channel) = match s.decl.protocol {
-                Protocol::Rest | Protocol::GraphQl => (
-                    Upstream::new(
-                        name,
-                        s.decl.protocol,
-                        s.policy,
-                        HttpTransport::new(name, http.clone()),
-                    ),
-                    None,
+            let upstream = match s.decl.protocol {
+                Protocol::Rest | Protocol::GraphQl => Upstream::new(
+                    name,
+                    s.decl.protocol,
+                    s.policy,
+                    HttpTransport::new(name, http.clone()),
                 ),
                 Protocol::Grpc => {
                     let channel = channel(s.url.as_str(), connect_timeout).map_err(|source| {
@@ -134,14 +130,11 @@ impl Registry {
                             source,
                         }
                     })?;
-                    (
-                        Upstream::new(
-                            name,
-                            Protocol::Grpc,
-                            s.policy,
-                            GrpcTransport::new(name, channel.clone()),
-                        ),
-                        Some(channel),
+                    Upstream::new(
+                        name,
+                        Protocol::Grpc,
+                        s.policy,
+                        GrpcTransport::new(name, channel),
                     )
                 }
             };
@@ -150,7 +143,6 @@ impl Registry {
                 Entry {
                     upstream,
                     url: s.url.clone(),
-                    channel,
                 },
             );
         }
@@ -194,12 +186,6 @@ impl Registry {
     pub fn grpc(&self, name: &'static str) -> Result<GrpcClient, RegistryError> {
         let e = self.entry(name, Protocol::Grpc)?;
         Ok(GrpcClient::new(e.upstream.clone()))
-    }
-
-    /// The raw channel of gRPC upstream `name`, for streaming calls.
-    pub fn channel(&self, name: &'static str) -> Result<tonic::transport::Channel, RegistryError> {
-        let e = self.entry(name, Protocol::Grpc)?;
-        e.channel.clone().ok_or(RegistryError::Undeclared(name))
     }
 
     /// Every upstream, by name.

@@ -11,7 +11,7 @@
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bytes::{Buf, BufMut, Bytes, BytesMut};
+use bytes::{Buf, BufMut, BytesMut};
 use http::{HeaderMap, HeaderValue, Method, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
 use tonic::transport::{Channel, Endpoint};
@@ -217,11 +217,9 @@ impl Service<UpstreamRequest> for GrpcTransport {
                         format!("message of {} bytes framed as {len}", data.len()),
                     ));
                 }
-                let body: Bytes = data;
-                let decoded = decode(upstream, decoder, &body)?;
+                let decoded = decode(upstream, decoder, &data)?;
                 Ok(UpstreamResponse {
                     status: StatusCode::OK,
-                    body,
                     decoded,
                 })
             };

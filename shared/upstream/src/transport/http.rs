@@ -131,11 +131,7 @@ impl Service<UpstreamRequest> for HttpTransport {
                 }
                 let body = read_body(upstream, response).await?;
                 let decoded = decode(upstream, decoder, &body)?;
-                Ok(UpstreamResponse {
-                    status,
-                    body,
-                    decoded,
-                })
+                Ok(UpstreamResponse { status, decoded })
             };
             exchange.await
         })
