@@ -534,6 +534,7 @@ mod tests {
             revalidate_for: Duration::ZERO,
             stale_for: Duration::from_secs(60),
             approx_bytes: 100,
+            per_user: false,
         };
         let store = FragmentStore::new(cache, vec![fresh], Duration::from_secs(60));
         let calls = std::sync::atomic::AtomicUsize::new(0);

@@ -17,6 +17,7 @@
 //!     revalidate_for: Duration::ZERO,
 //!     stale_for: Duration::from_secs(600),
 //!     approx_bytes: 4096,
+//!     per_user: true,
 //! };
 //! let cache = TieredCache::new(TieredConfig::default()).expect("no Redis: cannot fail");
 //! cache.put(&USER, "user:42", &[], Arc::new(vec![1u32, 2, 3])).await;

@@ -47,6 +47,9 @@ pub struct FragmentPolicy {
     /// serialised for Redis (without Redis, weighing each fragment by
     /// serialising it would cost ~10 µs per dashboard on every store).
     pub approx_bytes: u32,
+    /// Whether the fragment belongs to one user (its key then carries the
+    /// subject): a response built from it may only be cached privately.
+    pub per_user: bool,
 }
 
 impl FragmentPolicy {
@@ -55,7 +58,9 @@ impl FragmentPolicy {
         self.fresh_for + self.revalidate_for + self.stale_for
     }
 
-    fn freshness(&self, age: Duration) -> Option<Freshness> {
+    /// How usable a fragment of this age is; `None` once it may not be
+    /// served at all.
+    pub fn freshness(&self, age: Duration) -> Option<Freshness> {
         if age < self.fresh_for {
             Some(Freshness::Fresh)
         } else if age < self.fresh_for + self.revalidate_for {
@@ -141,6 +146,8 @@ impl FragmentStore {
                 revalidate_for: Duration::ZERO,
                 stale_for,
                 approx_bytes: 4096,
+                // Unknown data is assumed to be someone's.
+                per_user: true,
             },
         }
     }
@@ -181,6 +188,10 @@ pub struct TieredConfig {
     /// Prefix of every Redis key and of the invalidation channel, so BFFs of
     /// different kinds sharing one Redis do not mix.
     pub namespace: String,
+    /// How long a replica that loads a fragment holds its short lock in
+    /// Redis: the other replicas wanting the same fragment wait up to this
+    /// long for its copy before loading it themselves.
+    pub lock_for: Duration,
 }
 
 impl Default for TieredConfig {
@@ -191,6 +202,7 @@ impl Default for TieredConfig {
             redis_url: None,
             redis_timeout: Duration::from_millis(50),
             namespace: "bff".to_owned(),
+            lock_for: Duration::from_millis(200),
         }
     }
 }
@@ -205,9 +217,50 @@ pub struct TieredError(#[from] redis::RedisError);
 pub enum LoadError<E> {
     /// The load failed (shared by every caller that waited for it).
     Failed(Arc<E>),
-    /// A fragment of another type is stored under the key: the caller's
-    /// keys collide (a bug, logged).
+    /// The load ended without an answer (it panicked; logged).
+    Lost,
+    /// A fragment of another type is stored under the key, or two callers
+    /// load one key with different error types: the caller's keys collide
+    /// (a bug, logged).
     Collision,
+}
+
+/// Why a cached copy was served although not fresh, for metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StaleReason {
+    /// Within the revalidate window, while one background refresh runs.
+    Revalidating,
+    /// The upstream failed.
+    UpstreamError,
+}
+
+impl StaleReason {
+    fn label(self) -> &'static str {
+        match self {
+            StaleReason::Revalidating => "revalidating",
+            StaleReason::UpstreamError => "upstream_error",
+        }
+    }
+}
+
+/// What one load in flight resolves to, shared by every caller waiting for
+/// it: the stored entry, or the error erased to its type (downcast by each
+/// caller), or `None` when the load task was lost.
+type LoadOutcome = Result<Entry, Option<Arc<dyn Any + Send + Sync>>>;
+type InFlight = futures::future::Shared<futures::future::BoxFuture<'static, LoadOutcome>>;
+
+/// How often a replica waiting on another's lock looks for its copy.
+const LOCK_POLL: Duration = Duration::from_millis(10);
+
+/// What a load may do about the other replicas.
+enum Lock {
+    /// No Redis, or it failed, or the holder's copy did not come in time:
+    /// load without a lock.
+    Free,
+    /// This replica holds the key's lock: load, then release it.
+    Held,
+    /// The replica that held the lock stored this copy meanwhile.
+    Copy(Entry),
 }
 
 /// Maps a message on a channel to the keys and tags it invalidates.
@@ -248,6 +301,12 @@ struct Shared {
 
 struct Inner {
     local: moka::future::Cache<String, Entry>,
+    /// The loads and refreshes running in this process, by key: one per key.
+    in_flight: std::sync::Mutex<HashMap<String, InFlight>>,
+    /// Bumped by every invalidation, so a load that ran across one does
+    /// not store what it read before it.
+    epoch: std::sync::atomic::AtomicU64,
+    lock_for: Duration,
     /// The keys stored with each tag (only fragments stored with tags pay
     /// for this).
     tagged: std::sync::Mutex<HashMap<String, std::collections::HashSet<String>>>,
@@ -291,6 +350,17 @@ impl TieredCache {
             .max_capacity(config.local_max_bytes)
             .weigher(|_key: &String, entry: &Entry| entry.weight)
             .time_to_live(config.local_keep_for)
+            .eviction_listener(|_key, entry: Entry, cause| {
+                let cause = match cause {
+                    moka::notification::RemovalCause::Size => "size",
+                    moka::notification::RemovalCause::Expired => "expired",
+                    // Invalidations are counted where they are asked for,
+                    // replacements are refreshes.
+                    _ => return,
+                };
+                metrics::counter!(names::CACHE_EVICTIONS, "kind" => entry.policy.kind, "cause" => cause)
+                    .increment(1);
+            })
             .build();
         let shared = match &config.redis_url {
             None => None,
@@ -313,6 +383,9 @@ impl TieredCache {
         Ok(TieredCache {
             inner: Arc::new(Inner {
                 local,
+                in_flight: std::sync::Mutex::default(),
+                epoch: std::sync::atomic::AtomicU64::new(0),
+                lock_for: config.lock_for,
                 tagged: std::sync::Mutex::default(),
                 shared,
                 namespace: config.namespace,
@@ -327,6 +400,10 @@ impl TieredCache {
 
     fn shared_key(&self, key: &str) -> String {
         format!("{}:f:{key}", self.inner.namespace)
+    }
+
+    fn lock_key(&self, key: &str) -> String {
+        format!("{}:l:{key}", self.inner.namespace)
     }
 
     fn tag_key(&self, tag: &str) -> String {
@@ -359,15 +436,26 @@ impl TieredCache {
         None
     }
 
-    /// The fragment under `key`, from this process or else from Redis (then
-    /// kept here too); `None` when neither has a usable copy.
+    /// The fragment under `key`: this process's copy while it is fresh;
+    /// otherwise the newer of it and Redis's (which then fills this
+    /// process), so a copy another replica refreshed is picked up here.
+    /// `None` when neither has a usable copy.
     pub async fn get<T>(&self, policy: &FragmentPolicy, key: &str) -> Option<Cached<T>>
     where
         T: DeserializeOwned + Send + Sync + 'static,
     {
-        let found = match self.inner.local.get(key).await {
-            Some(entry) => Self::typed(entry, Tier::Local),
-            None => self.get_shared(policy, key).await,
+        let local = self.inner.local.get(key).await;
+        let local_is_fresh = local.as_ref().is_some_and(|e| {
+            e.policy.freshness(age_of(e.stored_at_ms)) == Some(Freshness::Fresh)
+        });
+        let found = if local_is_fresh || self.inner.shared.is_none() {
+            local.and_then(|e| Self::typed(e, Tier::Local))
+        } else {
+            let newer_than = local.as_ref().map(|e| e.stored_at_ms);
+            match self.get_shared::<T>(policy, key, newer_than).await {
+                Some(entry) => Self::typed(entry, Tier::Shared),
+                None => local.and_then(|e| Self::typed(e, Tier::Local)),
+            }
         };
         let result = match &found {
             Some(c) if c.freshness == Freshness::Stale => "stale",
@@ -386,6 +474,12 @@ impl TieredCache {
         found
     }
 
+    /// Counts a copy served although not fresh.
+    pub fn served_stale(&self, policy: &FragmentPolicy, reason: StaleReason) {
+        metrics::counter!(names::CACHE_STALE_SERVED, "kind" => policy.kind, "reason" => reason.label())
+            .increment(1);
+    }
+
     fn typed<T: Send + Sync + 'static>(entry: Entry, tier: Tier) -> Option<Cached<T>> {
         let age = age_of(entry.stored_at_ms);
         let freshness = entry.policy.freshness(age)?;
@@ -398,7 +492,14 @@ impl TieredCache {
         })
     }
 
-    async fn get_shared<T>(&self, policy: &FragmentPolicy, key: &str) -> Option<Cached<T>>
+    /// Redis's copy of `key` if it is usable and stored after
+    /// `newer_than`; it then fills this process too.
+    async fn get_shared<T>(
+        &self,
+        policy: &FragmentPolicy,
+        key: &str,
+        newer_than: Option<u64>,
+    ) -> Option<Entry>
     where
         T: DeserializeOwned + Send + Sync + 'static,
     {
@@ -416,18 +517,19 @@ impl TieredCache {
                 return None;
             }
         };
-        let value = Arc::new(envelope.v);
+        if newer_than.is_some_and(|t| envelope.t <= t) {
+            return None;
+        }
         let entry = Entry {
-            value: value.clone(),
+            value: Arc::new(envelope.v),
             stored_at_ms: envelope.t,
             policy: *policy,
             weight: u32::try_from(bytes.len()).unwrap_or(u32::MAX),
         };
-        let cached = Self::typed::<T>(entry.clone(), Tier::Shared)?;
-        self.inner.local.insert(key.to_owned(), entry).await;
-        Some(cached)
+        policy.freshness(age_of(entry.stored_at_ms))?;
+        self.inner.local.insert(key.to_owned(), entry.clone()).await;
+        Some(entry)
     }
-
     /// Stores the fragment the upstream just answered with, here and (in
     /// the background) in Redis, with `tags` for invalidation by tag.
     pub async fn put<T>(&self, policy: &FragmentPolicy, key: &str, tags: &[String], value: Arc<T>)
@@ -520,10 +622,20 @@ impl TieredCache {
         });
     }
 
-    /// The fragment under `key` if a fresh or revalidating copy is here or
-    /// in Redis; else loads it with `load` and stores it. Concurrent callers
-    /// of a cold key share one load in this process. A failed load is not
-    /// cached (and a stale copy, if any, is the caller's to fall back on).
+    /// The fragment under `key`, loading it with `load` when neither tier
+    /// has a fresh copy:
+    ///
+    /// - fresh here or in Redis: served;
+    /// - revalidating: served, and refreshed once in the background;
+    /// - stale or missing: loaded, once per key in this process however
+    ///   many callers wait, and with Redis once per key in the fleet while
+    ///   the loading replica holds its short lock (the others wait for its
+    ///   copy, up to [`TieredConfig::lock_for`]).
+    ///
+    /// A load runs as its own task, so it finishes and fills the cache even
+    /// when every caller has gone (a client disconnected, a section timed
+    /// out). A failed load is not cached; a stale copy, if any, is the
+    /// caller's to fall back on ([`get`](Self::get)).
     pub async fn get_or_load<T, E, F>(
         &self,
         policy: &FragmentPolicy,
@@ -534,56 +646,201 @@ impl TieredCache {
     where
         T: Serialize + DeserializeOwned + Send + Sync + 'static,
         E: Send + Sync + 'static,
-        F: Future<Output = Result<T, E>>,
+        F: Future<Output = Result<T, E>> + Send + 'static,
     {
-        let mut bytes = None;
         match self.get::<T>(policy, key).await {
-            Some(c) if c.freshness != Freshness::Stale => return Ok(c),
-            Some(_) => {
-                // A stale copy is there, so no single flight by key here;
-                // the upstream stack coalesces identical reads.
-                let value = Arc::new(load.await.map_err(|e| LoadError::Failed(Arc::new(e)))?);
-                self.put(policy, key, tags, value.clone()).await;
-                return Ok(Cached {
-                    value,
-                    age: Duration::ZERO,
-                    freshness: Freshness::Fresh,
-                    tier: Tier::Local,
-                });
+            Some(c) if c.freshness == Freshness::Fresh => return Ok(c),
+            Some(c) if c.freshness == Freshness::Revalidate => {
+                self.served_stale(policy, StaleReason::Revalidating);
+                drop(self.load_once::<T, E, F>(policy, key, tags, load, "refresh"));
+                return Ok(c);
             }
-            None => {}
+            _ => {}
         }
-        let loaded = self
-            .inner
-            .local
-            .entry(key.to_owned())
-            .or_try_insert_with(async {
-                let value = Arc::new(load.await?);
-                let (entry, shared) = self.prepare(policy, key, value);
-                self.remember_tags(key, tags);
-                bytes = shared;
-                Ok::<_, E>(entry)
-            })
+        match self
+            .load_once::<T, E, F>(policy, key, tags, load, "miss")
             .await
-            .map_err(LoadError::Failed)?;
-        self.put_shared(policy, key, tags, bytes);
-        let entry = loaded.into_value();
-        let age = age_of(entry.stored_at_ms);
-        match entry.value.downcast::<T>() {
-            Ok(value) => Ok(Cached {
-                value,
-                age,
-                freshness: entry.policy.freshness(age).unwrap_or(Freshness::Stale),
-                tier: Tier::Local,
-            }),
-            // Another type under the same key: the caller's keys collide.
-            Err(_) => {
+        {
+            Ok(entry) => Self::typed::<T>(entry, Tier::Local).ok_or_else(|| {
                 tracing::error!(key, "two fragment types share one cache key");
-                Err(LoadError::Collision)
-            }
+                LoadError::Collision
+            }),
+            Err(Some(error)) => match error.downcast::<E>() {
+                Ok(error) => Err(LoadError::Failed(error)),
+                Err(_) => {
+                    tracing::error!(key, "one cache key loaded with two error types");
+                    Err(LoadError::Collision)
+                }
+            },
+            Err(None) => Err(LoadError::Lost),
         }
     }
 
+    /// Joins the load of `key` running in this process, or starts it as a
+    /// task (`load` is dropped when one is running already).
+    fn load_once<T, E, F>(
+        &self,
+        policy: &FragmentPolicy,
+        key: &str,
+        tags: &[String],
+        load: F,
+        trigger: &'static str,
+    ) -> InFlight
+    where
+        T: Serialize + DeserializeOwned + Send + Sync + 'static,
+        E: Send + Sync + 'static,
+        F: Future<Output = Result<T, E>> + Send + 'static,
+    {
+        use futures::FutureExt;
+        use tracing::Instrument;
+
+        /// Takes the key out of the in-flight map when the task ends, even
+        /// by a panic, so a lost load is retried by the next caller.
+        struct Done(TieredCache, String);
+        impl Drop for Done {
+            fn drop(&mut self) {
+                self.0
+                    .inner
+                    .in_flight
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(&self.1);
+            }
+        }
+
+        let mut in_flight = self
+            .inner
+            .in_flight
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if let Some(running) = in_flight.get(key) {
+            return running.clone();
+        }
+        let done = Done(self.clone(), key.to_owned());
+        let (policy, tags) = (*policy, tags.to_vec());
+        let task = tokio::spawn(
+            async move {
+                let this = done.0.clone();
+                let outcome = this
+                    .load_and_store::<T, E, F>(&policy, &done.1, &tags, load, trigger)
+                    .await;
+                drop(done);
+                outcome
+            }
+            .in_current_span(),
+        );
+        let running = async move {
+            task.await.unwrap_or_else(|error| {
+                tracing::error!(%error, "a fragment load was lost");
+                Err(None)
+            })
+        }
+        .boxed()
+        .shared();
+        in_flight.insert(key.to_owned(), running.clone());
+        running
+    }
+
+    async fn load_and_store<T, E, F>(
+        &self,
+        policy: &FragmentPolicy,
+        key: &str,
+        tags: &[String],
+        load: F,
+        trigger: &'static str,
+    ) -> LoadOutcome
+    where
+        T: Serialize + DeserializeOwned + Send + Sync + 'static,
+        E: Send + Sync + 'static,
+        F: Future<Output = Result<T, E>> + Send + 'static,
+    {
+        let lock = match self.lock_or_wait::<T>(policy, key).await {
+            Lock::Copy(entry) => {
+                metrics::counter!(names::CACHE_LOADS, "kind" => policy.kind, "trigger" => trigger, "source" => "replica")
+                    .increment(1);
+                return Ok(entry);
+            }
+            lock => lock,
+        };
+        metrics::counter!(names::CACHE_LOADS, "kind" => policy.kind, "trigger" => trigger, "source" => "upstream")
+            .increment(1);
+        let epoch = self.inner.epoch.load(std::sync::atomic::Ordering::Acquire);
+        let value = match load.await {
+            Ok(value) => Arc::new(value),
+            Err(error) => {
+                self.unlock(key, lock);
+                return Err(Some(Arc::new(error)));
+            }
+        };
+        let (entry, bytes) = self.prepare(policy, key, value);
+        if self.inner.epoch.load(std::sync::atomic::Ordering::Acquire) != epoch {
+            // Something was invalidated while this load ran: what it read
+            // may predate that change, so it is served to its waiters and
+            // not kept.
+            self.unlock(key, lock);
+            return Ok(entry);
+        }
+        self.remember_tags(key, tags);
+        self.inner.local.insert(key.to_owned(), entry.clone()).await;
+        self.put_shared(policy, key, tags, bytes);
+        self.unlock(key, lock);
+        Ok(entry)
+    }
+
+    /// With Redis, takes `key`'s short lock; when another replica holds
+    /// it, waits (up to `lock_for`) for that replica's copy.
+    async fn lock_or_wait<T>(&self, policy: &FragmentPolicy, key: &str) -> Lock
+    where
+        T: DeserializeOwned + Send + Sync + 'static,
+    {
+        if self.inner.shared.is_none() {
+            return Lock::Free;
+        }
+        let lock_key = self.lock_key(key);
+        let lock_ms = self.inner.lock_for.as_millis() as u64;
+        let taken: Option<Option<String>> = self
+            .redis("lock", |mut c| async move {
+                redis::cmd("SET")
+                    .arg(&lock_key)
+                    .arg(1)
+                    .arg("NX")
+                    .arg("PX")
+                    .arg(lock_ms)
+                    .query_async(&mut c)
+                    .await
+            })
+            .await;
+        match taken {
+            Some(Some(_)) => return Lock::Held,
+            // Redis failed: load here.
+            None => return Lock::Free,
+            Some(None) => {}
+        }
+        let started = now_ms();
+        let until = tokio::time::Instant::now() + self.inner.lock_for;
+        while tokio::time::Instant::now() < until {
+            tokio::time::sleep(LOCK_POLL).await;
+            let newer_than = started.saturating_sub(lock_ms);
+            if let Some(entry) = self.get_shared::<T>(policy, key, Some(newer_than)).await {
+                return Lock::Copy(entry);
+            }
+        }
+        Lock::Free
+    }
+
+    fn unlock(&self, key: &str, lock: Lock) {
+        if !matches!(lock, Lock::Held) {
+            return;
+        }
+        let this = self.clone();
+        let lock_key = self.lock_key(key);
+        tokio::spawn(async move {
+            this.redis("unlock", |mut c| async move {
+                c.del::<_, ()>(lock_key).await
+            })
+            .await;
+        });
+    }
     /// Forgets `key` here, in Redis, and in every other replica.
     pub async fn invalidate(&self, key: &str) {
         self.forget(vec![Invalidation::Key(key.to_owned())]).await;
@@ -637,6 +894,9 @@ impl TieredCache {
     }
 
     async fn forget_locally(&self, item: &Invalidation) {
+        self.inner
+            .epoch
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
         match item {
             Invalidation::Key(k) => self.inner.local.invalidate(k).await,
             Invalidation::Tag(t) => {

@@ -3,6 +3,7 @@
 //! key, the local tier bounded by bytes.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -24,6 +25,7 @@ const PRICE: FragmentPolicy = FragmentPolicy {
     revalidate_for: Duration::from_secs(30),
     stale_for: Duration::from_secs(60),
     approx_bytes: 1024,
+    per_user: false,
 };
 
 fn replica(redis: Option<&testkit::RedisServer>) -> TieredCache {
@@ -199,7 +201,7 @@ async fn a_thousand_concurrent_callers_of_a_cold_key_share_one_load() {
         let (cache, loads) = (cache.clone(), loads.clone());
         tokio::spawn(async move {
             cache
-                .get_or_load(&PRICE, "price:cold", &[], async {
+                .get_or_load(&PRICE, "price:cold", &[], async move {
                     loads.fetch_add(1, Ordering::SeqCst);
                     tokio::time::sleep(Duration::from_millis(100)).await;
                     Ok::<_, String>(Price {
@@ -225,6 +227,7 @@ async fn freshness_follows_the_policy_and_the_local_tier_is_bounded_by_bytes() {
         revalidate_for: Duration::from_millis(150),
         stale_for: Duration::from_millis(300),
         approx_bytes: 64,
+        per_user: false,
     };
     let cache = replica(None);
     cache.put(&short, "k", &[], price("k", 1)).await;
@@ -279,4 +282,109 @@ async fn per_subject_keys_never_answer_another_subject() {
         .await
         .expect("kept");
     assert_eq!(alice.value.product, "alice");
+}
+
+/// A load that counts itself and answers `cents` after `delay`.
+fn counted(
+    loads: &Arc<AtomicUsize>,
+    cents: u64,
+    delay: Duration,
+) -> impl Future<Output = Result<Price, String>> + Send + 'static {
+    let loads = loads.clone();
+    async move {
+        loads.fetch_add(1, Ordering::SeqCst);
+        tokio::time::sleep(delay).await;
+        Ok(Price {
+            product: "p".into(),
+            cents,
+        })
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revalidating_copy_is_served_at_once_and_refreshed_once_in_the_background() {
+    let policy = FragmentPolicy {
+        kind: "swr",
+        fresh_for: Duration::from_millis(100),
+        revalidate_for: Duration::from_secs(10),
+        stale_for: Duration::from_secs(10),
+        approx_bytes: 64,
+        per_user: false,
+    };
+    let cache = replica(None);
+    let loads = Arc::new(AtomicUsize::new(0));
+    let first = cache
+        .get_or_load(&policy, "k", &[], counted(&loads, 1, Duration::ZERO))
+        .await
+        .expect("loaded");
+    assert_eq!(first.value.cents, 1);
+    tokio::time::sleep(Duration::from_millis(150)).await;
+
+    // Twenty callers in the revalidate window: each is answered with the
+    // old copy without waiting for the slow refresh, which runs once.
+    let started = Instant::now();
+    for _ in 0..20 {
+        let served = cache
+            .get_or_load(&policy, "k", &[], counted(&loads, 2, Duration::from_millis(300)))
+            .await
+            .expect("served");
+        assert_eq!(served.value.cents, 1);
+        assert_eq!(served.freshness, Freshness::Revalidate);
+    }
+    assert!(
+        started.elapsed() < Duration::from_millis(200),
+        "nobody waited for the refresh: {:?}",
+        started.elapsed()
+    );
+    let refreshed = eventually(Duration::from_secs(2), async || {
+        cache
+            .get::<Price>(&policy, "k")
+            .await
+            .is_some_and(|c| c.value.cents == 2 && c.freshness == Freshness::Fresh)
+    })
+    .await;
+    assert!(refreshed, "the background refresh stored the new copy");
+    assert_eq!(loads.load(Ordering::SeqCst), 2, "one load, one refresh");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_wanting_one_cold_key_load_it_once_in_the_fleet() {
+    let Some(redis) = testkit::RedisServer::start().await else {
+        return;
+    };
+    let (a, b) = (replica(Some(&redis)), replica(Some(&redis)));
+    let loads = Arc::new(AtomicUsize::new(0));
+    let calls = (0..200).map(|i| {
+        let cache = if i % 2 == 0 { a.clone() } else { b.clone() };
+        let load = counted(&loads, 5, Duration::from_millis(50));
+        tokio::spawn(async move { cache.get_or_load(&PRICE, "price:hot", &[], load).await })
+    });
+    for call in futures::future::join_all(calls).await {
+        let cached = call.expect("task").expect("loaded");
+        assert_eq!(cached.value.cents, 5);
+    }
+    assert_eq!(
+        loads.load(Ordering::SeqCst),
+        1,
+        "the replica without the lock waited for the other's copy"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_load_that_runs_across_an_invalidation_is_not_kept() {
+    let cache = replica(None);
+    let loads = Arc::new(AtomicUsize::new(0));
+    let slow = {
+        let cache = cache.clone();
+        let load = counted(&loads, 1, Duration::from_millis(200));
+        tokio::spawn(async move { cache.get_or_load(&PRICE, "price:p", &[], load).await })
+    };
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    cache.invalidate("price:p").await;
+    let served = slow.await.expect("task").expect("loaded");
+    assert_eq!(served.value.cents, 1, "its waiters still get what it read");
+    assert!(
+        cache.get::<Price>(&PRICE, "price:p").await.is_none(),
+        "but it may predate the change, so it is not kept"
+    );
 }

@@ -90,36 +90,37 @@ pub mod fragments {
 
     use bff_cache::tiered::{EventMapper, FragmentPolicy, Invalidation};
 
-    const fn stand_in(kind: &'static str, approx_bytes: u32) -> FragmentPolicy {
+    const fn stand_in(kind: &'static str, approx_bytes: u32, per_user: bool) -> FragmentPolicy {
         FragmentPolicy {
             kind,
             fresh_for: Duration::ZERO,
             revalidate_for: Duration::ZERO,
             stale_for: Duration::from_secs(600),
             approx_bytes,
+            per_user,
         }
     }
 
     /// A user's profile (`user:{id}`).
-    pub const USER: FragmentPolicy = stand_in("user", 4 * 1024);
+    pub const USER: FragmentPolicy = stand_in("user", 4 * 1024, true);
     /// A user's latest orders (`orders:{id}:{n}`).
-    pub const ORDERS: FragmentPolicy = stand_in("orders", 8 * 1024);
+    pub const ORDERS: FragmentPolicy = stand_in("orders", 8 * 1024, true);
     /// A user's recommendations (`recommendations:{id}:{n}`).
-    pub const RECOMMENDATIONS: FragmentPolicy = stand_in("recommendations", 4 * 1024);
+    pub const RECOMMENDATIONS: FragmentPolicy = stand_in("recommendations", 4 * 1024, true);
     /// A product (`product:{id}`).
-    pub const PRODUCT: FragmentPolicy = stand_in("product", 2 * 1024);
+    pub const PRODUCT: FragmentPolicy = stand_in("product", 2 * 1024, false);
     /// A product's price (`price:{id}`), invalidated by price events.
-    pub const PRICE: FragmentPolicy = stand_in("price", 256);
+    pub const PRICE: FragmentPolicy = stand_in("price", 256, false);
     /// A product's latest reviews (`reviews:{id}:{n}`).
-    pub const REVIEWS: FragmentPolicy = stand_in("reviews", 4 * 1024);
+    pub const REVIEWS: FragmentPolicy = stand_in("reviews", 4 * 1024, false);
     /// A product's stock (`stock:{id}`).
-    pub const STOCK: FragmentPolicy = stand_in("stock", 512);
+    pub const STOCK: FragmentPolicy = stand_in("stock", 512, false);
     /// Products of a partner batch (`product_batch:{ids}`).
-    pub const PRODUCT_BATCH: FragmentPolicy = stand_in("product_batch", 64 * 1024);
+    pub const PRODUCT_BATCH: FragmentPolicy = stand_in("product_batch", 64 * 1024, false);
     /// Prices of a partner batch (`price_batch:{ids}`).
-    pub const PRICE_BATCH: FragmentPolicy = stand_in("price_batch", 8 * 1024);
+    pub const PRICE_BATCH: FragmentPolicy = stand_in("price_batch", 8 * 1024, false);
     /// Stock of a partner batch (`stock_batch:{ids}`).
-    pub const STOCK_BATCH: FragmentPolicy = stand_in("stock_batch", 16 * 1024);
+    pub const STOCK_BATCH: FragmentPolicy = stand_in("stock_batch", 16 * 1024, false);
 
     /// The pricing service's price-change channel (Redis pub/sub).
     pub const PRICE_EVENTS: &str = "demo.pricing.price-changed";

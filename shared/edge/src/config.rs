@@ -536,6 +536,7 @@ mod tests {
             revalidate_for: Duration::ZERO,
             stale_for: Duration::from_secs(600),
             approx_bytes: 200,
+            per_user: false,
         }],
     };
 

@@ -46,6 +46,12 @@ pub mod names {
     pub const CACHE_SHARED_ERRORS: &str = "bff.cache.shared.errors";
     /// Histogram (seconds) of calls to the shared (Redis) tier, by `op`.
     pub const CACHE_SHARED_DURATION: &str = "bff.cache.shared.duration";
+    /// Counter of fragments served although not fresh, by `kind` and `reason` (`revalidating`, `upstream_error`).
+    pub const CACHE_STALE_SERVED: &str = "bff.cache.stale_served";
+    /// Counter of fragments the local tier dropped by itself, by `kind` and `cause` (`size`, `expired`).
+    pub const CACHE_EVICTIONS: &str = "bff.cache.evictions";
+    /// Counter of fragment loads, by `kind` and `trigger` (`miss`, `refresh`) and `source` (`upstream`, `replica`: another replica's copy arrived while waiting on its lock).
+    pub const CACHE_LOADS: &str = "bff.cache.loads";
     /// Counter of responses served with at least one failed section, by `route`.
     pub const PARTIAL_RESPONSES: &str = "bff.aggregate.partial_responses";
     /// Counter of section failures, by `section` and `reason`.
