@@ -28,11 +28,7 @@ pub const SPEC: BffSpec = BffSpec {
     name: "bff-partner",
     default_port: 8083,
     upstreams: &[upstreams::PRODUCT, upstreams::PRICING, upstreams::INVENTORY],
-    fragments: &[
-        fragments::PRODUCT_BATCH,
-        fragments::PRICE_BATCH,
-        fragments::STOCK_BATCH,
-    ],
+    fragments: &[fragments::PRODUCT, fragments::PRICE, fragments::STOCK],
 };
 
 /// The scope every partner route requires.

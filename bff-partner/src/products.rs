@@ -7,7 +7,7 @@ use axum::Json;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use bff_aggregate::Metadata;
-use bff_clients::models::{Batch, Price, Product, Stock};
+use bff_clients::models::{Price, Product, Stock};
 use bff_edge::extract::{Query, parse_uuid};
 use bff_edge::{Aggregate, RequestContext};
 use bff_problem::{ApiError, FieldError};
@@ -74,48 +74,40 @@ fn parse_ids(raw: Option<&str>) -> Result<Vec<Uuid>, ApiError> {
 
 struct Assembled {
     ids: Vec<Uuid>,
-    products: HashMap<Uuid, Product>,
+    products: HashMap<Uuid, Arc<Product>>,
     missing: Vec<Uuid>,
-    prices: Option<HashMap<Uuid, Price>>,
-    stock: Option<HashMap<Uuid, Stock>>,
+    prices: Option<HashMap<Uuid, Arc<Price>>>,
+    stock: Option<HashMap<Uuid, Arc<Stock>>>,
     metadata: Metadata,
 }
 
-fn index<T>(batch: Batch<T>, key: impl Fn(&T) -> Uuid) -> HashMap<Uuid, T> {
-    batch.found.into_iter().map(|t| (key(&t), t)).collect()
-}
-
-/// One batch call per upstream, concurrently; products are critical.
+/// One batch call per upstream, concurrently, for the ids not cached; each
+/// product, price and stock level is its own fragment, tagged with its
+/// product (`product:{id}`), so a batch shares its entries with every other
+/// batch (and page) that names the same products. Products are critical.
 async fn fetch(
     app: &AppState,
     ctx: &RequestContext,
     agg: Aggregate,
     ids: Vec<Uuid>,
 ) -> Result<Assembled, ApiError> {
-    let mut sorted: Vec<String> = ids.iter().map(Uuid::to_string).collect();
-    sorted.sort_unstable();
-    let key = sorted.join(",");
     let (products, prices, stock) = tokio::join!(
         agg.critical("products")
-            .cached("product_batch", format!("product_batch:{key}"))
-            .run(app.products.load_many(ctx, &ids)),
+            .tag("product".to_owned())
+            .run_each("product", &ids, |ids| app.products.load_many(ctx, ids)),
         agg.optional("pricing")
-            .cached("price_batch", format!("price_batch:{key}"))
-            .run(app.pricing.load_many(ctx, &ids)),
+            .tag("product".to_owned())
+            .run_each("price", &ids, |ids| app.pricing.load_many(ctx, ids)),
         agg.optional("inventory")
-            .cached("stock_batch", format!("stock_batch:{key}"))
-            .run(app.inventory.load_many(ctx, &ids)),
+            .tag("product".to_owned())
+            .run_each("stock", &ids, |ids| app.inventory.load_many(ctx, ids)),
     );
-    let products = products.required()?;
+    let products = Arc::unwrap_or_clone(products.required()?);
     Ok(Assembled {
-        missing: products.missing.clone(),
-        products: index(Arc::unwrap_or_clone(products), |p| p.id),
-        prices: prices
-            .into_value()
-            .map(|b| index(Arc::unwrap_or_clone(b), |p| p.product_id)),
-        stock: stock
-            .into_value()
-            .map(|b| index(Arc::unwrap_or_clone(b), |s| s.product_id)),
+        missing: products.missing,
+        products: products.found,
+        prices: prices.into_value().map(|e| Arc::unwrap_or_clone(e).found),
+        stock: stock.into_value().map(|e| Arc::unwrap_or_clone(e).found),
         metadata: agg.metadata()?,
         ids,
     })
@@ -161,6 +153,7 @@ fn shape_v1(mut a: Assembled) -> V1Response {
         .ids
         .iter()
         .filter_map(|id| a.products.remove(id))
+        .map(Arc::unwrap_or_clone)
         .map(|p| V1Product {
             price: a
                 .prices
@@ -255,6 +248,7 @@ fn shape_v2(mut a: Assembled) -> V2Response {
         .ids
         .iter()
         .filter_map(|id| a.products.remove(id))
+        .map(Arc::unwrap_or_clone)
         .map(|p| V2Product {
             pricing: a
                 .prices

@@ -213,9 +213,11 @@ pub(crate) async fn product_page(
     let (product_section, price, review_page, stock) = tokio::join!(
         agg.critical("product")
             .cached("product", format!("product:{id}"))
+            .tag(format!("product:{id}"))
             .run(app.products.load(&ctx, id)),
         agg.optional("pricing")
             .cached("price", format!("price:{id}"))
+            .tag(format!("product:{id}"))
             .run(app.pricing.load(&ctx, id)),
         async {
             if include_reviews {
@@ -223,6 +225,7 @@ pub(crate) async fn product_page(
                 Some(
                     agg.optional("reviews")
                         .cached("reviews", format!("reviews:{id}:{REVIEWS}"))
+                        .tag(format!("product:{id}"))
                         .run(fetch)
                         .await,
                 )
@@ -236,6 +239,7 @@ pub(crate) async fn product_page(
                 Some(
                     agg.optional("inventory")
                         .cached("stock", format!("stock:{id}"))
+                        .tag(format!("product:{id}"))
                         .run(fetch)
                         .await,
                 )

@@ -40,12 +40,12 @@
 
 #![warn(missing_docs)]
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bff_cache::tiered::{FragmentStore, Freshness};
+use bff_cache::tiered::{FragmentStore, Freshness, LoadError, StaleReason, Tier};
 use bff_problem::ApiError;
 use bff_telemetry::names;
 use bff_upstream::budget::{self, Budget};
@@ -85,6 +85,71 @@ struct Outcome {
     name: &'static str,
     failure: Option<Failure>,
     stale: bool,
+    /// How long the data served may still be reused (zero: not at all).
+    reusable_for: Duration,
+    /// Whether the data belongs to one user (or is not known not to).
+    per_user: bool,
+}
+
+/// How a client (or a cache between it and us) may reuse a response, from
+/// what its sections served: for the `Cache-Control` header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reuse {
+    /// A section failed: the response describes a passing failure.
+    NoStore,
+    /// Every section is reusable for `max_age`; `private` when one of them
+    /// belongs to a user (or is not cached, so not known not to).
+    For {
+        /// Whether only the client itself may keep it.
+        private: bool,
+        /// The shortest time any section may still be reused.
+        max_age: Duration,
+    },
+}
+
+impl Reuse {
+    /// The `Cache-Control` value.
+    pub fn header_value(self) -> String {
+        match self {
+            Reuse::NoStore => "no-store".to_owned(),
+            Reuse::For { private, max_age } => {
+                let scope = if private { "private" } else { "public" };
+                match max_age.as_secs() {
+                    0 => format!("{scope}, no-cache"),
+                    secs => format!("{scope}, max-age={secs}"),
+                }
+            }
+        }
+    }
+}
+
+/// Reads, after the handler has run, how the response may be reused
+/// ([`Aggregation::reuse_handle`]).
+#[derive(Debug, Clone)]
+pub struct ReuseHandle(Arc<Mutex<Vec<Outcome>>>);
+
+impl ReuseHandle {
+    /// What the sections run so far allow; `None` before any ran.
+    pub fn reuse(&self) -> Option<Reuse> {
+        reuse_of(&self.0.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+}
+
+fn reuse_of(outcomes: &[Outcome]) -> Option<Reuse> {
+    if outcomes.is_empty() {
+        return None;
+    }
+    if outcomes.iter().any(|o| o.failure.is_some()) {
+        return Some(Reuse::NoStore);
+    }
+    Some(Reuse::For {
+        private: outcomes.iter().any(|o| o.per_user),
+        max_age: outcomes
+            .iter()
+            .map(|o| o.reusable_for)
+            .min()
+            .unwrap_or_default(),
+    })
 }
 
 /// One client request's aggregation.
@@ -95,7 +160,7 @@ pub struct Aggregation {
     deadlines: Deadlines,
     route: Arc<str>,
     strict: bool,
-    outcomes: Mutex<Vec<Outcome>>,
+    outcomes: Arc<Mutex<Vec<Outcome>>>,
 }
 
 impl Aggregation {
@@ -108,7 +173,7 @@ impl Aggregation {
             deadlines,
             route: route.into(),
             strict: false,
-            outcomes: Mutex::new(Vec::new()),
+            outcomes: Arc::default(),
         }
     }
 
@@ -126,6 +191,7 @@ impl Aggregation {
             criticality: Criticality::Critical,
             deadline: self.deadlines.critical,
             cache_key: None,
+            tags: Vec::new(),
         }
     }
 
@@ -137,7 +203,14 @@ impl Aggregation {
             criticality: Criticality::Optional,
             deadline: self.deadlines.optional,
             cache_key: None,
+            tags: Vec::new(),
         }
+    }
+
+    /// How the response may be reused, readable after the handler has
+    /// consumed the aggregation (the edge sets `Cache-Control` from it).
+    pub fn reuse_handle(&self) -> ReuseHandle {
+        ReuseHandle(self.outcomes.clone())
     }
 
     fn record(&self, outcome: Outcome) {
@@ -210,6 +283,7 @@ pub struct SectionSpec<'a> {
     criticality: Criticality,
     deadline: Duration,
     cache_key: Option<(&'static str, String)>,
+    tags: Vec<String>,
 }
 
 impl SectionSpec<'_> {
@@ -220,21 +294,31 @@ impl SectionSpec<'_> {
         self
     }
 
-    /// The kind and key of this section's fragment: served from the cache
-    /// while the kind's policy says it is fresh, stored on success, served
-    /// stale on failure. (A revalidating copy is fetched again: refreshing
-    /// it in the background needs an owned fetch, which sections do not
-    /// take yet.) Per-user data must have the subject in the key.
+    /// The kind and key of this section's fragment. While the kind's policy
+    /// says it is fresh it is served without a call; while it revalidates it
+    /// is served and refreshed once in the background; otherwise it is
+    /// fetched (once per key however many requests want it) and stored, and
+    /// a stale copy stands in when the fetch fails. Per-user data must have
+    /// the subject in the key.
     pub fn cached(mut self, kind: &'static str, key: String) -> Self {
         self.cache_key = Some((kind, key));
         self
     }
 
-    fn succeeded<T>(&self, value: Arc<T>) -> Section<T> {
+    /// A tag the fragment is stored with, for invalidation by tag (e.g.
+    /// `product:{id}` on every fragment of a product).
+    pub fn tag(mut self, tag: String) -> Self {
+        self.tags.push(tag);
+        self
+    }
+
+    fn succeeded<T>(&self, value: Arc<T>, reusable_for: Duration, per_user: bool) -> Section<T> {
         self.agg.record(Outcome {
             name: self.name,
             failure: None,
             stale: false,
+            reusable_for,
+            per_user,
         });
         Section {
             name: self.name,
@@ -244,12 +328,13 @@ impl SectionSpec<'_> {
         }
     }
 
-    /// Fetches the section within its deadline (and the request's), falling
-    /// back to the cached copy on failure.
+    /// Fetches the section within its deadline (and the request's), or
+    /// serves it from the cache as [`cached`](Self::cached) says. The fetch
+    /// owns what it needs: a cached one may finish in the background.
     pub async fn run<T, F>(self, fetch: F) -> Section<T>
     where
         T: Serialize + DeserializeOwned + Send + Sync + 'static,
-        F: Future<Output = Result<T, UpstreamError>>,
+        F: Future<Output = Result<T, UpstreamError>> + Send + 'static,
     {
         let agg = self.agg;
         let cache = agg.store.cache();
@@ -257,39 +342,55 @@ impl SectionSpec<'_> {
             .cache_key
             .as_ref()
             .map(|(kind, key)| (agg.store.policy(kind), key));
-        if let Some((policy, key)) = &cached
-            && !policy.fresh_for.is_zero()
-            && let Some(hit) = cache.get::<T>(policy, key).await
-            && hit.freshness == Freshness::Fresh
-        {
-            metrics::counter!(names::CACHE_LOOKUPS, "section" => self.name, "result" => "hit")
-                .increment(1);
-            return self.succeeded(hit.value);
-        }
+        let per_user = cached.as_ref().is_none_or(|(policy, _)| policy.per_user);
         let remaining = agg.deadlines.request.saturating_sub(agg.started.elapsed());
         let budget = self.deadline.min(remaining);
         let deadline = Instant::now() + budget;
         let fetch = budget::scope(Budget::new(deadline, self.criticality), fetch);
-        let failure = match tokio::time::timeout_at(deadline, fetch).await {
-            Ok(Ok(value)) => {
-                let value = Arc::new(value);
-                if let Some((policy, key)) = &cached {
-                    cache.put(policy, key, &[], value.clone()).await;
+        let failure = match &cached {
+            Some((policy, key)) if !policy.fresh_for.is_zero() => {
+                match tokio::time::timeout_at(
+                    deadline,
+                    cache.get_or_load(policy, key, &self.tags, fetch),
+                )
+                .await
+                {
+                    Ok(Ok(hit)) => {
+                        let result = if hit.tier == Tier::Loaded {
+                            "miss"
+                        } else {
+                            "hit"
+                        };
+                        metrics::counter!(names::CACHE_LOOKUPS, "section" => self.name, "result" => result)
+                            .increment(1);
+                        let reusable_for = match hit.freshness {
+                            Freshness::Fresh => policy.fresh_for.saturating_sub(hit.age),
+                            _ => Duration::ZERO,
+                        };
+                        return self.succeeded(hit.value, reusable_for, policy.per_user);
+                    }
+                    Ok(Err(LoadError::Failed(error))) => {
+                        tracing::info!(section = self.name, %error, "section failed");
+                        error.failure
+                    }
+                    Ok(Err(LoadError::Lost | LoadError::Collision)) => Failure::Unavailable,
+                    Err(_) => self.timed_out(budget),
                 }
-                return self.succeeded(value);
             }
-            Ok(Err(error)) => {
-                tracing::info!(section = self.name, %error, "section failed");
-                error.failure
-            }
-            Err(_) => {
-                tracing::info!(
-                    section = self.name,
-                    budget_ms = budget.as_millis() as u64,
-                    "section timed out"
-                );
-                Failure::Timeout
-            }
+            _ => match tokio::time::timeout_at(deadline, fetch).await {
+                Ok(Ok(value)) => {
+                    let value = Arc::new(value);
+                    if let Some((policy, key)) = &cached {
+                        cache.put(policy, key, &self.tags, value.clone()).await;
+                    }
+                    return self.succeeded(value, Duration::ZERO, per_user);
+                }
+                Ok(Err(error)) => {
+                    tracing::info!(section = self.name, %error, "section failed");
+                    error.failure
+                }
+                Err(_) => self.timed_out(budget),
+            },
         };
         metrics::counter!(names::SECTION_FAILURES, "section" => self.name, "reason" => failure.reason()).increment(1);
         // A resource the service says does not exist is not stood in for.
@@ -300,6 +401,9 @@ impl SectionSpec<'_> {
                 let result = if hit.is_some() { "stale" } else { "miss" };
                 metrics::counter!(names::CACHE_LOOKUPS, "section" => self.name, "result" => result)
                     .increment(1);
+                if hit.is_some() {
+                    cache.served_stale(policy, StaleReason::UpstreamError);
+                }
                 hit.map(|c| c.value)
             }
         };
@@ -307,6 +411,8 @@ impl SectionSpec<'_> {
             name: self.name,
             failure: Some(failure),
             stale: stale.is_some(),
+            reusable_for: Duration::ZERO,
+            per_user,
         });
         Section {
             name: self.name,
@@ -314,6 +420,153 @@ impl SectionSpec<'_> {
             value: stale,
             failure: Some(failure),
         }
+    }
+
+    /// Fetches a section made of one fragment per id (a partner batch),
+    /// each cached on its own as `{kind}:{id}` (and tagged `{tag}:{id}` for
+    /// every [`tag`](Self::tag)): fresh ones are served, revalidating ones
+    /// served and refreshed in one background batch, and only the rest
+    /// fetched, in one call, within the deadline. When that call fails, the
+    /// ids it was for are served from stale copies where there are some.
+    /// Ids the service does not know are returned in [`Each::missing`].
+    pub async fn run_each<K, T, F, Fut>(
+        self,
+        kind: &'static str,
+        ids: &[K],
+        fetch: F,
+    ) -> Section<Each<K, T>>
+    where
+        K: Copy + Eq + std::hash::Hash + std::fmt::Display + Send + Sync + 'static,
+        T: Serialize + DeserializeOwned + Send + Sync + 'static,
+        F: Fn(Vec<K>) -> Fut,
+        Fut: Future<Output = Result<HashMap<K, T>, UpstreamError>> + Send + 'static,
+    {
+        let agg = self.agg;
+        let cache = agg.store.cache().clone();
+        let policy = agg.store.policy(kind);
+        let key_of = move |id: &K| format!("{kind}:{id}");
+        let prefixes = self.tags.clone();
+        let tags_of =
+            move |id: &K| -> Vec<String> { prefixes.iter().map(|t| format!("{t}:{id}")).collect() };
+        let remaining = agg.deadlines.request.saturating_sub(agg.started.elapsed());
+        let budget = self.deadline.min(remaining);
+        let deadline = Instant::now() + budget;
+
+        let mut found = HashMap::with_capacity(ids.len());
+        let mut reusable_for = policy.fresh_for;
+        let (mut to_load, mut to_refresh) = (Vec::new(), Vec::new());
+        if policy.fresh_for.is_zero() {
+            to_load = ids.to_vec();
+        } else {
+            let keys: Vec<String> = ids.iter().map(&key_of).collect();
+            let hits =
+                futures::future::join_all(keys.iter().map(|key| cache.get::<T>(&policy, key)))
+                    .await;
+            for (id, hit) in ids.iter().zip(hits) {
+                match hit {
+                    Some(c) if c.freshness == Freshness::Fresh => {
+                        reusable_for = reusable_for.min(policy.fresh_for.saturating_sub(c.age));
+                        found.insert(*id, c.value);
+                    }
+                    Some(c) if c.freshness == Freshness::Revalidate => {
+                        cache.served_stale(&policy, StaleReason::Revalidating);
+                        reusable_for = Duration::ZERO;
+                        found.insert(*id, c.value);
+                        to_refresh.push(*id);
+                    }
+                    _ => to_load.push(*id),
+                }
+            }
+            let hit = (ids.len() - to_load.len()) as u64;
+            metrics::counter!(names::CACHE_LOOKUPS, "section" => self.name, "result" => "hit")
+                .increment(hit);
+            metrics::counter!(names::CACHE_LOOKUPS, "section" => self.name, "result" => "miss")
+                .increment(to_load.len() as u64);
+        }
+        if !to_refresh.is_empty() {
+            let refresh = budget::scope(
+                Budget::new(Instant::now() + self.deadline, Criticality::Optional),
+                fetch(to_refresh),
+            );
+            let (cache, key_of, tags_of) = (cache.clone(), key_of.clone(), tags_of.clone());
+            tokio::spawn(async move {
+                if let Ok(fetched) = refresh.await {
+                    for (id, value) in fetched {
+                        cache
+                            .put(&policy, &key_of(&id), &tags_of(&id), Arc::new(value))
+                            .await;
+                    }
+                }
+            });
+        }
+
+        let mut missing = Vec::new();
+        let mut failure = None;
+        let mut stale = false;
+        if !to_load.is_empty() {
+            let call = budget::scope(
+                Budget::new(deadline, self.criticality),
+                fetch(to_load.clone()),
+            );
+            failure = match tokio::time::timeout_at(deadline, call).await {
+                Ok(Ok(mut fetched)) => {
+                    for id in &to_load {
+                        match fetched.remove(id) {
+                            Some(value) => {
+                                let value = Arc::new(value);
+                                cache
+                                    .put(&policy, &key_of(id), &tags_of(id), value.clone())
+                                    .await;
+                                found.insert(*id, value);
+                            }
+                            None => missing.push(*id),
+                        }
+                    }
+                    None
+                }
+                Ok(Err(error)) => {
+                    tracing::info!(section = self.name, %error, "section failed");
+                    Some(error.failure)
+                }
+                Err(_) => Some(self.timed_out(budget)),
+            };
+            if let Some(failure) = failure {
+                metrics::counter!(names::SECTION_FAILURES, "section" => self.name, "reason" => failure.reason()).increment(1);
+                if failure != Failure::NotFound {
+                    for id in &to_load {
+                        if let Some(copy) = cache.get::<T>(&policy, &key_of(id)).await {
+                            cache.served_stale(&policy, StaleReason::UpstreamError);
+                            found.insert(*id, copy.value);
+                            stale = true;
+                        }
+                    }
+                }
+            }
+        }
+        agg.record(Outcome {
+            name: self.name,
+            failure,
+            stale,
+            reusable_for,
+            per_user: policy.per_user,
+        });
+        let value =
+            (failure.is_none() || !found.is_empty()).then(|| Arc::new(Each { found, missing }));
+        Section {
+            name: self.name,
+            criticality: self.criticality,
+            value,
+            failure,
+        }
+    }
+
+    fn timed_out(&self, budget: Duration) -> Failure {
+        tracing::info!(
+            section = self.name,
+            budget_ms = budget.as_millis() as u64,
+            "section timed out"
+        );
+        Failure::Timeout
     }
 }
 
@@ -367,6 +620,15 @@ impl<T> Section<T> {
             }
         }
     }
+}
+
+/// The value of a [`run_each`](SectionSpec::run_each) section.
+#[derive(Debug, Clone)]
+pub struct Each<K, T> {
+    /// What was found (fresh, or stale when the call failed), by id.
+    pub found: HashMap<K, Arc<T>>,
+    /// The ids the service said it does not know.
+    pub missing: Vec<K>,
 }
 
 /// The `metadata` object of an aggregated response.
@@ -537,10 +799,13 @@ mod tests {
             per_user: false,
         };
         let store = FragmentStore::new(cache, vec![fresh], Duration::from_secs(60));
-        let calls = std::sync::atomic::AtomicUsize::new(0);
-        let fetch = || async {
-            calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-            Ok::<_, UpstreamError>("ada".to_owned())
+        let calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let fetch = || {
+            let calls = calls.clone();
+            async move {
+                calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                Ok::<_, UpstreamError>("ada".to_owned())
+            }
         };
         for _ in 0..3 {
             let agg = Aggregation::new(store.clone(), deadlines(Duration::from_secs(1)), "/t");
@@ -578,7 +843,7 @@ mod tests {
         let seen = agg
             .optional("s")
             .deadline(Duration::from_millis(700))
-            .run(async {
+            .run(async move {
                 Ok::<_, UpstreamError>(budget::current().map(|b| {
                     (
                         (b.deadline - started).as_millis() as u64,
@@ -591,5 +856,128 @@ mod tests {
             .and_then(|b| *b)
             .expect("a budget inside the section");
         assert_eq!(seen, (700, true));
+    }
+
+    fn fresh_store(per_user: bool) -> FragmentStore {
+        let cache = bff_cache::tiered::TieredCache::new(Default::default()).expect("cache");
+        let policy = |kind| bff_cache::tiered::FragmentPolicy {
+            kind,
+            fresh_for: Duration::from_secs(60),
+            revalidate_for: Duration::ZERO,
+            stale_for: Duration::from_secs(60),
+            approx_bytes: 100,
+            per_user,
+        };
+        FragmentStore::new(
+            cache,
+            vec![policy("product"), policy("price")],
+            Duration::from_secs(60),
+        )
+    }
+
+    #[tokio::test]
+    async fn reuse_follows_what_the_sections_served() {
+        let store = fresh_store(false);
+        let agg = Aggregation::new(store.clone(), deadlines(Duration::from_secs(1)), "/t");
+        let handle = agg.reuse_handle();
+        assert_eq!(handle.reuse(), None, "nothing ran yet");
+        let _ = agg
+            .critical("product")
+            .cached("product", "product:1".into())
+            .run(async { Ok::<_, UpstreamError>(1u32) })
+            .await;
+        match handle.reuse() {
+            Some(Reuse::For {
+                private: false,
+                max_age,
+            }) => {
+                assert!(max_age > Duration::from_secs(58) && max_age <= Duration::from_secs(60));
+            }
+            other => panic!("shared and fresh: {other:?}"),
+        }
+        let _ = agg
+            .optional("reviews")
+            .run(async { Ok::<_, UpstreamError>(2u32) })
+            .await;
+        assert_eq!(
+            handle.reuse().map(Reuse::header_value).as_deref(),
+            Some("private, no-cache"),
+            "an uncached section may be anyone's and may not be reused"
+        );
+        drop(agg);
+
+        let agg = Aggregation::new(fresh_store(true), deadlines(Duration::from_secs(1)), "/t");
+        let _ = agg
+            .critical("product")
+            .cached("product", "product:1".into())
+            .run(async { Ok::<_, UpstreamError>(1u32) })
+            .await;
+        assert!(
+            agg.reuse_handle()
+                .reuse()
+                .map(Reuse::header_value)
+                .is_some_and(|v| v.starts_with("private, max-age="))
+        );
+        let _ = agg
+            .optional("price")
+            .run(fail::<u32>(Failure::Timeout))
+            .await;
+        assert_eq!(
+            agg.reuse_handle().reuse(),
+            Some(Reuse::NoStore),
+            "a partial answer"
+        );
+    }
+
+    #[tokio::test]
+    async fn each_id_of_a_batch_is_its_own_fragment() {
+        let store = fresh_store(false);
+        let asked = Arc::new(Mutex::new(Vec::<Vec<u32>>::new()));
+        let fetch = |ids: Vec<u32>| {
+            asked.lock().expect("lock").push(ids.clone());
+            async move {
+                // 9 does not exist.
+                Ok::<_, UpstreamError>(
+                    ids.into_iter()
+                        .filter(|&id| id != 9)
+                        .map(|id| (id, id * 10))
+                        .collect(),
+                )
+            }
+        };
+        let agg = Aggregation::new(store.clone(), deadlines(Duration::from_secs(1)), "/t");
+        let first = agg
+            .critical("p")
+            .run_each("product", &[1, 2, 9], fetch)
+            .await;
+        let first = first.required().expect("found");
+        assert_eq!(*first.found[&2], 20);
+        assert_eq!(first.missing, vec![9]);
+
+        let agg = Aggregation::new(store.clone(), deadlines(Duration::from_secs(1)), "/t");
+        let second = agg
+            .critical("p")
+            .run_each("product", &[2, 3, 1], fetch)
+            .await;
+        let second = second.required().expect("found");
+        assert_eq!(second.found.len(), 3);
+        assert_eq!(
+            *asked.lock().expect("lock"),
+            vec![vec![1, 2, 9], vec![3]],
+            "only the id no batch had loaded was fetched"
+        );
+
+        // The upstream fails: the cached id is served, the other is not,
+        // and the section is reported degraded.
+        let agg = Aggregation::new(store, deadlines(Duration::from_secs(1)), "/t");
+        let failing = |_ids: Vec<u32>| fail::<HashMap<u32, u32>>(Failure::Unavailable);
+        let third = agg
+            .optional("p")
+            .run_each("product", &[1, 4], failing)
+            .await;
+        assert_eq!(third.value().map(|e| e.found.len()), Some(1));
+        let metadata = agg.metadata().expect("partial");
+        assert_eq!(metadata.degraded, vec!["p"]);
+        assert!(metadata.stale.is_empty(), "no stale copy was needed for 1");
     }
 }

@@ -91,6 +91,8 @@ pub enum Tier {
     Local,
     /// Redis (the fragment now fills the local tier too).
     Shared,
+    /// Neither: loaded just now, by this call or by the load it joined.
+    Loaded,
 }
 
 /// A cached fragment.
@@ -445,9 +447,9 @@ impl TieredCache {
         T: DeserializeOwned + Send + Sync + 'static,
     {
         let local = self.inner.local.get(key).await;
-        let local_is_fresh = local.as_ref().is_some_and(|e| {
-            e.policy.freshness(age_of(e.stored_at_ms)) == Some(Freshness::Fresh)
-        });
+        let local_is_fresh = local
+            .as_ref()
+            .is_some_and(|e| e.policy.freshness(age_of(e.stored_at_ms)) == Some(Freshness::Fresh));
         let found = if local_is_fresh || self.inner.shared.is_none() {
             local.and_then(|e| Self::typed(e, Tier::Local))
         } else {
@@ -661,7 +663,7 @@ impl TieredCache {
             .load_once::<T, E, F>(policy, key, tags, load, "miss")
             .await
         {
-            Ok(entry) => Self::typed::<T>(entry, Tier::Local).ok_or_else(|| {
+            Ok(entry) => Self::typed::<T>(entry, Tier::Loaded).ok_or_else(|| {
                 tracing::error!(key, "two fragment types share one cache key");
                 LoadError::Collision
             }),
@@ -835,9 +837,10 @@ impl TieredCache {
         let this = self.clone();
         let lock_key = self.lock_key(key);
         tokio::spawn(async move {
-            this.redis("unlock", |mut c| async move {
-                c.del::<_, ()>(lock_key).await
-            })
+            this.redis(
+                "unlock",
+                |mut c| async move { c.del::<_, ()>(lock_key).await },
+            )
             .await;
         });
     }

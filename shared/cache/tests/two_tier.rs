@@ -325,7 +325,12 @@ async fn a_revalidating_copy_is_served_at_once_and_refreshed_once_in_the_backgro
     let started = Instant::now();
     for _ in 0..20 {
         let served = cache
-            .get_or_load(&policy, "k", &[], counted(&loads, 2, Duration::from_millis(300)))
+            .get_or_load(
+                &policy,
+                "k",
+                &[],
+                counted(&loads, 2, Duration::from_millis(300)),
+            )
             .await
             .expect("served");
         assert_eq!(served.value.cents, 1);

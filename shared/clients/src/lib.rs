@@ -15,7 +15,7 @@ pub mod models;
 mod services;
 
 pub use services::{
-    BATCH_WINDOW, InventoryClient, MAX_BATCH, OrderClient, PricingClient, ProductClient,
+    BATCH_WINDOW, Call, InventoryClient, MAX_BATCH, OrderClient, PricingClient, ProductClient,
     RecommendationClient, ReviewClient, UserClient,
 };
 
@@ -115,12 +115,6 @@ pub mod fragments {
     pub const REVIEWS: FragmentPolicy = stand_in("reviews", 4 * 1024, false);
     /// A product's stock (`stock:{id}`).
     pub const STOCK: FragmentPolicy = stand_in("stock", 512, false);
-    /// Products of a partner batch (`product_batch:{ids}`).
-    pub const PRODUCT_BATCH: FragmentPolicy = stand_in("product_batch", 64 * 1024, false);
-    /// Prices of a partner batch (`price_batch:{ids}`).
-    pub const PRICE_BATCH: FragmentPolicy = stand_in("price_batch", 8 * 1024, false);
-    /// Stock of a partner batch (`stock_batch:{ids}`).
-    pub const STOCK_BATCH: FragmentPolicy = stand_in("stock_batch", 16 * 1024, false);
 
     /// The pricing service's price-change channel (Redis pub/sub).
     pub const PRICE_EVENTS: &str = "demo.pricing.price-changed";

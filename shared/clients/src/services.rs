@@ -49,16 +49,18 @@ impl UserClient {
     }
 
     /// A user's profile.
-    pub async fn get(&self, ctx: &CallContext, id: Uuid) -> Result<User, UpstreamError> {
-        self.0
-            .get_json(
+    pub fn get(&self, ctx: &CallContext, id: Uuid) -> Call<User> {
+        let (rest, ctx) = (self.0.clone(), ctx.clone());
+        Box::pin(async move {
+            rest.get_json(
                 "get_user",
-                ctx,
+                &ctx,
                 &["users", &id.to_string()],
                 &[],
                 subject(id),
             )
             .await
+        })
     }
 }
 
@@ -78,22 +80,19 @@ impl OrderClient {
     }
 
     /// A user's latest `limit` orders.
-    pub async fn recent(
-        &self,
-        ctx: &CallContext,
-        user: Uuid,
-        limit: u32,
-    ) -> Result<OrderPage, UpstreamError> {
-        let (id, limit) = (user.to_string(), limit.to_string());
-        self.0
-            .get_json(
+    pub fn recent(&self, ctx: &CallContext, user: Uuid, limit: u32) -> Call<OrderPage> {
+        let (rest, ctx) = (self.0.clone(), ctx.clone());
+        Box::pin(async move {
+            let (id, limit) = (user.to_string(), limit.to_string());
+            rest.get_json(
                 "list_orders",
-                ctx,
+                &ctx,
                 &["orders"],
                 &[("user_id", &id), ("limit", &limit)],
                 subject(user),
             )
             .await
+        })
     }
 }
 
@@ -115,22 +114,19 @@ impl RecommendationClient {
     }
 
     /// The best `limit` recommendations for a user.
-    pub async fn for_user(
-        &self,
-        ctx: &CallContext,
-        user: Uuid,
-        limit: u32,
-    ) -> Result<RecommendationList, UpstreamError> {
-        let (id, limit) = (user.to_string(), limit.to_string());
-        self.0
-            .get_json(
+    pub fn for_user(&self, ctx: &CallContext, user: Uuid, limit: u32) -> Call<RecommendationList> {
+        let (rest, ctx) = (self.0.clone(), ctx.clone());
+        Box::pin(async move {
+            let (id, limit) = (user.to_string(), limit.to_string());
+            rest.get_json(
                 "list_recommendations",
-                ctx,
+                &ctx,
                 &["recommendations"],
                 &[("user_id", &id), ("limit", &limit)],
                 subject(user),
             )
             .await
+        })
     }
 }
 
@@ -150,22 +146,19 @@ impl ReviewClient {
     }
 
     /// The latest `limit` reviews of a product.
-    pub async fn for_product(
-        &self,
-        ctx: &CallContext,
-        product: Uuid,
-        limit: u32,
-    ) -> Result<ReviewPage, UpstreamError> {
-        let (product, limit) = (product.to_string(), limit.to_string());
-        self.0
-            .get_json(
+    pub fn for_product(&self, ctx: &CallContext, product: Uuid, limit: u32) -> Call<ReviewPage> {
+        let (rest, ctx) = (self.0.clone(), ctx.clone());
+        Box::pin(async move {
+            let (product, limit) = (product.to_string(), limit.to_string());
+            rest.get_json(
                 "list_reviews",
-                ctx,
+                &ctx,
                 &["reviews"],
                 &[("product_id", &product), ("limit", &limit)],
                 None,
             )
             .await
+        })
     }
 }
 
@@ -185,6 +178,42 @@ fn parse_missing(upstream: &'static str, raw: &[String]) -> Result<Vec<Uuid>, Up
 
 fn not_found(upstream: &'static str, what: &str, id: Uuid) -> UpstreamError {
     UpstreamError::new(upstream, Failure::NotFound, format!("no {what} {id}"))
+}
+
+/// A call in flight. It owns what it needs (clients and contexts are cheap
+/// to clone), so the fragment cache can finish it in the background and
+/// share it between callers.
+pub type Call<T> = futures::future::BoxFuture<'static, Result<T, UpstreamError>>;
+
+fn load_one<V>(
+    loader: &BatchLoader<Uuid, V>,
+    upstream: &'static str,
+    what: &'static str,
+    ctx: &CallContext,
+    id: Uuid,
+) -> Call<V>
+where
+    V: Clone + Send + Sync + 'static,
+{
+    let (loader, ctx) = (loader.clone(), ctx.clone());
+    Box::pin(async move {
+        loader
+            .load(&ctx, id)
+            .await?
+            .ok_or_else(|| not_found(upstream, what, id))
+    })
+}
+
+fn load_many<V>(
+    loader: &BatchLoader<Uuid, V>,
+    ctx: &CallContext,
+    ids: Vec<Uuid>,
+) -> Call<HashMap<Uuid, V>>
+where
+    V: Clone + Send + Sync + 'static,
+{
+    let (loader, ctx) = (loader.clone(), ctx.clone());
+    Box::pin(async move { loader.load_many(&ctx, &ids).await })
 }
 
 /// Splits a loader's answer into what was found and what is missing, in
@@ -311,20 +340,14 @@ impl ProductClient {
     }
 
     /// One product, batched with the loads around it.
-    pub async fn load(&self, ctx: &CallContext, id: Uuid) -> Result<Product, UpstreamError> {
-        self.loader
-            .load(ctx, id)
-            .await?
-            .ok_or_else(|| not_found(self.upstream().name(), "product", id))
+    pub fn load(&self, ctx: &CallContext, id: Uuid) -> Call<Product> {
+        load_one(&self.loader, self.upstream().name(), "product", ctx, id)
     }
 
     /// Many products, batched with the loads around them.
-    pub async fn load_many(
-        &self,
-        ctx: &CallContext,
-        ids: &[Uuid],
-    ) -> Result<Batch<Product>, UpstreamError> {
-        Ok(batch_of(ids, self.loader.load_many(ctx, ids).await?))
+    /// Ids the service does not know are absent from the answer.
+    pub fn load_many(&self, ctx: &CallContext, ids: Vec<Uuid>) -> Call<HashMap<Uuid, Product>> {
+        load_many(&self.loader, ctx, ids)
     }
 }
 
@@ -432,20 +455,14 @@ impl InventoryClient {
     }
 
     /// Stock of one product, batched with the loads around it.
-    pub async fn load(&self, ctx: &CallContext, id: Uuid) -> Result<Stock, UpstreamError> {
-        self.loader
-            .load(ctx, id)
-            .await?
-            .ok_or_else(|| not_found(self.upstream().name(), "stock for", id))
+    pub fn load(&self, ctx: &CallContext, id: Uuid) -> Call<Stock> {
+        load_one(&self.loader, self.upstream().name(), "stock for", ctx, id)
     }
 
     /// Stock of many products, batched with the loads around them.
-    pub async fn load_many(
-        &self,
-        ctx: &CallContext,
-        ids: &[Uuid],
-    ) -> Result<Batch<Stock>, UpstreamError> {
-        Ok(batch_of(ids, self.loader.load_many(ctx, ids).await?))
+    /// Ids the service does not know are absent from the answer.
+    pub fn load_many(&self, ctx: &CallContext, ids: Vec<Uuid>) -> Call<HashMap<Uuid, Stock>> {
+        load_many(&self.loader, ctx, ids)
     }
 }
 
@@ -542,19 +559,13 @@ impl PricingClient {
     }
 
     /// The price of one product, batched with the loads around it.
-    pub async fn load(&self, ctx: &CallContext, id: Uuid) -> Result<Price, UpstreamError> {
-        self.loader
-            .load(ctx, id)
-            .await?
-            .ok_or_else(|| not_found(self.upstream().name(), "price for", id))
+    pub fn load(&self, ctx: &CallContext, id: Uuid) -> Call<Price> {
+        load_one(&self.loader, self.upstream().name(), "price for", ctx, id)
     }
 
     /// The prices of many products, batched with the loads around them.
-    pub async fn load_many(
-        &self,
-        ctx: &CallContext,
-        ids: &[Uuid],
-    ) -> Result<Batch<Price>, UpstreamError> {
-        Ok(batch_of(ids, self.loader.load_many(ctx, ids).await?))
+    /// Ids the service does not know are absent from the answer.
+    pub fn load_many(&self, ctx: &CallContext, ids: Vec<Uuid>) -> Call<HashMap<Uuid, Price>> {
+        load_many(&self.loader, ctx, ids)
     }
 }

@@ -45,13 +45,16 @@ fn json_headers(ctx: &CallContext) -> http::HeaderMap {
 #[derive(Debug, Clone)]
 pub struct RestClient {
     upstream: Upstream,
-    base: Url,
+    base: Arc<Url>,
 }
 
 impl RestClient {
     /// A client for the service at `base` (`http://127.0.0.1:7001`).
     pub fn new(upstream: Upstream, base: Url) -> Self {
-        RestClient { upstream, base }
+        RestClient {
+            upstream,
+            base: Arc::new(base),
+        }
     }
 
     /// The upstream.
@@ -74,7 +77,7 @@ impl RestClient {
         T: DeserializeOwned + Clone + Send + Sync + 'static,
     {
         let name = self.upstream.name();
-        let mut url = self.base.clone();
+        let mut url = Url::clone(&self.base);
         url.path_segments_mut()
             .map_err(|()| {
                 UpstreamError::new(name, Failure::Unavailable, "base URL cannot have a path")
@@ -105,7 +108,7 @@ impl RestClient {
 #[derive(Debug, Clone)]
 pub struct GraphQlClient {
     upstream: Upstream,
-    endpoint: Url,
+    endpoint: Arc<Url>,
 }
 
 #[derive(Serialize)]
@@ -149,7 +152,10 @@ where
 impl GraphQlClient {
     /// A client for `endpoint` (`http://127.0.0.1:7005/graphql`).
     pub fn new(upstream: Upstream, endpoint: Url) -> Self {
-        GraphQlClient { upstream, endpoint }
+        GraphQlClient {
+            upstream,
+            endpoint: Arc::new(endpoint),
+        }
     }
 
     /// The upstream.
@@ -178,7 +184,7 @@ impl GraphQlClient {
             .upstream
             .call(UpstreamRequest {
                 method: Method::POST,
-                target: Target::Url(self.endpoint.clone()),
+                target: Target::Url(Url::clone(&self.endpoint)),
                 headers,
                 body: Bytes::from(body),
                 info: CallInfo::new(operation, decode_graphql::<T>).idempotent(),

@@ -63,9 +63,13 @@ impl Default for UpstreamPolicy {
     }
 }
 
-/// One upstream: its name, protocol, circuit and stack. Cheap to share.
+/// One upstream: its name, protocol, circuit and stack. Cheap to clone
+/// (one reference count), so a call's future can own it.
 #[derive(Debug, Clone)]
-pub struct Upstream {
+pub struct Upstream(Arc<Parts>);
+
+#[derive(Debug)]
+struct Parts {
     name: &'static str,
     protocol: Protocol,
     breaker: Arc<CircuitBreaker>,
@@ -100,32 +104,32 @@ impl Upstream {
             )
             .layer(BulkheadLayer::new(name, policy.max_concurrency, reserved))
             .service(transport);
-        Upstream {
+        Upstream(Arc::new(Parts {
             name,
             protocol,
             breaker,
             service: BoxCloneSyncService::new(service),
-        }
+        }))
     }
 
     /// The upstream's name (`user`, `product`, …).
     pub fn name(&self) -> &'static str {
-        self.name
+        self.0.name
     }
 
     /// Its wire protocol.
     pub fn protocol(&self) -> Protocol {
-        self.protocol
+        self.0.protocol
     }
 
     /// The state of its circuit.
     pub fn circuit_state(&self) -> CircuitState {
-        self.breaker.state()
+        self.0.breaker.state()
     }
 
     /// Sends one call through the stack.
     pub async fn call(&self, request: UpstreamRequest) -> Result<UpstreamResponse, UpstreamError> {
-        let mut service = self.service.clone();
+        let mut service = self.0.service.clone();
         // Ready at once, except behind the hedge's buffer when it is full.
         service.ready().await?;
         service.call(request).await
