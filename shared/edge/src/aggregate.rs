@@ -3,17 +3,21 @@
 //! Handlers declare sections and shape data; the plumbing of an aggregation
 //! (the configured deadlines, the fragment cache, the matched route as the
 //! metrics label, and whether the client asked for `Prefer:
-//! handling=strict`) is taken here, once, from the request.
+//! handling=strict`) is taken here, once, from the request; and the
+//! response's `Cache-Control` is set here from what its sections served
+//! ([`bff_aggregate::Reuse`]): `private` when any of them is per-user data,
+//! `max-age` the shortest freshness left, `no-store` on a partial answer.
 
 use std::ops::Deref;
+use std::sync::{Arc, Mutex};
 
 use axum::extract::{FromRequestParts, MatchedPath, Request};
 use axum::middleware::Next;
 use axum::response::Response;
-use bff_aggregate::Aggregation;
+use bff_aggregate::{Aggregation, ReuseHandle};
 use bff_problem::ApiError;
 use http::request::Parts;
-use http::{HeaderMap, HeaderValue};
+use http::{HeaderMap, HeaderValue, StatusCode, header};
 
 use crate::shared::Shared;
 
@@ -66,12 +70,20 @@ impl<S: Send + Sync> FromRequestParts<S> for Aggregate {
             .extensions
             .get::<MatchedPath>()
             .map_or("unmatched", MatchedPath::as_str);
-        Ok(Aggregate(
+        let aggregation =
             Aggregation::new(shared.fragments().clone(), shared.config().deadlines, route)
-                .strict(prefers_strict(&parts.headers)),
-        ))
+                .strict(prefers_strict(&parts.headers));
+        if let Some(slot) = parts.extensions.get::<ReuseSlot>() {
+            *slot.0.lock().unwrap_or_else(|p| p.into_inner()) = Some(aggregation.reuse_handle());
+        }
+        Ok(Aggregate(aggregation))
     }
 }
+
+/// Where the request's aggregation leaves its [`ReuseHandle`] for
+/// [`api_context`] to read once the handler is done.
+#[derive(Clone, Default)]
+struct ReuseSlot(Arc<Mutex<Option<ReuseHandle>>>);
 
 /// Middleware of the API routes: makes [`Shared`] reachable for
 /// [`Aggregate`], and says `Preference-Applied: handling=strict` when the
@@ -82,8 +94,23 @@ pub(crate) async fn api_context(
     next: Next,
 ) -> Response {
     let strict = prefers_strict(request.headers());
+    let slot = ReuseSlot::default();
     request.extensions_mut().insert(shared.0);
+    request.extensions_mut().insert(slot.clone());
     let mut response = next.run(request).await;
+    let status = response.status();
+    if (status.is_success() || status == StatusCode::NOT_MODIFIED)
+        && !response.headers().contains_key(header::CACHE_CONTROL)
+        && let Some(reuse) = slot
+            .0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .and_then(ReuseHandle::reuse)
+        && let Ok(value) = HeaderValue::from_str(&reuse.header_value())
+    {
+        response.headers_mut().insert(header::CACHE_CONTROL, value);
+    }
     if strict {
         response.headers_mut().insert(
             PREFERENCE_APPLIED,

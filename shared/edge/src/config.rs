@@ -93,6 +93,14 @@ pub struct BffConfig {
     pub cache_max_bytes: u64,
     /// The policy of each declared kind of fragment.
     pub fragments: Vec<FragmentPolicy>,
+    /// How long a replica loading a fragment holds its Redis lock (the
+    /// others wait for its copy up to this long).
+    pub cache_lock_for: Duration,
+    /// Longest any Redis call may take.
+    pub redis_timeout: Duration,
+    /// `BFF_ADMIN_TOKEN`: the bearer secret of the admin routes (cache
+    /// purge); unset, they do not exist.
+    pub admin_token: Option<String>,
     /// Largest request body accepted.
     pub body_limit: usize,
     /// How long in-flight requests may take to finish after SIGTERM.
@@ -415,10 +423,20 @@ impl BffConfig {
             let key = |suffix: &str| format!("BFF_CACHE_{}_{suffix}", default.kind.to_uppercase());
             fragments.push(FragmentPolicy {
                 fresh_for: s.duration_or_zero(&key("FRESH"), default.fresh_for)?,
+                revalidate_for: s.duration_or_zero(&key("REVALIDATE"), default.revalidate_for)?,
                 stale_for: s.duration_or_zero(&key("STALE"), default.stale_for)?,
                 ..*default
             });
         }
+        let admin_token = match s.take("BFF_ADMIN_TOKEN") {
+            Some(token) if token.len() < 32 || token.chars().any(|c| !c.is_ascii_graphic()) => {
+                return Err(ConfigError::new(
+                    "BFF_ADMIN_TOKEN",
+                    "must be at least 32 printable characters without spaces (it guards cache purges)",
+                ));
+            }
+            token => token,
+        };
         let log_format = match s.take("BFF_LOG_FORMAT") {
             None => LogFormat::detect(),
             Some(raw) => LogFormat::parse(raw.trim()).ok_or_else(|| {
@@ -441,6 +459,9 @@ impl BffConfig {
             cache_stale_for,
             cache_max_bytes: s.positive("BFF_CACHE_MAX_BYTES", 64 * 1024 * 1024)?,
             fragments,
+            cache_lock_for: s.duration("BFF_CACHE_LOCK_FOR", Duration::from_millis(200))?,
+            redis_timeout: s.duration("BFF_REDIS_TIMEOUT", Duration::from_millis(50))?,
+            admin_token,
             body_limit: s.positive("BFF_BODY_LIMIT", 64 * 1024)? as usize,
             shutdown_grace: s.duration("BFF_SHUTDOWN_GRACE", Duration::from_secs(10))?,
             log_format,

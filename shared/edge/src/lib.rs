@@ -19,6 +19,7 @@
 
 #![warn(missing_docs)]
 
+pub mod admin;
 pub mod aggregate;
 pub mod config;
 pub mod context;

@@ -85,6 +85,8 @@ impl Shared {
                     .map(|p| p.keep_for())
                     .fold(config.cache_stale_for, Duration::max),
                 redis_url: config.redis_url.clone(),
+                redis_timeout: config.redis_timeout,
+                lock_for: config.cache_lock_for,
                 ..TieredConfig::default()
             })?,
             config.fragments.clone(),
@@ -154,8 +156,10 @@ impl EdgeBuilder {
     /// problem rescue, metrics, compression (br preferred, gzip), body limit.
     pub fn build(self) -> Router {
         let body_limit = self.shared.config().body_limit;
+        let admin = crate::admin::router(&self.shared).unwrap_or_default();
         Router::new()
             .merge(self.api)
+            .merge(admin)
             .merge(health::router(self.shared))
             .fallback(|| async { ApiError::not_found("no such resource") })
             .layer(RequestBodyLimitLayer::new(body_limit))
