@@ -59,6 +59,12 @@ pub async fn app(shared: Shared) -> Result<Router, StartError> {
         pricing: PricingClient::new(registry)?,
         inventory: InventoryClient::new(registry)?,
     };
+    // A price change evicts that product's price fragment (every replica).
+    bff_clients::follow_price_changes(
+        &state.pricing,
+        registry.http().reqwest().clone(),
+        shared.fragments().cache(),
+    );
     let api = Router::new()
         .route("/v1/products", get(products::v1))
         .route("/v2/products", get(products::v2))

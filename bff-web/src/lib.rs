@@ -51,10 +51,6 @@ pub struct AppState {
 
 /// The web BFF's app over `shared`.
 pub async fn app(shared: Shared) -> Result<Router, StartError> {
-    // Price changes from the pricing service evict that product's price
-    // fragment in every replica (with REDIS_URL; without it, fragments are
-    // never served fresh by default, so there is nothing to evict).
-    shared.fragments().cache().listen(fragments::price_events());
     let registry = shared.registry();
     let state = AppState {
         users: UserClient::new(registry)?,
@@ -65,6 +61,12 @@ pub async fn app(shared: Shared) -> Result<Router, StartError> {
         reviews: ReviewClient::new(registry)?,
         inventory: InventoryClient::new(registry)?,
     };
+    // A price change evicts that product's price fragment (every replica).
+    bff_clients::follow_price_changes(
+        &state.pricing,
+        registry.http().reqwest().clone(),
+        shared.fragments().cache(),
+    );
     let api = Router::new()
         .route("/v1/dashboard", get(dashboard::dashboard))
         .route("/v1/products/{product_id}", get(product::product_page))

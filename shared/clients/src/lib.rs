@@ -12,7 +12,10 @@
 #![warn(missing_docs)]
 
 pub mod models;
+mod price_feed;
 mod services;
+
+pub use price_feed::follow_price_changes;
 
 pub use services::{
     BATCH_WINDOW, Call, InventoryClient, MAX_BATCH, OrderClient, PricingClient, ProductClient,

@@ -517,6 +517,11 @@ impl PricingClient {
         self.graphql.upstream()
     }
 
+    /// Its GraphQL endpoint.
+    pub fn endpoint(&self) -> &reqwest::Url {
+        self.graphql.endpoint()
+    }
+
     /// The price of one product.
     pub async fn get(&self, ctx: &CallContext, id: Uuid) -> Result<Price, UpstreamError> {
         let data: PricingData = self

@@ -163,6 +163,11 @@ impl GraphQlClient {
         &self.upstream
     }
 
+    /// The GraphQL endpoint.
+    pub fn endpoint(&self) -> &Url {
+        &self.endpoint
+    }
+
     /// Runs the read-only `query` with `variables`; `data` is decoded as
     /// `T`. Queries are idempotent: they may be retried and coalesced.
     pub async fn query<V, T>(
