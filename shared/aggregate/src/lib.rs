@@ -488,7 +488,7 @@ impl SectionSpec<'_> {
                 Budget::new(Instant::now() + self.deadline, Criticality::Optional),
                 fetch(to_refresh),
             );
-            let (cache, key_of, tags_of) = (cache.clone(), key_of.clone(), tags_of.clone());
+            let (cache, tags_of) = (cache.clone(), tags_of.clone());
             tokio::spawn(async move {
                 if let Ok(fetched) = refresh.await {
                     for (id, value) in fetched {
