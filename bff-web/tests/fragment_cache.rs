@@ -85,15 +85,20 @@ async fn a_thousand_concurrent_requests_on_a_cold_product_are_one_upstream_load(
         "one price load"
     );
     let metrics = server.get_text("/metrics").await;
-    assert!(
-        metrics.contains(r#"bff_cache_lookups_total{section="product",result="hit"}"#)
-            || metrics.contains(r#"bff_cache_lookups{section="product",result="hit"}"#),
-        "fresh hits are counted: {}",
-        metrics
-            .lines()
-            .filter(|l| l.starts_with("bff_cache"))
-            .collect::<Vec<_>>()
-            .join("\n")
+    for line in [
+        r#"bff_cache_lookups{section="product",result="hit"}"#,
+        r#"bff_cache_lookups{section="product",result="miss"}"#,
+        r#"bff_cache_fragments{kind="product",result="hit",tier="local"}"#,
+    ] {
+        assert!(metrics.contains(line), "{line} in /metrics");
+    }
+    let loads = metrics.lines().find(|l| {
+        l.starts_with(r#"bff_cache_loads{kind="product",trigger="miss",source="upstream"}"#)
+    });
+    assert_eq!(
+        loads.and_then(|l| l.rsplit(' ').next()),
+        Some("1"),
+        "one load counted: {loads:?}"
     );
 }
 
@@ -227,4 +232,48 @@ async fn an_operator_purges_every_fragment_of_a_product_by_tag() {
     );
     get(&server, &token, &path).await;
     assert_eq!(product_calls(&stack), 2, "the product was loaded again");
+}
+
+#[tokio::test]
+async fn a_failed_section_is_served_from_its_stand_in_and_counted() {
+    let stack = testkit::start_demo().await;
+    // Default policies: fragments are kept only to stand in for failures.
+    let config = testkit::bff_config(&stack, bff_web::SPEC);
+    let app = bff_web::app(bff_edge::Shared::new(config).expect("shared"))
+        .await
+        .expect("app");
+    let server = testkit::serve_bff(app).await;
+    let token = testkit::user_token(&stack, "user0009", "bff-web", None);
+    let path = format!("/v1/products/{}", stack.data().products()[13].id);
+    let fresh: Value = get(&server, &token, &path)
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(fresh["metadata"]["partialFailures"], 0);
+
+    testkit::set_fault(&stack, "pricing", json!({ "error_rate": 1 })).await;
+    let response = get(&server, &token, &path).await;
+    assert_eq!(
+        response.headers()["cache-control"],
+        "no-store",
+        "a partial answer is not to be reused"
+    );
+    let degraded: Value = response.json().await.expect("json");
+    testkit::clear_fault(&stack, "pricing").await;
+    assert_eq!(
+        degraded["metadata"]["stale"],
+        json!(["pricing"]),
+        "{degraded}"
+    );
+    assert_eq!(degraded["pricing"], fresh["pricing"]);
+
+    let metrics = server.get_text("/metrics").await;
+    for line in [
+        r#"bff_cache_lookups{section="pricing",result="stale"}"#,
+        r#"bff_cache_fragments{kind="price",result="stale",tier="local"}"#,
+        r#"bff_cache_stale_served{kind="price",reason="upstream_error"}"#,
+    ] {
+        assert!(metrics.contains(line), "{line} in /metrics");
+    }
 }

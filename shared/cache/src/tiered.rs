@@ -175,7 +175,7 @@ impl FragmentStore {
 /// Configuration of the store.
 #[derive(Debug, Clone)]
 pub struct TieredConfig {
-    /// Bytes the local tier may hold (serialised JSON with Redis, each
+    /// Bytes the local tier may hold (serialised MessagePack with Redis, each
     /// policy's `approx_bytes` without).
     pub local_max_bytes: u64,
     /// How long the local tier keeps any fragment: the longest `keep_for`
@@ -400,8 +400,10 @@ impl TieredCache {
         self.inner.shared.is_some()
     }
 
+    /// `fm`: fragments in MessagePack (another encoding gets another
+    /// prefix, so replicas of two versions never read each other's).
     fn shared_key(&self, key: &str) -> String {
-        format!("{}:f:{key}", self.inner.namespace)
+        format!("{}:fm:{key}", self.inner.namespace)
     }
 
     fn lock_key(&self, key: &str) -> String {
@@ -512,7 +514,7 @@ impl TieredCache {
             .await
             .flatten();
         let bytes = bytes?;
-        let envelope: OwnedEnvelope<T> = match serde_json::from_slice(&bytes) {
+        let envelope: OwnedEnvelope<T> = match rmp_serde::from_slice(&bytes) {
             Ok(e) => e,
             Err(error) => {
                 tracing::warn!(key, %error, "unreadable shared fragment ignored");
@@ -561,7 +563,7 @@ impl TieredCache {
             v: &*value,
         };
         let (weight, bytes) = if self.inner.shared.is_some() {
-            match serde_json::to_vec(&envelope) {
+            match rmp_serde::to_vec_named(&envelope) {
                 Ok(b) => (b.len(), Some(b)),
                 Err(error) => {
                     tracing::warn!(key, %error, "fragment does not serialise; kept here only");
