@@ -114,7 +114,12 @@ struct Entry {
     stored_at_ms: u64,
     policy: FragmentPolicy,
     weight: u32,
+    /// Its tags, so the tag index forgets it when it goes.
+    tags: Option<Arc<[String]>>,
 }
+
+/// The keys stored with each tag, in this process.
+type TagIndex = Arc<std::sync::Mutex<HashMap<String, std::collections::HashSet<String>>>>;
 
 fn now_ms() -> u64 {
     SystemTime::now()
@@ -311,7 +316,7 @@ struct Inner {
     lock_for: Duration,
     /// The keys stored with each tag (only fragments stored with tags pay
     /// for this).
-    tagged: std::sync::Mutex<HashMap<String, std::collections::HashSet<String>>>,
+    tagged: TagIndex,
     shared: Option<Shared>,
     namespace: String,
 }
@@ -331,15 +336,21 @@ impl std::fmt::Debug for TieredCache {
     }
 }
 
+/// A fragment as stored in Redis: when the upstream answered, its tags
+/// (so a replica that reads it indexes them too), the value.
 #[derive(Serialize)]
 struct Envelope<'a, T> {
     t: u64,
+    #[serde(skip_serializing_if = "<[String]>::is_empty")]
+    g: &'a [String],
     v: &'a T,
 }
 
 #[derive(serde::Deserialize)]
 struct OwnedEnvelope<T> {
     t: u64,
+    #[serde(default)]
+    g: Vec<String>,
     v: T,
 }
 
@@ -348,17 +359,34 @@ impl TieredCache {
     /// and re-made by itself; a Redis that is down at start is not an
     /// error. Must run inside a Tokio runtime.
     pub fn new(config: TieredConfig) -> Result<Self, TieredError> {
+        let tagged = TagIndex::default();
+        let index = tagged.clone();
         let local = moka::future::Cache::builder()
             .max_capacity(config.local_max_bytes)
             .weigher(|_key: &String, entry: &Entry| entry.weight)
             .time_to_live(config.local_keep_for)
-            .eviction_listener(|_key, entry: Entry, cause| {
+            .eviction_listener(move |key: Arc<String>, entry: Entry, cause| {
+                use moka::notification::RemovalCause;
+                // A replaced entry's key is still stored (its new tags were
+                // indexed before the insert).
+                if cause != RemovalCause::Replaced
+                    && let Some(tags) = &entry.tags
+                {
+                    let mut index = index.lock().unwrap_or_else(|p| p.into_inner());
+                    for tag in tags.iter() {
+                        if let Some(keys) = index.get_mut(tag) {
+                            keys.remove(key.as_str());
+                            if keys.is_empty() {
+                                index.remove(tag);
+                            }
+                        }
+                    }
+                }
                 let cause = match cause {
-                    moka::notification::RemovalCause::Size => "size",
-                    moka::notification::RemovalCause::Expired => "expired",
-                    // Invalidations are counted where they are asked for,
-                    // replacements are refreshes.
-                    _ => return,
+                    RemovalCause::Size => "size",
+                    RemovalCause::Expired => "expired",
+                    // Invalidations are counted where they are asked for.
+                    RemovalCause::Explicit | RemovalCause::Replaced => return,
                 };
                 metrics::counter!(names::CACHE_EVICTIONS, "kind" => entry.policy.kind, "cause" => cause)
                     .increment(1);
@@ -388,7 +416,7 @@ impl TieredCache {
                 in_flight: std::sync::Mutex::default(),
                 epoch: std::sync::atomic::AtomicU64::new(0),
                 lock_for: config.lock_for,
-                tagged: std::sync::Mutex::default(),
+                tagged,
                 shared,
                 namespace: config.namespace,
             }),
@@ -529,18 +557,21 @@ impl TieredCache {
             stored_at_ms: envelope.t,
             policy: *policy,
             weight: u32::try_from(bytes.len()).unwrap_or(u32::MAX),
+            tags: (!envelope.g.is_empty()).then(|| envelope.g.as_slice().into()),
         };
         policy.freshness(age_of(entry.stored_at_ms))?;
+        self.remember_tags(key, &envelope.g);
         self.inner.local.insert(key.to_owned(), entry.clone()).await;
         Some(entry)
     }
+
     /// Stores the fragment the upstream just answered with, here and (in
     /// the background) in Redis, with `tags` for invalidation by tag.
     pub async fn put<T>(&self, policy: &FragmentPolicy, key: &str, tags: &[String], value: Arc<T>)
     where
         T: Serialize + Send + Sync + 'static,
     {
-        let (entry, bytes) = self.prepare(policy, key, value);
+        let (entry, bytes) = self.prepare(policy, key, tags, value);
         self.remember_tags(key, tags);
         self.inner.local.insert(key.to_owned(), entry).await;
         self.put_shared(policy, key, tags, bytes);
@@ -552,6 +583,7 @@ impl TieredCache {
         &self,
         policy: &FragmentPolicy,
         key: &str,
+        tags: &[String],
         value: Arc<T>,
     ) -> (Entry, Option<Vec<u8>>)
     where
@@ -560,6 +592,7 @@ impl TieredCache {
         let stored_at_ms = now_ms();
         let envelope = Envelope {
             t: stored_at_ms,
+            g: tags,
             v: &*value,
         };
         let (weight, bytes) = if self.inner.shared.is_some() {
@@ -578,6 +611,7 @@ impl TieredCache {
             stored_at_ms,
             policy: *policy,
             weight: u32::try_from(weight).unwrap_or(u32::MAX),
+            tags: (!tags.is_empty()).then(|| tags.into()),
         };
         (entry, bytes)
     }
@@ -776,7 +810,7 @@ impl TieredCache {
                 return Err(Some(Arc::new(error)));
             }
         };
-        let (entry, bytes) = self.prepare(policy, key, value);
+        let (entry, bytes) = self.prepare(policy, key, tags, value);
         if self.inner.epoch.load(std::sync::atomic::Ordering::Acquire) != epoch {
             // Something was invalidated while this load ran: what it read
             // may predate that change, so it is served to its waiters and
@@ -1005,5 +1039,55 @@ impl TieredCache {
     /// Bytes held by the local tier (after [`sync`](Self::sync)).
     pub fn local_bytes(&self) -> u64 {
         self.inner.local.weighted_size()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const POLICY: FragmentPolicy = FragmentPolicy {
+        kind: "t",
+        fresh_for: Duration::from_secs(60),
+        revalidate_for: Duration::ZERO,
+        stale_for: Duration::ZERO,
+        approx_bytes: 1024,
+        per_user: false,
+    };
+
+    fn indexed(cache: &TieredCache) -> usize {
+        cache
+            .inner
+            .tagged
+            .lock()
+            .map(|t| t.values().map(|keys| keys.len()).sum())
+            .unwrap_or_default()
+    }
+
+    #[tokio::test]
+    async fn the_tag_index_forgets_what_the_local_tier_no_longer_holds() {
+        let cache = TieredCache::new(TieredConfig {
+            local_max_bytes: 4 * 1024,
+            ..TieredConfig::default()
+        })
+        .expect("cache");
+        let tags = ["product:1".to_owned(), "all".to_owned()];
+        cache.put(&POLICY, "a", &tags, Arc::new(1u32)).await;
+        cache.put(&POLICY, "b", &tags[1..], Arc::new(2u32)).await;
+        assert_eq!(indexed(&cache), 3);
+        cache.invalidate("a").await;
+        cache.sync().await;
+        assert_eq!(indexed(&cache), 1, "an invalidated key leaves the index");
+        for i in 0..20 {
+            cache
+                .put(&POLICY, &format!("k{i}"), &tags[1..], Arc::new(i))
+                .await;
+        }
+        cache.sync().await;
+        assert!(
+            indexed(&cache) <= 4,
+            "evicted keys leave the index: {} indexed",
+            indexed(&cache)
+        );
     }
 }

@@ -147,13 +147,25 @@ async fn invalidation_reaches_every_replica_and_only_the_named_fragment() {
     a.put(&PRICE, "reviews:p3", &["product:p3".into()], price("p3", 4))
         .await;
     tokio::time::sleep(Duration::from_millis(100)).await;
-    b.invalidate_tag("product:p3").await;
+    // c read them from Redis: its copies carry the tag too.
+    let c = replica(Some(&redis));
+    c.listen(HashMap::new());
     for key in ["price:p3", "reviews:p3"] {
-        let gone = eventually(Duration::from_secs(1), async || {
-            a.get::<Price>(&PRICE, key).await.is_none()
-        })
-        .await;
-        assert!(gone, "{key} forgotten by tag");
+        assert_eq!(
+            c.get::<Price>(&PRICE, key).await.map(|h| h.tier),
+            Some(Tier::Shared)
+        );
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    b.invalidate_tag("product:p3").await;
+    for cache in [&a, &c] {
+        for key in ["price:p3", "reviews:p3"] {
+            let gone = eventually(Duration::from_secs(1), async || {
+                cache.get::<Price>(&PRICE, key).await.is_none()
+            })
+            .await;
+            assert!(gone, "{key} forgotten by tag");
+        }
     }
 }
 
