@@ -2,8 +2,10 @@
 //! fetched concurrently, one response that says exactly what went wrong.
 //!
 //! A handler declares each section — its name, whether the response is
-//! worthless without it (critical), its deadline, and the cache key of the
-//! copy that may stand in when it fails — then awaits them together:
+//! worthless without it (critical), its deadline, and the kind and key of
+//! its cached fragment (served while fresh, refreshed in the background
+//! while it revalidates, standing in when the fetch fails) — then awaits
+//! them together:
 //!
 //! ```
 //! # use bff_aggregate::{Aggregation, Deadlines};
@@ -31,6 +33,10 @@
 //! handling=strict`, RFC 7240): a strict aggregation answers
 //! [`metadata`](Aggregation::metadata) with a 503 naming the failed
 //! sections instead.
+//!
+//! What the sections served also says how the response may be reused
+//! ([`Reuse`], for `Cache-Control`): privately when any of them is per-user
+//! data, for the shortest freshness left, and not at all when partial.
 //!
 //! Rules (the contract's "Partial responses"): each section has its own
 //! deadline inside the request's; a failed section is served from a stale
