@@ -65,6 +65,10 @@ pub use bff_upstream::Criticality;
 /// Seconds a client is told to wait after a 503.
 pub const RETRY_AFTER_SECS: u64 = 5;
 
+/// A copy kept only to stand in for failures is not rewritten while this
+/// process holds one younger than this (price changes still evict it).
+pub const STAND_IN_REFRESH: Duration = Duration::from_secs(1);
+
 /// How long sections may take.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Deadlines {
@@ -387,7 +391,9 @@ impl SectionSpec<'_> {
                 Ok(Ok(value)) => {
                     let value = Arc::new(value);
                     if let Some((policy, key)) = &cached {
-                        cache.put(policy, key, &self.tags, value.clone()).await;
+                        cache
+                            .keep_stand_in(policy, key, &self.tags, value.clone(), STAND_IN_REFRESH)
+                            .await;
                     }
                     return self.succeeded(value, Duration::ZERO, per_user);
                 }
@@ -520,9 +526,20 @@ impl SectionSpec<'_> {
                         match fetched.remove(id) {
                             Some(value) => {
                                 let value = Arc::new(value);
-                                cache
-                                    .put(&policy, &key_of(id), &tags_of(id), value.clone())
-                                    .await;
+                                let key = key_of(id);
+                                if policy.fresh_for.is_zero() {
+                                    cache
+                                        .keep_stand_in(
+                                            &policy,
+                                            &key,
+                                            &tags_of(id),
+                                            value.clone(),
+                                            STAND_IN_REFRESH,
+                                        )
+                                        .await;
+                                } else {
+                                    cache.put(&policy, &key, &tags_of(id), value.clone()).await;
+                                }
                                 found.insert(*id, value);
                             }
                             None => missing.push(*id),
