@@ -32,6 +32,12 @@ pub fn bff_config_with(stack: &DemoStack, spec: BffSpec, extra: &[(&str, &str)])
         ),
         ("BFF_ISSUER".into(), identity),
         ("BFF_LOG_FORMAT".into(), "pretty".into()),
+        // Tests make thousands of requests with one token: quotas high
+        // enough never to be reached unless a test sets its own.
+        ("BFF_RATE_LIMIT_FREE".into(), "1000000/1s".into()),
+        ("BFF_RATE_LIMIT_STANDARD".into(), "1000000/1s".into()),
+        ("BFF_RATE_LIMIT_PREMIUM".into(), "1000000/1s".into()),
+        ("BFF_RATE_LIMIT_ANONYMOUS".into(), "1000000/1s".into()),
     ];
     for service in [
         ServiceName::User,
@@ -121,6 +127,7 @@ pub async fn serve_bff(app: Router) -> TestServer {
         Err(e) => panic!("no address: {e}"),
     };
     let task = tokio::spawn(async move {
+        let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
         let _ = axum::serve(listener, app).await;
     });
     let server = TestServer { addr, task };

@@ -391,9 +391,10 @@ impl SectionSpec<'_> {
                 Ok(Ok(value)) => {
                     let value = Arc::new(value);
                     if let Some((policy, key)) = &cached {
-                        cache
-                            .keep_stand_in(policy, key, &self.tags, value.clone(), STAND_IN_REFRESH)
-                            .await;
+                        // Stand-ins are not rewritten while recent.
+                        if !cache.holds_recent(key, STAND_IN_REFRESH).await {
+                            cache.put(policy, key, &self.tags, value.clone()).await;
+                        }
                     }
                     return self.succeeded(value, Duration::ZERO, per_user);
                 }
@@ -527,17 +528,10 @@ impl SectionSpec<'_> {
                             Some(value) => {
                                 let value = Arc::new(value);
                                 let key = key_of(id);
-                                if policy.fresh_for.is_zero() {
-                                    cache
-                                        .keep_stand_in(
-                                            &policy,
-                                            &key,
-                                            &tags_of(id),
-                                            value.clone(),
-                                            STAND_IN_REFRESH,
-                                        )
-                                        .await;
-                                } else {
+                                // Stand-ins are not rewritten while recent.
+                                if !policy.fresh_for.is_zero()
+                                    || !cache.holds_recent(&key, STAND_IN_REFRESH).await
+                                {
                                     cache.put(&policy, &key, &tags_of(id), value.clone()).await;
                                 }
                                 found.insert(*id, value);

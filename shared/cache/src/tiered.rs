@@ -577,27 +577,17 @@ impl TieredCache {
         self.put_shared(policy, key, tags, bytes);
     }
 
-    /// Stores a copy kept only to stand in for failures (a kind that is
-    /// never served fresh), unless this process holds one younger than
-    /// `within`: a stand-in a moment old is as good as a new one, and not
-    /// rewriting it saves most of a store's cost on every request (a partner
-    /// batch would otherwise rewrite 150 of them).
-    pub async fn keep_stand_in<T>(
-        &self,
-        policy: &FragmentPolicy,
-        key: &str,
-        tags: &[String],
-        value: Arc<T>,
-        within: Duration,
-    ) where
-        T: Serialize + Send + Sync + 'static,
-    {
-        if let Some(entry) = self.inner.local.get(key).await
-            && age_of(entry.stored_at_ms) < within
-        {
-            return;
-        }
-        self.put(policy, key, tags, value).await;
+    /// Whether this process holds a copy of `key` younger than `within`.
+    /// A copy kept only to stand in for failures (a kind that is never
+    /// served fresh) need not be rewritten then: a stand-in a moment old is
+    /// as good as a new one, and not rewriting it saves most of a store's
+    /// cost on every request (a partner batch would rewrite 150 of them).
+    pub async fn holds_recent(&self, key: &str, within: Duration) -> bool {
+        self.inner
+            .local
+            .get(key)
+            .await
+            .is_some_and(|entry| age_of(entry.stored_at_ms) < within)
     }
 
     /// The local entry of a fresh value, and its bytes for Redis when Redis

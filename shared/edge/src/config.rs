@@ -19,6 +19,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use bff_cache::tiered::FragmentPolicy;
+use bff_ratelimit::{Policy, Quota};
 use bff_telemetry::LogFormat;
 use bff_upstream::{UpstreamDecl, UpstreamPolicy, UpstreamSettings};
 use reqwest::Url;
@@ -101,6 +102,12 @@ pub struct BffConfig {
     /// `BFF_ADMIN_TOKEN`: the bearer secret of the admin routes (cache
     /// purge); unset, they do not exist.
     pub admin_token: Option<String>,
+    /// Browser origins allowed by CORS (`BFF_CORS_ORIGINS`, comma
+    /// separated); empty: no CORS.
+    pub cors_origins: Vec<http::HeaderValue>,
+    /// The rate-limit policies, by tier and `anonymous`
+    /// (`BFF_RATE_LIMIT_{TIER}`); empty when `BFF_RATE_LIMITS=off`.
+    pub rate_limits: Vec<Policy>,
     /// Largest request body accepted.
     pub body_limit: usize,
     /// How long in-flight requests may take to finish after SIGTERM.
@@ -118,6 +125,15 @@ pub struct BffConfig {
     /// Things worth a warning once logging is up (unknown variables, …).
     pub warnings: Vec<String>,
 }
+
+/// Each policy's default quota: requests per window (seconds). Absent tier
+/// in a token means `standard` (the contract).
+const DEFAULT_RATE_LIMITS: [(&str, u32, u64); 4] = [
+    ("free", 60, 60),
+    ("standard", 300, 60),
+    ("premium", 600, 60),
+    ("anonymous", 20, 60),
+];
 
 #[derive(Debug, Clone, Copy)]
 enum Origin {
@@ -437,6 +453,41 @@ impl BffConfig {
             }
             token => token,
         };
+        let cors_origins = s.parse("BFF_CORS_ORIGINS", Vec::new(), |raw| {
+            raw.split(',')
+                .map(str::trim)
+                .filter(|o| !o.is_empty())
+                .map(|origin| {
+                    let url = Url::parse(origin)
+                        .map_err(|_| format!("{origin:?} is not an origin such as https://app.example.com"))?;
+                    let bare = url.path() == "/" && url.query().is_none() && !origin.ends_with('/');
+                    if !matches!(url.scheme(), "http" | "https") || !bare || url.host().is_none() {
+                        return Err(format!("{origin:?} is not an origin such as https://app.example.com (scheme, host and port only)"));
+                    }
+                    http::HeaderValue::from_str(origin).map_err(|_| format!("{origin:?} is not a valid header value"))
+                })
+                .collect()
+        })?;
+        let mut rate_limits = Vec::with_capacity(DEFAULT_RATE_LIMITS.len());
+        for (name, limit, window_secs) in DEFAULT_RATE_LIMITS {
+            let key = format!("BFF_RATE_LIMIT_{}", name.to_uppercase());
+            let default = Quota {
+                limit,
+                window: Duration::from_secs(window_secs),
+            };
+            rate_limits.push(Policy {
+                name,
+                quota: s.parse(&key, default, Quota::parse)?,
+            });
+        }
+        let limits_on = s.parse("BFF_RATE_LIMITS", true, |raw| match raw {
+            "on" => Ok(true),
+            "off" => Ok(false),
+            _ => Err("expected on or off".to_owned()),
+        })?;
+        if !limits_on {
+            rate_limits.clear();
+        }
         let log_format = match s.take("BFF_LOG_FORMAT") {
             None => LogFormat::detect(),
             Some(raw) => LogFormat::parse(raw.trim()).ok_or_else(|| {
@@ -462,6 +513,8 @@ impl BffConfig {
             cache_lock_for: s.duration("BFF_CACHE_LOCK_FOR", Duration::from_millis(200))?,
             redis_timeout: s.duration("BFF_REDIS_TIMEOUT", Duration::from_millis(50))?,
             admin_token,
+            cors_origins,
+            rate_limits,
             body_limit: s.positive("BFF_BODY_LIMIT", 64 * 1024)? as usize,
             shutdown_grace: s.duration("BFF_SHUTDOWN_GRACE", Duration::from_secs(10))?,
             log_format,

@@ -48,6 +48,8 @@ pub async fn serve(
     grace: Duration,
 ) -> std::io::Result<()> {
     let (draining_tx, mut draining_rx) = tokio::sync::watch::channel(false);
+    // The peer address keys the rate limit of unauthenticated requests.
+    let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
     let server = axum::serve(listener, app).with_graceful_shutdown(async move {
         shutdown.await;
         tracing::info!("shutdown signal received; draining");

@@ -5,15 +5,21 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::middleware::{from_fn, from_fn_with_state};
+use axum::response::{IntoResponse, Response};
 use bff_auth::{AuthConfig, Authenticator};
 use bff_cache::tiered::{FragmentStore, TieredCache, TieredConfig, TieredError};
 use bff_problem::ApiError;
+use bff_ratelimit::{Decision, LimiterConfig, LimiterError, RateLimiter};
 use bff_upstream::{Registry, RegistryError};
+use http::{HeaderValue, Method, header};
+use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::compression::CompressionLayer;
+use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::set_header::SetResponseHeaderLayer;
 
 use crate::config::BffConfig;
-use crate::{context, health, metrics_layer};
+use crate::{context, health, metrics_layer, ratelimit};
 
 /// Why a BFF could not start.
 #[derive(Debug, thiserror::Error)]
@@ -24,6 +30,9 @@ pub enum StartError {
     /// The cache cannot be built (an unusable `REDIS_URL`).
     #[error(transparent)]
     Cache(#[from] TieredError),
+    /// The rate limiter cannot be built (an unusable `REDIS_URL`).
+    #[error(transparent)]
+    RateLimit(#[from] LimiterError),
 }
 
 struct Inner {
@@ -31,6 +40,8 @@ struct Inner {
     auth: Arc<Authenticator>,
     cache: FragmentStore,
     registry: Registry,
+    limiter: Option<RateLimiter>,
+    blocked: crate::ratelimit::Blocked,
 }
 
 /// The process-wide pieces of a BFF: configuration, the authenticator, the
@@ -92,12 +103,24 @@ impl Shared {
             config.fragments.clone(),
             config.cache_stale_for,
         );
+        let limiter = if config.rate_limits.is_empty() {
+            None
+        } else {
+            Some(RateLimiter::new(LimiterConfig {
+                policies: config.rate_limits.clone(),
+                redis_url: config.redis_url.clone(),
+                redis_timeout: config.redis_timeout,
+                namespace: config.name.to_owned(),
+            })?)
+        };
         Ok(Shared {
             inner: Arc::new(Inner {
                 config,
                 auth,
                 cache,
                 registry,
+                limiter,
+                blocked: ratelimit::Blocked::new(),
             }),
         })
     }
@@ -121,6 +144,19 @@ impl Shared {
     pub fn registry(&self) -> &Registry {
         &self.inner.registry
     }
+
+    /// The rate limiter; `None` when `BFF_RATE_LIMITS=off`.
+    pub fn limiter(&self) -> Option<&RateLimiter> {
+        self.inner.limiter.as_ref()
+    }
+
+    pub(crate) fn blocked(&self, ip: std::net::IpAddr) -> Option<Decision> {
+        self.inner.blocked.get(ip)
+    }
+
+    pub(crate) fn block(&self, ip: std::net::IpAddr, decision: &Decision) {
+        self.inner.blocked.insert(ip, decision);
+    }
 }
 
 /// Composes a BFF's app: its authenticated API routes, the health routes,
@@ -140,13 +176,16 @@ impl EdgeBuilder {
         }
     }
 
-    /// Adds routes that require a verified bearer token.
+    /// Adds routes that require a verified bearer token, rate-limited per
+    /// caller (and, for failed authentications, per client address).
     pub fn authenticated(mut self, routes: Router) -> Self {
         let auth = self.shared.auth().clone();
         let shared = self.shared.clone();
         self.api = self.api.merge(
             routes
+                .route_layer(from_fn_with_state(shared.clone(), ratelimit::per_caller))
                 .route_layer(from_fn_with_state(auth, bff_auth::require_auth))
+                .route_layer(from_fn_with_state(shared.clone(), ratelimit::anonymous))
                 .route_layer(from_fn_with_state(shared, crate::aggregate::api_context)),
         );
         self
@@ -157,14 +196,67 @@ impl EdgeBuilder {
     pub fn build(self) -> Router {
         let body_limit = self.shared.config().body_limit;
         let admin = crate::admin::router(&self.shared).unwrap_or_default();
+        let cors = cors(&self.shared.config().cors_origins);
         Router::new()
             .merge(self.api)
             .merge(admin)
             .merge(health::router(self.shared))
             .fallback(|| async { ApiError::not_found("no such resource") })
+            .layer(CatchPanicLayer::custom(panicked))
+            .layer(SetResponseHeaderLayer::if_not_present(
+                header::X_CONTENT_TYPE_OPTIONS,
+                HeaderValue::from_static("nosniff"),
+            ))
+            .layer(SetResponseHeaderLayer::if_not_present(
+                header::REFERRER_POLICY,
+                HeaderValue::from_static("no-referrer"),
+            ))
+            .layer(tower::util::option_layer(cors))
             .layer(RequestBodyLimitLayer::new(body_limit))
             .layer(CompressionLayer::new().br(true).gzip(true))
             .layer(from_fn(metrics_layer::record))
             .layer(from_fn(context::request_context))
     }
+}
+
+/// A handler (or middleware) panicked: the request gets a 500 problem+json
+/// (the request id is added on the way out), the server goes on.
+fn panicked(panic: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    let message = panic
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| panic.downcast_ref::<&str>().copied())
+        .unwrap_or("(no message)");
+    tracing::error!(panic = message, "a handler panicked");
+    ApiError::internal().into_response()
+}
+
+/// CORS for the configured browser origins (`BFF_CORS_ORIGINS`): the API's
+/// methods, the headers a client sends, and the ones it may read. None when
+/// no origin is configured (then no CORS header is ever sent).
+fn cors(origins: &[HeaderValue]) -> Option<CorsLayer> {
+    if origins.is_empty() {
+        return None;
+    }
+    Some(
+        CorsLayer::new()
+            .allow_origin(AllowOrigin::list(origins.iter().cloned()))
+            .allow_methods([Method::GET, Method::POST, Method::OPTIONS])
+            .allow_headers([
+                header::AUTHORIZATION,
+                header::CONTENT_TYPE,
+                header::IF_NONE_MATCH,
+                http::HeaderName::from_static("x-request-id"),
+                http::HeaderName::from_static("prefer"),
+            ])
+            .expose_headers([
+                header::ETAG,
+                header::RETRY_AFTER,
+                http::HeaderName::from_static("x-request-id"),
+                http::HeaderName::from_static("ratelimit"),
+                http::HeaderName::from_static("ratelimit-policy"),
+                http::HeaderName::from_static("preference-applied"),
+            ])
+            .max_age(std::time::Duration::from_secs(600)),
+    )
 }

@@ -31,6 +31,21 @@ use serde::Serialize;
 /// The media type of problem details.
 pub const PROBLEM_JSON: &str = "application/problem+json";
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Extra {
+    /// `WWW-Authenticate`.
+    Challenge(&'static str),
+    /// The policy of a quota exceeded (`violated-policies`).
+    Quota(&'static str),
+}
+
+fn secs_u32(secs: u64) -> u32 {
+    u32::try_from(secs).unwrap_or(u32::MAX)
+}
+
+/// The registered problem type of a request over its quota.
+pub const QUOTA_EXCEEDED: &str = "https://iana.org/assignments/http-problem-types#quota-exceeded";
+
 /// One invalid input field.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct FieldError {
@@ -58,8 +73,12 @@ pub struct ApiError {
     title: &'static str,
     detail: String,
     errors: Vec<FieldError>,
-    retry_after: Option<u64>,
-    challenge: Option<&'static str>,
+    /// Seconds (kept small: an `ApiError` travels in every `Result`).
+    retry_after: Option<u32>,
+    /// What else the answer says: an authentication challenge, or the
+    /// quota a request exceeded. (One field: an `ApiError` travels in every
+    /// `Result`, so it is kept small.)
+    extra: Option<Extra>,
 }
 
 impl ApiError {
@@ -77,7 +96,7 @@ impl ApiError {
             detail: detail.into(),
             errors: Vec::new(),
             retry_after: None,
-            challenge: None,
+            extra: None,
         }
     }
 
@@ -111,7 +130,7 @@ impl ApiError {
     /// 401 with a `WWW-Authenticate: Bearer` challenge.
     pub fn unauthorized(detail: impl Into<String>) -> Self {
         ApiError {
-            challenge: Some("Bearer"),
+            extra: Some(Extra::Challenge("Bearer")),
             ..ApiError::new(
                 StatusCode::UNAUTHORIZED,
                 "unauthorized",
@@ -134,7 +153,7 @@ impl ApiError {
     /// 503 with `Retry-After` in seconds.
     pub fn unavailable(detail: impl Into<String>, retry_after_secs: u64) -> Self {
         ApiError {
-            retry_after: Some(retry_after_secs),
+            retry_after: Some(secs_u32(retry_after_secs)),
             ..ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "unavailable",
@@ -147,12 +166,25 @@ impl ApiError {
     /// 429 with `Retry-After` in seconds.
     pub fn rate_limited(detail: impl Into<String>, retry_after_secs: u64) -> Self {
         ApiError {
-            retry_after: Some(retry_after_secs),
+            retry_after: Some(secs_u32(retry_after_secs)),
             ..ApiError::new(
                 StatusCode::TOO_MANY_REQUESTS,
                 "rate_limited",
                 "Too many requests",
                 detail,
+            )
+        }
+    }
+
+    /// 429 over a quota: the IANA-registered `quota-exceeded` problem type
+    /// (draft-ietf-httpapi-ratelimit-headers-11) naming the policy, with
+    /// `Retry-After` in seconds.
+    pub fn quota_exceeded(policy: &'static str, retry_after_secs: u64) -> Self {
+        ApiError {
+            extra: Some(Extra::Quota(policy)),
+            ..ApiError::rate_limited(
+                format!("the {policy} quota is used up; retry in {retry_after_secs} s"),
+                retry_after_secs,
             )
         }
     }
@@ -224,7 +256,7 @@ impl ApiError {
 
     /// Adds a `Retry-After`.
     pub fn with_retry_after(mut self, secs: u64) -> Self {
-        self.retry_after = Some(secs);
+        self.retry_after = Some(secs_u32(secs));
         self
     }
 
@@ -251,7 +283,10 @@ impl ApiError {
     /// Renders the response, with the ids of the request when known.
     pub fn to_response(&self, request_id: Option<&str>, trace_id: Option<&str>) -> Response {
         let body = ProblemBody {
-            kind: format!("urn:problem-type:bff:{}", self.code),
+            kind: match self.extra {
+                Some(Extra::Quota(_)) => QUOTA_EXCEEDED.to_owned(),
+                _ => format!("urn:problem-type:bff:{}", self.code),
+            },
             title: self.title,
             status: self.status.as_u16(),
             detail: &self.detail,
@@ -259,6 +294,10 @@ impl ApiError {
             request_id,
             trace_id,
             errors: &self.errors,
+            violated_policies: match &self.extra {
+                Some(Extra::Quota(policy)) => std::slice::from_ref(policy),
+                _ => &[],
+            },
         };
         let mut response = (self.status, Json(body)).into_response();
         let headers = response.headers_mut();
@@ -267,7 +306,7 @@ impl ApiError {
         if let Some(secs) = self.retry_after {
             headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
-        if let Some(challenge) = self.challenge {
+        if let Some(Extra::Challenge(challenge)) = self.extra {
             headers.insert(
                 header::WWW_AUTHENTICATE,
                 HeaderValue::from_static(challenge),
@@ -307,6 +346,11 @@ struct ProblemBody<'a> {
     trace_id: Option<&'a str>,
     #[serde(skip_serializing_if = "<[FieldError]>::is_empty")]
     errors: &'a [FieldError],
+    #[serde(
+        rename = "violated-policies",
+        skip_serializing_if = "<[&str]>::is_empty"
+    )]
+    violated_policies: &'a [&'static str],
 }
 
 #[cfg(test)]

@@ -52,6 +52,14 @@ pub mod names {
     pub const CACHE_EVICTIONS: &str = "bff.cache.evictions";
     /// Counter of fragment loads, by `kind` and `trigger` (`miss`, `refresh`) and `source` (`upstream`, `replica`: another replica's copy arrived while waiting on its lock).
     pub const CACHE_LOADS: &str = "bff.cache.loads";
+    /// Counter of requests refused by a rate limit, by `bff`, `tier` and `client` (a partner's client id, `user`, or `anonymous`).
+    pub const RATE_LIMITED: &str = "bff.ratelimit.limited";
+    /// Counter of rate-limit checks Redis did not answer (the local limiter answered).
+    pub const RATE_LIMIT_SHARED_ERRORS: &str = "bff.ratelimit.shared.errors";
+    /// Histogram (seconds) of rate-limit checks in Redis.
+    pub const RATE_LIMIT_SHARED_DURATION: &str = "bff.ratelimit.shared.duration";
+    /// Counter of API calls, by `bff`, `version` and `client`: when a version can be switched off.
+    pub const API_VERSION_CALLS: &str = "bff.api.version.calls";
     /// Counter of responses served with at least one failed section, by `route`.
     pub const PARTIAL_RESPONSES: &str = "bff.aggregate.partial_responses";
     /// Counter of section failures, by `section` and `reason`.

@@ -1,0 +1,177 @@
+//! Rate limits seen from outside: per tier (premium above standard), per
+//! caller (one partner's exhausted quota costs another nothing), shared by
+//! two replicas through a real `redis-server` (their combined rate stays
+//! within the quota), the local limit when Redis is gone (and no request
+//! fails for it), and failed authentications limited per client address.
+
+use demo_services::DemoStack;
+use reqwest::StatusCode;
+use serde_json::Value;
+use testkit::TestServer;
+
+async fn partner(stack: &DemoStack, extra: &[(&str, &str)]) -> TestServer {
+    let config = testkit::bff_config_with(stack, bff_partner::SPEC, extra);
+    let app = bff_partner::app(bff_edge::Shared::new(config).expect("shared"))
+        .await
+        .expect("app");
+    testkit::serve_bff(app).await
+}
+
+fn path(stack: &DemoStack) -> String {
+    format!("/v2/products?ids={}", stack.data().products()[0].id)
+}
+
+async fn call(server: &TestServer, token: &str, path: &str) -> reqwest::Response {
+    reqwest::Client::new()
+        .get(server.url(path))
+        .bearer_auth(token)
+        .send()
+        .await
+        .expect("request")
+}
+
+fn header(response: &reqwest::Response, name: &str) -> String {
+    response
+        .headers()
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// How many of `n` calls were let through; every other one must be a
+/// well-formed 429.
+async fn allowed_of(servers: &[&TestServer], token: &str, path: &str, n: usize) -> usize {
+    let mut allowed = 0;
+    for i in 0..n {
+        let response = call(servers[i % servers.len()], token, path).await;
+        match response.status() {
+            StatusCode::OK => allowed += 1,
+            StatusCode::TOO_MANY_REQUESTS => {
+                assert!(
+                    header(&response, "retry-after")
+                        .parse::<u64>()
+                        .expect("Retry-After")
+                        >= 1
+                );
+                assert!(header(&response, "ratelimit").contains(";r=0;"));
+                let body: Value = response.json().await.expect("problem");
+                assert_eq!(
+                    body["type"],
+                    "https://iana.org/assignments/http-problem-types#quota-exceeded"
+                );
+            }
+            other => panic!("request {i}: {other}"),
+        }
+    }
+    allowed
+}
+
+#[tokio::test]
+async fn tiers_are_ordered_and_each_caller_has_its_own_quota() {
+    let stack = testkit::start_demo().await;
+    let server = partner(
+        &stack,
+        &[
+            ("BFF_RATE_LIMIT_STANDARD", "5/60s"),
+            ("BFF_RATE_LIMIT_PREMIUM", "10/60s"),
+        ],
+    )
+    .await;
+    let path = path(&stack);
+    let acme = testkit::partner_token(&stack, "partner-acme"); // premium
+    let globex = testkit::partner_token(&stack, "partner-globex"); // standard
+
+    let first = call(&server, &acme, &path).await;
+    assert_eq!(first.status(), 200);
+    assert_eq!(header(&first, "ratelimit-policy"), "\"premium\";q=10;w=60");
+    let fields = header(&first, "ratelimit");
+    assert!(fields.starts_with("\"premium\";r=9;t="), "{fields}");
+
+    assert_eq!(
+        allowed_of(&[&server], &acme, &path, 12).await,
+        9,
+        "premium: 10 in all"
+    );
+    let over = call(&server, &acme, &path).await;
+    assert_eq!(over.status(), 429);
+    let body: Value = over.json().await.expect("problem");
+    assert_eq!(body["violated-policies"], serde_json::json!(["premium"]));
+
+    // Another caller is not touched by acme's exhausted quota.
+    assert_eq!(
+        allowed_of(&[&server], &globex, &path, 8).await,
+        5,
+        "standard: 5"
+    );
+    let metrics = server.get_text("/metrics").await;
+    assert!(
+        metrics.contains(
+            r#"bff_ratelimit_limited{bff="bff-partner",tier="premium",client="partner-acme"}"#
+        ),
+        "limited requests are counted per tier and client"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_sharing_redis_hold_one_quota_and_fall_back_to_their_own_without_it() {
+    let Some(mut redis) = testkit::RedisServer::start().await else {
+        return;
+    };
+    let stack = testkit::start_demo().await;
+    let url = redis.url();
+    let env = [
+        ("BFF_RATE_LIMIT_STANDARD", "10/60s"),
+        ("REDIS_URL", url.as_str()),
+    ];
+    let (a, b) = (partner(&stack, &env).await, partner(&stack, &env).await);
+    let path = path(&stack);
+    let globex = testkit::partner_token(&stack, "partner-globex");
+    assert_eq!(
+        allowed_of(&[&a, &b], &globex, &path, 30).await,
+        10,
+        "two replicas, one quota"
+    );
+
+    // Redis goes away: nothing fails for it, and each replica's own limit
+    // holds (a fresh caller's quota, counted on one replica).
+    redis.stop().await;
+    let acme = testkit::partner_token(&stack, "partner-acme");
+    let premium = [
+        ("BFF_RATE_LIMIT_PREMIUM", "4/60s"),
+        ("REDIS_URL", url.as_str()),
+    ];
+    let c = partner(&stack, &premium).await;
+    assert_eq!(
+        allowed_of(&[&c], &acme, &path, 7).await,
+        4,
+        "the local limit"
+    );
+    let metrics = c.get_text("/metrics").await;
+    assert!(
+        metrics.contains("bff_ratelimit_shared_errors"),
+        "Redis errors are counted"
+    );
+}
+
+#[tokio::test]
+async fn failed_authentications_are_limited_per_address() {
+    let stack = testkit::start_demo().await;
+    let server = partner(&stack, &[("BFF_RATE_LIMIT_ANONYMOUS", "3/60s")]).await;
+    let path = path(&stack);
+    for expected in ["2", "1", "0"] {
+        let response = call(&server, "not.a.token", &path).await;
+        assert_eq!(response.status(), 401);
+        let fields = header(&response, "ratelimit");
+        assert!(
+            fields.starts_with(&format!("\"anonymous\";r={expected};")),
+            "{fields}"
+        );
+    }
+    let refused = call(&server, "not.a.token", &path).await;
+    assert_eq!(refused.status(), 429);
+    // While the address is over its quota it is refused before its token is
+    // looked at.
+    let acme = testkit::partner_token(&stack, "partner-acme");
+    assert_eq!(call(&server, &acme, &path).await.status(), 429);
+}
