@@ -15,11 +15,12 @@ mod products;
 
 use axum::Router;
 use axum::extract::Request;
-use axum::middleware::{Next, from_fn};
+use axum::middleware::{Next, from_fn, from_fn_with_state};
 use axum::response::Response;
 use axum::routing::get;
 use bff_auth::Claims;
 use bff_clients::{InventoryClient, PricingClient, ProductClient, fragments, upstreams};
+use bff_edge::versioning;
 use bff_edge::{BffSpec, EdgeBuilder, Shared, StartError};
 use bff_problem::ApiError;
 
@@ -66,8 +67,14 @@ pub async fn app(shared: Shared) -> Result<Router, StartError> {
         shared.fragments().cache(),
     );
     let api = Router::new()
-        .route("/v1/products", get(products::v1))
-        .route("/v2/products", get(products::v2))
+        .route(
+            "/v1/products",
+            get(products::v1).route_layer(from_fn_with_state(products::V1, versioning::version)),
+        )
+        .route(
+            "/v2/products",
+            get(products::v2).route_layer(from_fn_with_state(products::V2, versioning::version)),
+        )
         .route("/products", get(products::negotiated))
         .route_layer(from_fn(require_catalog_scope))
         .with_state(Arc::new(state));

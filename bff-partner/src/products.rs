@@ -7,8 +7,10 @@ use axum::Json;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use bff_aggregate::Metadata;
+use bff_auth::Claims;
 use bff_clients::models::{Price, Product, Stock};
 use bff_edge::extract::{Query, parse_uuid};
+use bff_edge::versioning::{self, Lifecycle};
 use bff_edge::{Aggregate, RequestContext};
 use bff_problem::{ApiError, FieldError};
 use http::{HeaderMap, HeaderValue, header};
@@ -20,11 +22,24 @@ use crate::AppState;
 /// The most ids one request may ask for.
 pub(crate) const MAX_IDS: usize = 50;
 
-/// When v1 was deprecated (RFC 9745: `@` unix seconds): 2026-09-01.
-const DEPRECATION: &str = "@1788220800";
-/// When v1 goes away (RFC 8594, an HTTP date).
-const SUNSET: &str = "Thu, 01 Jul 2027 00:00:00 GMT";
-const SUCCESSOR: &str = "</v2/products>; rel=\"successor-version\"";
+/// v1: deprecated on 2026-09-01 (RFC 9745: `@` unix seconds), gone on
+/// 2027-07-01 (RFC 8594), succeeded by v2.
+pub(crate) const V1: Lifecycle = Lifecycle {
+    bff: "bff-partner",
+    version: "v1",
+    deprecation: Some("@1788220800"),
+    sunset: Some("Thu, 01 Jul 2027 00:00:00 GMT"),
+    links: &["</v2/products>; rel=\"successor-version\""],
+};
+
+/// v2: current.
+pub(crate) const V2: Lifecycle = Lifecycle {
+    bff: "bff-partner",
+    version: "v2",
+    deprecation: None,
+    sunset: None,
+    links: &[],
+};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -293,16 +308,7 @@ fn shape_v2(mut a: Assembled) -> V2Response {
     }
 }
 
-fn v1_response(a: Assembled) -> Response {
-    let mut response = Json(shape_v1(a)).into_response();
-    let h = response.headers_mut();
-    h.insert("deprecation", HeaderValue::from_static(DEPRECATION));
-    h.insert("sunset", HeaderValue::from_static(SUNSET));
-    h.insert(header::LINK, HeaderValue::from_static(SUCCESSOR));
-    response
-}
-
-/// `GET /v1/products?ids=…` (deprecated).
+/// `GET /v1/products?ids=…` (deprecated: the route's layer announces it).
 pub(crate) async fn v1(
     State(app): State<Arc<AppState>>,
     ctx: RequestContext,
@@ -310,7 +316,7 @@ pub(crate) async fn v1(
     Query(q): Query<IdsQuery>,
 ) -> Result<Response, ApiError> {
     let ids = parse_ids(q.ids.as_deref())?;
-    Ok(v1_response(fetch(&app, &ctx, agg, ids).await?))
+    Ok(Json(shape_v1(fetch(&app, &ctx, agg, ids).await?)).into_response())
 }
 
 /// `GET /v2/products?ids=…`.
@@ -329,6 +335,7 @@ pub(crate) async fn negotiated(
     State(app): State<Arc<AppState>>,
     ctx: RequestContext,
     agg: Aggregate,
+    claims: Claims,
     headers: HeaderMap,
     Query(q): Query<IdsQuery>,
 ) -> Result<Response, ApiError> {
@@ -342,13 +349,16 @@ pub(crate) async fn negotiated(
             )]));
         }
     };
+    let lifecycle = if version == 1 { V1 } else { V2 };
+    versioning::count_call(lifecycle.bff, lifecycle.version, Some(&claims));
     let ids = parse_ids(q.ids.as_deref())?;
     let assembled = fetch(&app, &ctx, agg, ids).await?;
     let mut response = if version == 1 {
-        v1_response(assembled)
+        Json(shape_v1(assembled)).into_response()
     } else {
         Json(shape_v2(assembled)).into_response()
     };
+    versioning::announce(&lifecycle, &mut response);
     let h = response.headers_mut();
     h.insert("api-version", HeaderValue::from(version));
     h.insert(header::VARY, HeaderValue::from_static("API-Version"));

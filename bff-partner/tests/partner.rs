@@ -279,3 +279,35 @@ async fn failed_pricing_is_partial_and_failed_products_are_stale_or_503() {
     assert_eq!(r.status(), 503);
     assert!(r.headers().contains_key(header::RETRY_AFTER));
 }
+
+#[tokio::test]
+async fn v1_announces_its_deprecation_on_errors_too_and_calls_are_counted_per_version() {
+    let (_stack, server, token) = setup().await;
+    let bad = client()
+        .get(server.url("/v1/products?ids=nope"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(bad.status(), 400);
+    assert_eq!(bad.headers()["deprecation"], "@1788220800");
+    assert_eq!(bad.headers()["sunset"], "Thu, 01 Jul 2027 00:00:00 GMT");
+    assert_eq!(
+        bad.headers()[header::LINK],
+        "</v2/products>; rel=\"successor-version\""
+    );
+    let v2 = client()
+        .get(server.url("/v2/products?ids=nope"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .expect("request");
+    assert!(v2.headers().get("deprecation").is_none());
+    let metrics = server.get_text("/metrics").await;
+    for version in ["v1", "v2"] {
+        let series = format!(
+            r#"bff_api_version_calls{{bff="bff-partner",version="{version}",client="partner-acme"}}"#
+        );
+        assert!(metrics.contains(&series), "{series} in /metrics");
+    }
+}

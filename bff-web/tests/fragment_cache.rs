@@ -89,17 +89,12 @@ async fn a_thousand_concurrent_requests_on_a_cold_product_are_one_upstream_load(
         r#"bff_cache_lookups{section="product",result="hit"}"#,
         r#"bff_cache_lookups{section="product",result="miss"}"#,
         r#"bff_cache_fragments{kind="product",result="hit",tier="local"}"#,
+        // (Counts are per process, shared by this file's tests: the
+        // upstream's own count above is the one that must be 1.)
+        r#"bff_cache_loads{kind="product",trigger="miss",source="upstream"}"#,
     ] {
         assert!(metrics.contains(line), "{line} in /metrics");
     }
-    let loads = metrics.lines().find(|l| {
-        l.starts_with(r#"bff_cache_loads{kind="product",trigger="miss",source="upstream"}"#)
-    });
-    assert_eq!(
-        loads.and_then(|l| l.rsplit(' ').next()),
-        Some("1"),
-        "one load counted: {loads:?}"
-    );
 }
 
 #[tokio::test]

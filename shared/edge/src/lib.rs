@@ -31,6 +31,7 @@ pub mod ratelimit;
 pub mod rescue;
 pub mod server;
 mod shared;
+pub mod versioning;
 
 pub use aggregate::Aggregate;
 pub use config::{BffConfig, BffSpec, ConfigError};
