@@ -23,7 +23,7 @@ const ORDERS: u32 = 5;
 const RECOMMENDATIONS: u32 = 3;
 
 /// The dashboard as the app renders it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub(crate) struct Dashboard {
     user: MobileUser,
@@ -32,7 +32,7 @@ pub(crate) struct Dashboard {
     metadata: Metadata,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 struct MobileUser {
     id: Uuid,
@@ -41,7 +41,7 @@ struct MobileUser {
     preferences: MobilePreferences,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 struct MobilePreferences {
     language: String,
@@ -50,7 +50,7 @@ struct MobilePreferences {
     push: bool,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 struct SlimOrder {
     id: Uuid,
@@ -62,7 +62,7 @@ struct SlimOrder {
     thumbnail_url: Option<String>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 struct SlimRecommendation {
     product_id: Uuid,
@@ -119,6 +119,26 @@ fn shape_recommendation(r: &Recommendation, images: &ImageSizing) -> SlimRecomme
     }
 }
 
+/// The signed-in user's dashboard, slimmed for the app: profile, latest
+/// orders and recommendations in one answer, partial when an optional
+/// section fails (`metadata`), with an ETag.
+#[utoipa::path(
+    get,
+    path = "/v1/dashboard",
+    tag = "dashboard",
+    params(
+        ("dpr" = Option<String>, Query, description = "Device pixel ratio of the image URLs, 1 to 4; the `DPR` client hint when absent"),
+        ("DPR" = Option<String>, Header, description = "Client hint: the device pixel ratio"),
+        ("If-None-Match" = Option<String>, Header, description = "ETags of earlier answers: 304 when unchanged"),
+    ),
+    responses(
+        (status = 200, description = "The dashboard", body = Dashboard,
+            headers(("ETag" = String, description = "Strong validator of the content"))),
+        (status = 304, description = "Unchanged since an ETag given in `If-None-Match`"),
+        (status = 404, description = "The user does not exist"),
+    ),
+    security(("bearer" = [])),
+)]
 pub(crate) async fn dashboard(
     State(app): State<Arc<AppState>>,
     claims: Claims,

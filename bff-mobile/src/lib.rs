@@ -16,9 +16,13 @@ mod images;
 
 use axum::Router;
 use axum::middleware::from_fn;
-use axum::routing::get;
 use bff_clients::{OrderClient, RecommendationClient, UserClient, fragments, upstreams};
 use bff_edge::{BffSpec, EdgeBuilder, Shared, StartError};
+
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+const DESCRIPTION: &str = "The mobile app's BFF: one call per screen, slim payloads, ETags.";
 
 /// Name, audience and default port of this BFF.
 pub const SPEC: BffSpec = BffSpec {
@@ -48,11 +52,13 @@ pub async fn app(shared: Shared) -> Result<Router, StartError> {
         orders: OrderClient::new(registry)?,
         recommendations: RecommendationClient::new(registry)?,
     };
-    let api = Router::new()
-        .route(
-            "/v1/dashboard",
-            get(dashboard::dashboard).layer(from_fn(bff_edge::etag::etag)),
-        )
-        .with_state(Arc::new(state));
-    Ok(EdgeBuilder::new(shared).authenticated(api).build())
+    let (api, doc) = OpenApiRouter::new()
+        .routes(routes!(dashboard::dashboard))
+        .layer(from_fn(bff_edge::etag::etag))
+        .with_state(Arc::new(state))
+        .split_for_parts();
+    Ok(EdgeBuilder::new(shared)
+        .authenticated(api)
+        .openapi(doc, DESCRIPTION)
+        .build())
 }

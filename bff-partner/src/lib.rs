@@ -17,12 +17,17 @@ use axum::Router;
 use axum::extract::Request;
 use axum::middleware::{Next, from_fn, from_fn_with_state};
 use axum::response::Response;
-use axum::routing::get;
 use bff_auth::Claims;
 use bff_clients::{InventoryClient, PricingClient, ProductClient, fragments, upstreams};
 use bff_edge::versioning;
 use bff_edge::{BffSpec, EdgeBuilder, Shared, StartError};
 use bff_problem::ApiError;
+
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+const DESCRIPTION: &str =
+    "The partners' BFF: a stable, versioned batch catalogue API with tiered rate limits.";
 
 /// Name, audience and default port of this BFF.
 pub const SPEC: BffSpec = BffSpec {
@@ -66,17 +71,21 @@ pub async fn app(shared: Shared) -> Result<Router, StartError> {
         registry.http().reqwest().clone(),
         shared.fragments().cache(),
     );
-    let api = Router::new()
-        .route(
-            "/v1/products",
-            get(products::v1).route_layer(from_fn_with_state(products::V1, versioning::version)),
-        )
-        .route(
-            "/v2/products",
-            get(products::v2).route_layer(from_fn_with_state(products::V2, versioning::version)),
-        )
-        .route("/products", get(products::negotiated))
+    let v1 = OpenApiRouter::new()
+        .routes(routes!(products::v1))
+        .route_layer(from_fn_with_state(products::V1, versioning::version));
+    let v2 = OpenApiRouter::new()
+        .routes(routes!(products::v2))
+        .route_layer(from_fn_with_state(products::V2, versioning::version));
+    let (api, doc) = OpenApiRouter::new()
+        .merge(v1)
+        .merge(v2)
+        .routes(routes!(products::negotiated))
         .route_layer(from_fn(require_catalog_scope))
-        .with_state(Arc::new(state));
-    Ok(EdgeBuilder::new(shared).authenticated(api).build())
+        .with_state(Arc::new(state))
+        .split_for_parts();
+    Ok(EdgeBuilder::new(shared)
+        .authenticated(api)
+        .openapi(doc, DESCRIPTION)
+        .build())
 }

@@ -128,7 +128,7 @@ async fn fetch(
     })
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 struct V1Response {
     products: Vec<V1Product>,
@@ -136,7 +136,7 @@ struct V1Response {
     metadata: Metadata,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 struct V1Product {
     id: Uuid,
@@ -148,7 +148,7 @@ struct V1Product {
     stock: Option<V1Stock>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 struct V1Price {
     amount: u64,
@@ -156,7 +156,7 @@ struct V1Price {
     discount: f64,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 struct V1Stock {
     available: i64,
@@ -201,14 +201,14 @@ fn shape_v1(mut a: Assembled) -> V1Response {
     }
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 struct V2Response {
     data: Vec<V2Product>,
     meta: V2Meta,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 struct V2Meta {
     requested: usize,
@@ -218,7 +218,7 @@ struct V2Meta {
     metadata: Metadata,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 struct V2Product {
     id: Uuid,
@@ -233,14 +233,14 @@ struct V2Product {
     availability: Option<V2Availability>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 struct V2Rating {
     average: f64,
     count: u32,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 struct V2Pricing {
     current_minor: u64,
@@ -249,7 +249,7 @@ struct V2Pricing {
     discount_percent: f64,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 struct V2Availability {
     available: i64,
@@ -308,7 +308,23 @@ fn shape_v2(mut a: Assembled) -> V2Response {
     }
 }
 
-/// `GET /v1/products?ids=…` (deprecated: the route's layer announces it).
+/// Products by id, v1 shape (deprecated: `Deprecation`, `Sunset` and a
+/// `Link` to v2 on every answer, errors included).
+#[utoipa::path(
+    get,
+    path = "/v1/products",
+    tag = "catalog",
+    params(("ids" = String, Query, description = "1 to 50 comma-separated product UUIDs; duplicates are dropped, order is kept")),
+    responses(
+        (status = 200, description = "The products found, in the order asked, and the ids not found", body = V1Response,
+            headers(
+                ("Deprecation" = String, description = "RFC 9745: when v1 was deprecated"),
+                ("Sunset" = String, description = "RFC 8594: when v1 goes away"),
+                ("Link" = String, description = "RFC 8288: the successor version"),
+            )),
+    ),
+    security(("bearer" = ["catalog:read"])),
+)]
 pub(crate) async fn v1(
     State(app): State<Arc<AppState>>,
     ctx: RequestContext,
@@ -319,7 +335,18 @@ pub(crate) async fn v1(
     Ok(Json(shape_v1(fetch(&app, &ctx, agg, ids).await?)).into_response())
 }
 
-/// `GET /v2/products?ids=…`.
+/// Products by id, with price and availability: one batch call per upstream
+/// for the ids not cached; partial when pricing or inventory fails.
+#[utoipa::path(
+    get,
+    path = "/v2/products",
+    tag = "catalog",
+    params(("ids" = String, Query, description = "1 to 50 comma-separated product UUIDs; duplicates are dropped, order is kept")),
+    responses(
+        (status = 200, description = "The products found, in the order asked, and the ids not found", body = V2Response),
+    ),
+    security(("bearer" = ["catalog:read"])),
+)]
 pub(crate) async fn v2(
     State(app): State<Arc<AppState>>,
     ctx: RequestContext,
@@ -330,7 +357,22 @@ pub(crate) async fn v2(
     Ok(Json(shape_v2(fetch(&app, &ctx, agg, ids).await?)).into_response())
 }
 
-/// `GET /products?ids=…` with `API-Version: 1|2` (default: the newest).
+/// Products by id in the version asked with `API-Version` (default: the
+/// newest); the answer says `API-Version` and `Vary: API-Version`.
+#[utoipa::path(
+    get,
+    path = "/products",
+    tag = "catalog",
+    params(
+        ("ids" = String, Query, description = "1 to 50 comma-separated product UUIDs; duplicates are dropped, order is kept"),
+        ("API-Version" = Option<String>, Header, description = "1 or 2 (default 2)"),
+    ),
+    responses(
+        (status = 200, description = "The v1 or v2 shape", body = V2Response,
+            headers(("API-Version" = String, description = "The version served"))),
+    ),
+    security(("bearer" = ["catalog:read"])),
+)]
 pub(crate) async fn negotiated(
     State(app): State<Arc<AppState>>,
     ctx: RequestContext,

@@ -18,7 +18,7 @@ use crate::AppState;
 const ORDERS: u32 = 5;
 const RECOMMENDATIONS: u32 = 10;
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub(crate) struct Dashboard {
     user: Profile,
@@ -28,7 +28,7 @@ pub(crate) struct Dashboard {
     metadata: Metadata,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 struct Profile {
     id: Uuid,
@@ -45,7 +45,7 @@ struct Profile {
     preferences: WebPreferences,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 struct WebAddress {
     label: String,
@@ -57,7 +57,7 @@ struct WebAddress {
     default_shipping: bool,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 struct WebPreferences {
     language: String,
@@ -66,7 +66,7 @@ struct WebPreferences {
     notifications: WebNotifications,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 struct WebNotifications {
     email: bool,
@@ -77,7 +77,7 @@ struct WebNotifications {
     price_drops: bool,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 struct WebOrder {
     id: Uuid,
@@ -93,7 +93,7 @@ struct WebOrder {
     delivered_at: Option<String>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 struct WebOrderItem {
     product_id: Uuid,
@@ -104,7 +104,7 @@ struct WebOrderItem {
     total_minor: u64,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 struct WebRecommendation {
     product_id: Uuid,
@@ -117,7 +117,7 @@ struct WebRecommendation {
     reason: String,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 struct WebLoyalty {
     tier: String,
@@ -228,12 +228,25 @@ fn recommendation(r: Recommendation) -> WebRecommendation {
     }
 }
 
+/// The signed-in user's dashboard, rich for the browser: full profile,
+/// recent orders with their items, recommendations and loyalty; partial
+/// when an optional section fails (`metadata`).
+#[utoipa::path(
+    get,
+    path = "/v1/dashboard",
+    tag = "dashboard",
+    responses(
+        (status = 200, description = "The dashboard", body = Dashboard),
+        (status = 404, description = "The user does not exist"),
+    ),
+    security(("bearer" = [])),
+)]
 pub(crate) async fn dashboard(
     State(app): State<Arc<AppState>>,
     claims: Claims,
     ctx: RequestContext,
     agg: Aggregate,
-    Query(_): Query<DashboardQuery>,
+    Query(_query): Query<DashboardQuery>,
 ) -> Result<Json<Dashboard>, ApiError> {
     let user_id = claims.user_id()?;
     let (user, orders, recommendations) = tokio::join!(

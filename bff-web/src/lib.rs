@@ -14,12 +14,17 @@ mod dashboard;
 mod product;
 
 use axum::Router;
-use axum::routing::get;
 use bff_clients::{
     InventoryClient, OrderClient, PricingClient, ProductClient, RecommendationClient, ReviewClient,
     UserClient, fragments, upstreams,
 };
 use bff_edge::{BffSpec, EdgeBuilder, Shared, StartError};
+
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+const DESCRIPTION: &str =
+    "The web app's BFF: rich pages in one round trip each, fanned out over gRPC, GraphQL and REST.";
 
 /// Name, audience and default port of this BFF.
 pub const SPEC: BffSpec = BffSpec {
@@ -67,9 +72,13 @@ pub async fn app(shared: Shared) -> Result<Router, StartError> {
         registry.http().reqwest().clone(),
         shared.fragments().cache(),
     );
-    let api = Router::new()
-        .route("/v1/dashboard", get(dashboard::dashboard))
-        .route("/v1/products/{product_id}", get(product::product_page))
-        .with_state(Arc::new(state));
-    Ok(EdgeBuilder::new(shared).authenticated(api).build())
+    let (api, doc) = OpenApiRouter::new()
+        .routes(routes!(dashboard::dashboard))
+        .routes(routes!(product::product_page))
+        .with_state(Arc::new(state))
+        .split_for_parts();
+    Ok(EdgeBuilder::new(shared)
+        .authenticated(api)
+        .openapi(doc, DESCRIPTION)
+        .build())
 }

@@ -25,7 +25,7 @@ pub(crate) struct ProductQuery {
     include_inventory: Option<String>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub(crate) struct ProductPage {
     product: WebProduct,
@@ -35,7 +35,7 @@ pub(crate) struct ProductPage {
     metadata: Metadata,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 struct WebProduct {
     id: Uuid,
@@ -49,20 +49,20 @@ struct WebProduct {
     rating: Rating,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 struct WebImage {
     url: String,
     alt: String,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 struct Rating {
     average: f64,
     count: u32,
 }
 
 /// The price, or why there is none.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(untagged)]
 enum PricingSection {
     Price {
@@ -76,7 +76,7 @@ enum PricingSection {
     },
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 struct WebReviews {
     average_rating: f64,
@@ -84,7 +84,7 @@ struct WebReviews {
     items: Vec<WebReview>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 struct WebReview {
     id: Uuid,
@@ -97,7 +97,7 @@ struct WebReview {
     created_at: String,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 struct WebInventory {
     available: i64,
@@ -105,7 +105,7 @@ struct WebInventory {
     warehouses: Vec<WebWarehouse>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 struct WebWarehouse {
     location: String,
     available: i64,
@@ -185,6 +185,24 @@ fn inventory(s: Stock) -> WebInventory {
     }
 }
 
+/// A product page in one round trip: the product (critical), its price,
+/// latest reviews and stock (optional), fetched concurrently over gRPC,
+/// GraphQL and REST; partial when an optional section fails (`metadata`).
+#[utoipa::path(
+    get,
+    path = "/v1/products/{product_id}",
+    tag = "catalog",
+    params(
+        ("product_id" = String, Path, description = "The product's UUID"),
+        ("includeReviews" = Option<bool>, Query, description = "Whether to fetch the latest reviews (default true)"),
+        ("includeInventory" = Option<bool>, Query, description = "Whether to fetch stock levels (default true)"),
+    ),
+    responses(
+        (status = 200, description = "The product page", body = ProductPage),
+        (status = 404, description = "No such product"),
+    ),
+    security(("bearer" = [])),
+)]
 pub(crate) async fn product_page(
     State(app): State<Arc<AppState>>,
     _claims: Claims,

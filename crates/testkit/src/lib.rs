@@ -5,6 +5,7 @@
 //! Everything talks over real sockets; nothing here fakes a shared crate.
 
 mod bff;
+mod openapi;
 mod redis_server;
 mod tokens;
 
@@ -13,6 +14,7 @@ pub use bff::{
     user_token,
 };
 
+pub use openapi::check_openapi;
 pub use redis_server::RedisServer;
 pub use tokens::{JwksServer, TEST_ISSUER, TestClaims};
 

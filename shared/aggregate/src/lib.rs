@@ -649,7 +649,7 @@ pub struct Each<K, T> {
 }
 
 /// The `metadata` object of an aggregated response.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Metadata {
     /// When the response was assembled (RFC 3339).

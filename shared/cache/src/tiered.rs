@@ -805,6 +805,13 @@ impl TieredCache {
         E: Send + Sync + 'static,
         F: Future<Output = Result<T, E>> + Send + 'static,
     {
+        // A caller may have missed just before the previous load stored its
+        // copy and left the in-flight map: that copy is fresh, so serve it.
+        if let Some(entry) = self.inner.local.get(key).await
+            && entry.policy.freshness(age_of(entry.stored_at_ms)) == Some(Freshness::Fresh)
+        {
+            return Ok(entry);
+        }
         let lock = match self.lock_or_wait::<T>(policy, key).await {
             Lock::Copy(entry) => {
                 metrics::counter!(names::CACHE_LOADS, "kind" => policy.kind, "trigger" => trigger, "source" => "replica")

@@ -27,6 +27,7 @@ pub mod etag;
 pub mod extract;
 pub mod health;
 mod metrics_layer;
+pub mod openapi;
 pub mod ratelimit;
 pub mod rescue;
 pub mod server;

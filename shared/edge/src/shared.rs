@@ -165,6 +165,7 @@ impl Shared {
 pub struct EdgeBuilder {
     shared: Shared,
     api: Router,
+    document: Option<serde_json::Value>,
 }
 
 impl EdgeBuilder {
@@ -173,6 +174,7 @@ impl EdgeBuilder {
         EdgeBuilder {
             shared,
             api: Router::new(),
+            document: None,
         }
     }
 
@@ -191,15 +193,32 @@ impl EdgeBuilder {
         self
     }
 
+    /// Serves the OpenAPI document of the routes (`GET /openapi.json`), with
+    /// what every route shares added ([`crate::openapi::document`]).
+    pub fn openapi(mut self, doc: utoipa::openapi::OpenApi, description: &str) -> Self {
+        self.document = Some(crate::openapi::document(
+            doc,
+            self.shared.config().name,
+            description,
+        ));
+        self
+    }
+
     /// The finished app. Layers, from the outside in: request context and
     /// problem rescue, metrics, compression (br preferred, gzip), body limit.
     pub fn build(self) -> Router {
         let body_limit = self.shared.config().body_limit;
         let admin = crate::admin::router(&self.shared).unwrap_or_default();
+        let document = self
+            .document
+            .as_ref()
+            .map(crate::openapi::router)
+            .unwrap_or_default();
         let cors = cors(&self.shared.config().cors_origins);
         Router::new()
             .merge(self.api)
             .merge(admin)
+            .merge(document)
             .merge(health::router(self.shared))
             .fallback(|| async { ApiError::not_found("no such resource") })
             .layer(CatchPanicLayer::custom(panicked))
