@@ -505,3 +505,46 @@ async fn prefer_handling_strict_turns_a_partial_answer_into_a_503() {
     );
     testkit::clear_fault(&stack, "recommendation").await;
 }
+
+#[tokio::test]
+async fn each_content_coding_has_its_own_strong_etag_and_all_revalidate() {
+    let (stack, server) = setup(&[]).await;
+    let token = testkit::user_token(&stack, "user0004", "bff-mobile", None);
+    let get = |encoding: &'static str, if_none_match: Option<String>| {
+        let mut request = client()
+            .get(server.url("/v1/dashboard"))
+            .bearer_auth(&token)
+            .header(header::ACCEPT_ENCODING, encoding);
+        if let Some(tag) = if_none_match {
+            request = request.header(header::IF_NONE_MATCH, tag);
+        }
+        request.send()
+    };
+    let tag_of = |r: &reqwest::Response| {
+        r.headers()[header::ETAG]
+            .to_str()
+            .expect("ascii")
+            .to_owned()
+    };
+    let identity = get("identity", None).await.expect("request");
+    let br = get("br", None).await.expect("request");
+    assert_eq!(br.headers()[header::CONTENT_ENCODING], "br");
+    let (identity_tag, br_tag) = (tag_of(&identity), tag_of(&br));
+    assert_ne!(identity_tag, br_tag, "two representations, two strong tags");
+    assert!(
+        br_tag.starts_with('"') && br_tag.ends_with("-br\""),
+        "{br_tag}"
+    );
+
+    // Either tag revalidates, whatever the encoding asked now, and the 304
+    // repeats the tag the client holds.
+    for (held, now) in [
+        (&br_tag, "identity"),
+        (&identity_tag, "br"),
+        (&br_tag, "br"),
+    ] {
+        let again = get(now, Some(held.clone())).await.expect("request");
+        assert_eq!(again.status(), 304, "{held} with {now}");
+        assert_eq!(&tag_of(&again), held);
+    }
+}

@@ -233,6 +233,7 @@ impl EdgeBuilder {
             .layer(tower::util::option_layer(cors))
             .layer(RequestBodyLimitLayer::new(body_limit))
             .layer(CompressionLayer::new().br(true).gzip(true))
+            .layer(from_fn(crate::etag::per_encoding))
             .layer(from_fn(metrics_layer::record))
             .layer(from_fn(context::request_context))
     }
