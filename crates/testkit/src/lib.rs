@@ -5,6 +5,7 @@
 //! Everything talks over real sockets; nothing here fakes a shared crate.
 
 mod bff;
+mod binary;
 mod openapi;
 mod redis_server;
 mod tokens;
@@ -14,6 +15,7 @@ pub use bff::{
     user_token,
 };
 
+pub use binary::check_sigterm_drains;
 pub use openapi::check_openapi;
 pub use redis_server::RedisServer;
 pub use tokens::{JwksServer, TEST_ISSUER, TestClaims};

@@ -1,0 +1,27 @@
+//! The `bff-web` binary: SIGTERM drains and exits 0.
+
+use demo_services::ServiceName;
+
+#[tokio::test]
+async fn sigterm_drains_and_exits_0() {
+    let stack = testkit::start_demo().await;
+    let token = testkit::user_token(&stack, "user0001", "bff-web", None);
+    let path = format!("/v1/products/{}", stack.data().products()[0].id);
+    testkit::check_sigterm_drains(
+        env!("CARGO_BIN_EXE_bff-web"),
+        &stack,
+        &[
+            ServiceName::User,
+            ServiceName::Order,
+            ServiceName::Recommendation,
+            ServiceName::Product,
+            ServiceName::Pricing,
+            ServiceName::Review,
+            ServiceName::Inventory,
+        ],
+        ServiceName::Product,
+        &path,
+        &token,
+    )
+    .await;
+}
