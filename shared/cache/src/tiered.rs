@@ -256,6 +256,17 @@ impl StaleReason {
 type LoadOutcome = Result<Entry, Option<Arc<dyn Any + Send + Sync>>>;
 type InFlight = futures::future::Shared<futures::future::BoxFuture<'static, LoadOutcome>>;
 
+/// A load running in this process.
+struct Running {
+    outcome: InFlight,
+    /// Its fragment's tags.
+    tags: Arc<[String]>,
+    /// Set when its key (or one of its tags) is invalidated while it runs:
+    /// what it read may predate the change, so it is served to its waiters
+    /// and not kept.
+    overtaken: Arc<std::sync::atomic::AtomicBool>,
+}
+
 /// How often a replica waiting on another's lock looks for its copy.
 const LOCK_POLL: Duration = Duration::from_millis(10);
 
@@ -309,10 +320,7 @@ struct Shared {
 struct Inner {
     local: moka::future::Cache<String, Entry>,
     /// The loads and refreshes running in this process, by key: one per key.
-    in_flight: std::sync::Mutex<HashMap<String, InFlight>>,
-    /// Bumped by every invalidation, so a load that ran across one does
-    /// not store what it read before it.
-    epoch: std::sync::atomic::AtomicU64,
+    in_flight: std::sync::Mutex<HashMap<String, Running>>,
     lock_for: Duration,
     /// The keys stored with each tag (only fragments stored with tags pay
     /// for this).
@@ -414,7 +422,6 @@ impl TieredCache {
             inner: Arc::new(Inner {
                 local,
                 in_flight: std::sync::Mutex::default(),
-                epoch: std::sync::atomic::AtomicU64::new(0),
                 lock_for: config.lock_for,
                 tagged,
                 shared,
@@ -765,15 +772,24 @@ impl TieredCache {
             .lock()
             .unwrap_or_else(|p| p.into_inner());
         if let Some(running) = in_flight.get(key) {
-            return running.clone();
+            return running.outcome.clone();
         }
         let done = Done(self.clone(), key.to_owned());
-        let (policy, tags) = (*policy, tags.to_vec());
+        let (policy, tags): (FragmentPolicy, Arc<[String]>) = (*policy, tags.into());
+        let overtaken = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (task_tags, task_overtaken) = (tags.clone(), overtaken.clone());
         let task = tokio::spawn(
             async move {
                 let this = done.0.clone();
                 let outcome = this
-                    .load_and_store::<T, E, F>(&policy, &done.1, &tags, load, trigger)
+                    .load_and_store::<T, E, F>(
+                        &policy,
+                        &done.1,
+                        &task_tags,
+                        load,
+                        trigger,
+                        &task_overtaken,
+                    )
                     .await;
                 drop(done);
                 outcome
@@ -788,7 +804,14 @@ impl TieredCache {
         }
         .boxed()
         .shared();
-        in_flight.insert(key.to_owned(), running.clone());
+        in_flight.insert(
+            key.to_owned(),
+            Running {
+                outcome: running.clone(),
+                tags,
+                overtaken,
+            },
+        );
         running
     }
 
@@ -799,6 +822,7 @@ impl TieredCache {
         tags: &[String],
         load: F,
         trigger: &'static str,
+        overtaken: &std::sync::atomic::AtomicBool,
     ) -> LoadOutcome
     where
         T: Serialize + DeserializeOwned + Send + Sync + 'static,
@@ -822,7 +846,6 @@ impl TieredCache {
         };
         metrics::counter!(names::CACHE_LOADS, "kind" => policy.kind, "trigger" => trigger, "source" => "upstream")
             .increment(1);
-        let epoch = self.inner.epoch.load(std::sync::atomic::Ordering::Acquire);
         let value = match load.await {
             Ok(value) => Arc::new(value),
             Err(error) => {
@@ -831,10 +854,10 @@ impl TieredCache {
             }
         };
         let (entry, bytes) = self.prepare(policy, key, tags, value);
-        if self.inner.epoch.load(std::sync::atomic::Ordering::Acquire) != epoch {
-            // Something was invalidated while this load ran: what it read
-            // may predate that change, so it is served to its waiters and
-            // not kept.
+        if overtaken.load(std::sync::atomic::Ordering::Acquire) {
+            // Its key or tag was invalidated while it ran: what it read may
+            // predate that change, so it is served to its waiters and not
+            // kept.
             self.unlock(key, lock);
             return Ok(entry);
         }
@@ -953,9 +976,22 @@ impl TieredCache {
     }
 
     async fn forget_locally(&self, item: &Invalidation) {
-        self.inner
-            .epoch
-            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        for running in self
+            .inner
+            .in_flight
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .filter(|(key, running)| match item {
+                Invalidation::Key(k) => *key == k,
+                Invalidation::Tag(t) => running.tags.contains(t),
+            })
+            .map(|(_, running)| running)
+        {
+            running
+                .overtaken
+                .store(true, std::sync::atomic::Ordering::Release);
+        }
         match item {
             Invalidation::Key(k) => self.inner.local.invalidate(k).await,
             Invalidation::Tag(t) => {

@@ -404,4 +404,29 @@ async fn a_load_that_runs_across_an_invalidation_is_not_kept() {
         cache.get::<Price>(&PRICE, "price:p").await.is_none(),
         "but it may predate the change, so it is not kept"
     );
+
+    // An invalidation of something else costs a load in flight nothing; one
+    // of its tag does.
+    for (key, other, kept) in [
+        ("price:q", Invalidation::Key("price:elsewhere".into()), true),
+        ("price:r", Invalidation::Tag("product:r".into()), false),
+    ] {
+        let slow = {
+            let cache = cache.clone();
+            let load = counted(&loads, 2, Duration::from_millis(200));
+            let tags = vec!["product:r".to_owned()];
+            tokio::spawn(async move { cache.get_or_load(&PRICE, key, &tags, load).await })
+        };
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        match &other {
+            Invalidation::Key(k) => cache.invalidate(k).await,
+            Invalidation::Tag(t) => cache.invalidate_tag(t).await,
+        }
+        slow.await.expect("task").expect("loaded");
+        assert_eq!(
+            cache.get::<Price>(&PRICE, key).await.is_some(),
+            kept,
+            "{key} after {other:?}"
+        );
+    }
 }
