@@ -342,6 +342,11 @@ async fn tokens_are_required_and_checked() {
         let problem: Value = response.json().await.expect("json");
         assert_eq!(problem["code"], "unauthorized");
     }
+    let metrics = server.get_text("/metrics").await;
+    for reason in ["missing", "audience", "malformed", "not_bearer"] {
+        let series = format!(r#"bff_auth_rejected{{reason="{reason}"}}"#);
+        assert!(metrics.contains(&series), "{series} in /metrics");
+    }
 }
 
 #[tokio::test]

@@ -81,6 +81,27 @@ pub enum AuthError {
 }
 
 impl AuthError {
+    /// Why, as a metrics label (a fixed set).
+    pub fn reason(&self) -> &'static str {
+        use jsonwebtoken::errors::ErrorKind;
+        match self {
+            AuthError::NoKeys => "no_keys",
+            AuthError::Header(_) => "malformed",
+            AuthError::Algorithm(_) | AuthError::AlgorithmMismatch { .. } => "algorithm",
+            AuthError::UnknownKey(_) => "unknown_key",
+            AuthError::Tier(_) => "tier",
+            AuthError::Invalid(e) => match e.kind() {
+                ErrorKind::ExpiredSignature => "expired",
+                ErrorKind::ImmatureSignature => "not_yet_valid",
+                ErrorKind::InvalidIssuer => "issuer",
+                ErrorKind::InvalidAudience => "audience",
+                ErrorKind::MissingRequiredClaim(_) => "missing_claim",
+                ErrorKind::InvalidSignature => "signature",
+                _ => "invalid",
+            },
+        }
+    }
+
     /// What a client is told: enough to fix its side, nothing about ours.
     pub fn client_message(&self) -> &'static str {
         use jsonwebtoken::errors::ErrorKind;

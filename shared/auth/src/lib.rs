@@ -41,7 +41,10 @@ pub async fn require_auth(
 ) -> Response {
     let token = match bearer(&request) {
         Ok(token) => token,
-        Err(error) => return error.into_response(),
+        Err((reason, detail)) => {
+            metrics::counter!(bff_telemetry::names::AUTH_REJECTED, "reason" => reason).increment(1);
+            return ApiError::unauthorized(detail).into_response();
+        }
     };
     match auth.verify(token).await {
         Ok(claims) => {
@@ -49,26 +52,31 @@ pub async fn require_auth(
             next.run(request).await
         }
         Err(error) => {
+            metrics::counter!(bff_telemetry::names::AUTH_REJECTED, "reason" => error.reason())
+                .increment(1);
             tracing::debug!(%error, "token rejected");
             ApiError::unauthorized(error.client_message()).into_response()
         }
     }
 }
 
-/// The token of an `Authorization: Bearer …` header.
-fn bearer(request: &Request) -> Result<&str, ApiError> {
+/// The token of an `Authorization: Bearer …` header, or why there is none:
+/// a metrics label and what the client is told.
+fn bearer(request: &Request) -> Result<&str, (&'static str, &'static str)> {
+    let refuse = |reason, detail| (reason, detail);
     let value = request
         .headers()
         .get(AUTHORIZATION)
-        .ok_or_else(|| ApiError::unauthorized("an Authorization: Bearer token is required"))?;
+        .ok_or_else(|| refuse("missing", "an Authorization: Bearer token is required"))?;
     let value = value
         .to_str()
-        .map_err(|_| ApiError::unauthorized("the Authorization header is not valid text"))?;
+        .map_err(|_| refuse("malformed", "the Authorization header is not valid text"))?;
     let (scheme, token) = value
         .split_once(' ')
-        .ok_or_else(|| ApiError::unauthorized("expected Authorization: Bearer <token>"))?;
+        .ok_or_else(|| refuse("not_bearer", "expected Authorization: Bearer <token>"))?;
     if !scheme.eq_ignore_ascii_case("bearer") || token.trim().is_empty() {
-        return Err(ApiError::unauthorized(
+        return Err(refuse(
+            "not_bearer",
             "expected Authorization: Bearer <token>",
         ));
     }
@@ -76,7 +84,7 @@ fn bearer(request: &Request) -> Result<&str, ApiError> {
     // A JWT is three base64url parts; anything else (or anything huge) is
     // refused before any parsing.
     if token.len() > 8 * 1024 || token.split('.').count() != 3 {
-        return Err(ApiError::unauthorized("the bearer token is not a JWT"));
+        return Err(refuse("malformed", "the bearer token is not a JWT"));
     }
     Ok(token)
 }

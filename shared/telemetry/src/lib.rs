@@ -52,6 +52,8 @@ pub mod names {
     pub const CACHE_EVICTIONS: &str = "bff.cache.evictions";
     /// Counter of fragment loads, by `kind` and `trigger` (`miss`, `refresh`) and `source` (`upstream`, `replica`: another replica's copy arrived while waiting on its lock).
     pub const CACHE_LOADS: &str = "bff.cache.loads";
+    /// Counter of requests refused for their token, by `reason` (`missing`, `not_bearer`, `malformed`, `expired`, `audience`, `signature`, …).
+    pub const AUTH_REJECTED: &str = "bff.auth.rejected";
     /// Counter of requests refused by a rate limit, by `bff`, `tier` and `client` (a partner's client id, `user`, or `anonymous`).
     pub const RATE_LIMITED: &str = "bff.ratelimit.limited";
     /// Counter of rate-limit checks Redis did not answer (the local limiter answered).
