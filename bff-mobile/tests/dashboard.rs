@@ -11,9 +11,7 @@ use testkit::TestServer;
 async fn setup(extra: &[(&str, &str)]) -> (DemoStack, TestServer) {
     let stack = testkit::start_demo().await;
     let config = testkit::bff_config_with(&stack, bff_mobile::SPEC, extra);
-    let shared = bff_edge::Shared::new(config).expect("shared");
-    let app = bff_mobile::app(shared).await.expect("app");
-    let server = testkit::serve_bff(app).await;
+    let server = testkit::start_bff(config, bff_mobile::app).await;
     (stack, server)
 }
 
@@ -444,10 +442,7 @@ async fn a_user_the_user_service_does_not_know_is_404() {
             ("BFF_ISSUER", testkit::TEST_ISSUER),
         ],
     );
-    let app = bff_mobile::app(bff_edge::Shared::new(config).expect("shared"))
-        .await
-        .expect("app");
-    let server = testkit::serve_bff(app).await;
+    let server = testkit::start_bff(config, bff_mobile::app).await;
     let token = jwks.mint(&testkit::TestClaims::new(
         "bff-mobile",
         "00000000-0000-4000-8000-000000000000",

@@ -4,10 +4,7 @@
 async fn the_document_is_valid_openapi_3_1_with_every_route() {
     let stack = testkit::start_demo().await;
     let config = testkit::bff_config(&stack, bff_partner::SPEC);
-    let app = bff_partner::app(bff_edge::Shared::new(config).expect("shared"))
-        .await
-        .expect("app");
-    let server = testkit::serve_bff(app).await;
+    let server = testkit::start_bff(config, bff_partner::app).await;
     let doc = testkit::check_openapi(
         &server,
         &[

@@ -9,10 +9,7 @@ use testkit::TestServer;
 async fn setup() -> (DemoStack, TestServer, String) {
     let stack = testkit::start_demo().await;
     let config = testkit::bff_config(&stack, bff_partner::SPEC);
-    let app = bff_partner::app(bff_edge::Shared::new(config).expect("shared"))
-        .await
-        .expect("app");
-    let server = testkit::serve_bff(app).await;
+    let server = testkit::start_bff(config, bff_partner::app).await;
     let token = testkit::partner_token(&stack, "partner-acme");
     (stack, server, token)
 }

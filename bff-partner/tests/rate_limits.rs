@@ -11,10 +11,7 @@ use testkit::TestServer;
 
 async fn partner(stack: &DemoStack, extra: &[(&str, &str)]) -> TestServer {
     let config = testkit::bff_config_with(stack, bff_partner::SPEC, extra);
-    let app = bff_partner::app(bff_edge::Shared::new(config).expect("shared"))
-        .await
-        .expect("app");
-    testkit::serve_bff(app).await
+    testkit::start_bff(config, bff_partner::app).await
 }
 
 fn path(stack: &DemoStack) -> String {

@@ -44,10 +44,7 @@ async fn setup(extra: &[(&str, &str)]) -> Chaos {
     ];
     env.extend_from_slice(extra);
     let config = testkit::bff_config_with(&stack, bff_web::SPEC, &env);
-    let app = bff_web::app(bff_edge::Shared::new(config).expect("shared"))
-        .await
-        .expect("app");
-    let server = testkit::serve_bff(app).await;
+    let server = testkit::start_bff(config, bff_web::app).await;
     let token = testkit::user_token(&stack, "user0002", "bff-web", None);
     let path = format!("/v1/products/{}", stack.data().products()[3].id);
     Chaos {

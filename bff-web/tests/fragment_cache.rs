@@ -26,10 +26,7 @@ async fn start(stack: &DemoStack) -> TestServer {
         ("BFF_ADMIN_TOKEN", ADMIN_TOKEN),
     ];
     let config = testkit::bff_config_with(stack, bff_web::SPEC, &env);
-    let app = bff_web::app(bff_edge::Shared::new(config).expect("shared"))
-        .await
-        .expect("app");
-    testkit::serve_bff(app).await
+    testkit::start_bff(config, bff_web::app).await
 }
 
 async fn get(server: &TestServer, token: &str, path: &str) -> reqwest::Response {
@@ -234,10 +231,7 @@ async fn a_failed_section_is_served_from_its_stand_in_and_counted() {
     let stack = testkit::start_demo().await;
     // Default policies: fragments are kept only to stand in for failures.
     let config = testkit::bff_config(&stack, bff_web::SPEC);
-    let app = bff_web::app(bff_edge::Shared::new(config).expect("shared"))
-        .await
-        .expect("app");
-    let server = testkit::serve_bff(app).await;
+    let server = testkit::start_bff(config, bff_web::app).await;
     let token = testkit::user_token(&stack, "user0009", "bff-web", None);
     let path = format!("/v1/products/{}", stack.data().products()[13].id);
     let fresh: Value = get(&server, &token, &path)

@@ -22,10 +22,7 @@ async fn replica(stack: &demo_services::DemoStack, redis: &str) -> TestServer {
     let mut env: Vec<(&str, &str)> = FRESH.to_vec();
     env.push(("REDIS_URL", redis));
     let config = testkit::bff_config_with(stack, bff_web::SPEC, &env);
-    let app = bff_web::app(bff_edge::Shared::new(config).expect("shared"))
-        .await
-        .expect("app");
-    testkit::serve_bff(app).await
+    testkit::start_bff(config, bff_web::app).await
 }
 
 async fn page(server: &TestServer, token: &str, path: &str) -> Value {

@@ -10,10 +10,7 @@ use testkit::TestServer;
 async fn setup(extra: &[(&str, &str)]) -> (DemoStack, TestServer, String) {
     let stack = testkit::start_demo().await;
     let config = testkit::bff_config_with(&stack, bff_web::SPEC, extra);
-    let app = bff_web::app(bff_edge::Shared::new(config).expect("shared"))
-        .await
-        .expect("app");
-    let server = testkit::serve_bff(app).await;
+    let server = testkit::start_bff(config, bff_web::app).await;
     let token = testkit::user_token(&stack, "user0001", "bff-web", None);
     (stack, server, token)
 }

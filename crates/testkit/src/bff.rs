@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use axum::Router;
-use bff_edge::{BffConfig, BffSpec};
+use bff_edge::{BffConfig, BffSpec, Shared, StartError};
 use demo_services::{DemoStack, ServiceName};
 use jsonwebtoken::Algorithm;
 
@@ -109,6 +109,27 @@ impl TestServer {
 impl Drop for TestServer {
     fn drop(&mut self) {
         self.task.abort();
+    }
+}
+
+/// Builds a BFF's app over `config` with its `app` function (e.g.
+/// `bff_web::app`) and serves it ([`serve_bff`]).
+///
+/// # Panics
+/// When the shared pieces or the app cannot be built, or the app is not
+/// ready in time.
+pub async fn start_bff<F, Fut>(config: BffConfig, app: F) -> TestServer
+where
+    F: FnOnce(Shared) -> Fut,
+    Fut: std::future::Future<Output = Result<Router, StartError>>,
+{
+    let shared = match Shared::new(config) {
+        Ok(shared) => shared,
+        Err(e) => panic!("shared pieces: {e}"),
+    };
+    match app(shared).await {
+        Ok(app) => serve_bff(app).await,
+        Err(e) => panic!("app: {e}"),
     }
 }
 

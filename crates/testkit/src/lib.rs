@@ -12,7 +12,7 @@ mod tokens;
 
 pub use bff::{
     TestServer, bff_config, bff_config_with, clear_fault, partner_token, serve_bff, set_fault,
-    user_token,
+    start_bff, user_token,
 };
 
 pub use binary::check_sigterm_drains;

@@ -57,9 +57,11 @@ async fn follow(http: &reqwest::Client, feed: &Url, cache: &TieredCache) -> reqw
         .error_for_status()?;
     tracing::info!(%feed, "following price changes");
     let mut events = EventReader::default();
+    let mappers = price_events();
     while let Some(chunk) = response.chunk().await? {
         for data in events.push(&chunk) {
-            for item in invalidations(data.as_bytes()) {
+            let items = mappers.values().flat_map(|map| map(data.as_bytes()));
+            for item in items {
                 if let Invalidation::Key(key) = item {
                     cache.invalidate(&key).await;
                 }
@@ -67,14 +69,6 @@ async fn follow(http: &reqwest::Client, feed: &Url, cache: &TieredCache) -> reqw
         }
     }
     Ok(())
-}
-
-fn invalidations(payload: &[u8]) -> Vec<Invalidation> {
-    price_events()
-        .values()
-        .next()
-        .map(|map| map(payload))
-        .unwrap_or_default()
 }
 
 /// Splits a Server-Sent Events byte stream into the `data` of each event
