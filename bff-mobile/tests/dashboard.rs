@@ -342,7 +342,7 @@ async fn tokens_are_required_and_checked() {
     }
     let metrics = server.get_text("/metrics").await;
     for reason in ["missing", "audience", "malformed", "not_bearer"] {
-        let series = format!(r#"bff_auth_rejected{{reason="{reason}"}}"#);
+        let series = format!(r#"bff_auth_rejected_total{{reason="{reason}"}}"#);
         assert!(metrics.contains(&series), "{series} in /metrics");
     }
 }
@@ -421,11 +421,11 @@ async fn request_ids_are_honoured_or_generated_and_metrics_are_served() {
     assert_eq!(r.headers()["x-request-id"].len(), 36);
     let metrics = server.get_text("/metrics").await;
     assert!(
-        metrics.contains("http_server_request_duration_bucket"),
+        metrics.contains("http_server_request_duration_seconds_bucket"),
         "{metrics}"
     );
     assert!(metrics.contains("http_route=\"/v1/dashboard\""));
-    assert!(metrics.contains("http_client_request_duration_bucket"));
+    assert!(metrics.contains("http_client_request_duration_seconds_bucket"));
     assert!(metrics.contains("upstream=\"user\""));
 }
 

@@ -303,7 +303,7 @@ async fn v1_announces_its_deprecation_on_errors_too_and_calls_are_counted_per_ve
     let metrics = server.get_text("/metrics").await;
     for version in ["v1", "v2"] {
         let series = format!(
-            r#"bff_api_version_calls{{bff="bff-partner",version="{version}",client="partner-acme"}}"#
+            r#"bff_api_version_calls_total{{bff="bff-partner",version="{version}",client="partner-acme"}}"#
         );
         assert!(metrics.contains(&series), "{series} in /metrics");
     }

@@ -104,7 +104,7 @@ async fn tiers_are_ordered_and_each_caller_has_its_own_quota() {
     let metrics = server.get_text("/metrics").await;
     assert!(
         metrics.contains(
-            r#"bff_ratelimit_limited{bff="bff-partner",tier="premium",client="partner-acme"}"#
+            r#"bff_ratelimit_limited_total{bff="bff-partner",tier="premium",client="partner-acme"}"#
         ),
         "limited requests are counted per tier and client"
     );
@@ -146,7 +146,7 @@ async fn replicas_sharing_redis_hold_one_quota_and_fall_back_to_their_own_withou
     );
     let metrics = c.get_text("/metrics").await;
     assert!(
-        metrics.contains("bff_ratelimit_shared_errors"),
+        metrics.contains("bff_ratelimit_shared_errors_total"),
         "Redis errors are counted"
     );
 }

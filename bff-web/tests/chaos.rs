@@ -216,12 +216,12 @@ async fn erroring_upstreams_open_their_circuits() {
     let metrics = c.server.get_text("/metrics").await;
     for expected in [
         // gRPC calls are measured as RPCs, HTTP ones as HTTP client calls.
-        r#"rpc_client_call_duration_count{upstream="inventory",operation="BatchGetStock",outcome="server_error"}"#,
-        r#"http_client_request_duration_count{upstream="review",operation="list_reviews",outcome="server_error"}"#,
-        r#"http_client_request_duration_count{upstream="pricing",operation="pricings",outcome="circuit_open"}"#,
-        r#"bff_upstream_circuit_transitions{upstream="review",state="open"}"#,
-        r#"bff_upstream_circuit_transitions{upstream="review",state="half_open"}"#,
-        r#"bff_upstream_circuit_transitions{upstream="review",state="closed"}"#,
+        r#"rpc_client_call_duration_seconds_count{upstream="inventory",operation="BatchGetStock",outcome="server_error","#,
+        r#"http_client_request_duration_seconds_count{upstream="review",operation="list_reviews",outcome="server_error","#,
+        r#"http_client_request_duration_seconds_count{upstream="pricing",operation="pricings",outcome="circuit_open","#,
+        r#"bff_upstream_circuit_transitions_total{upstream="review",state="open"}"#,
+        r#"bff_upstream_circuit_transitions_total{upstream="review",state="half_open"}"#,
+        r#"bff_upstream_circuit_transitions_total{upstream="review",state="closed"}"#,
     ] {
         assert!(
             metrics.contains(expected),

@@ -83,12 +83,12 @@ async fn a_thousand_concurrent_requests_on_a_cold_product_are_one_upstream_load(
     );
     let metrics = server.get_text("/metrics").await;
     for line in [
-        r#"bff_cache_lookups{section="product",result="hit"}"#,
-        r#"bff_cache_lookups{section="product",result="miss"}"#,
-        r#"bff_cache_fragments{kind="product",result="hit",tier="local"}"#,
+        r#"bff_cache_lookups_total{section="product",result="hit"}"#,
+        r#"bff_cache_lookups_total{section="product",result="miss"}"#,
+        r#"bff_cache_fragments_total{kind="product",result="hit",tier="local"}"#,
         // (Counts are per process, shared by this file's tests: the
         // upstream's own count above is the one that must be 1.)
-        r#"bff_cache_loads{kind="product",trigger="miss",source="upstream"}"#,
+        r#"bff_cache_loads_total{kind="product",trigger="miss",source="upstream"}"#,
     ] {
         assert!(metrics.contains(line), "{line} in /metrics");
     }
@@ -259,9 +259,9 @@ async fn a_failed_section_is_served_from_its_stand_in_and_counted() {
 
     let metrics = server.get_text("/metrics").await;
     for line in [
-        r#"bff_cache_lookups{section="pricing",result="stale"}"#,
-        r#"bff_cache_fragments{kind="price",result="stale",tier="local"}"#,
-        r#"bff_cache_stale_served{kind="price",reason="upstream_error"}"#,
+        r#"bff_cache_lookups_total{section="pricing",result="stale"}"#,
+        r#"bff_cache_fragments_total{kind="price",result="stale",tier="local"}"#,
+        r#"bff_cache_stale_served_total{kind="price",reason="upstream_error"}"#,
     ] {
         assert!(metrics.contains(line), "{line} in /metrics");
     }

@@ -99,7 +99,7 @@ async fn replicas_share_fragments_and_price_changes_reach_both() {
 
     let metrics = a.get_text("/metrics").await;
     assert!(
-        metrics.contains("bff_cache_lookups{section=\"product\",result=\"hit\"}"),
+        metrics.contains("bff_cache_lookups_total{section=\"product\",result=\"hit\"}"),
         "fresh hits are counted"
     );
 

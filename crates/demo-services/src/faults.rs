@@ -20,6 +20,7 @@ use http::{HeaderValue, StatusCode, header};
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
+use tracing::Instrument;
 
 use crate::problem::Problem;
 use crate::serve::ConnectionControl;
@@ -350,7 +351,9 @@ pub struct FaultState {
     pub stats: Arc<Stats>,
 }
 
-/// Middleware: counts the request, then applies the service's current fault.
+/// Middleware: counts the request, continues the caller's trace in a server
+/// span (recorded when spans are exported), then applies the service's
+/// current fault.
 pub async fn inject(State(state): State<FaultState>, request: Request, next: Next) -> Response {
     let operation = match state.service.protocol() {
         Protocol::Grpc => request.uri().path().to_owned(),
@@ -365,6 +368,30 @@ pub async fn inject(State(state): State<FaultState>, request: Request, next: Nex
     if operation != "GET /healthz" {
         state.stats.record(state.service, &operation);
     }
+    let span = tracing::debug_span!(
+        "server",
+        otel.name = %format_args!("{} {}", state.service, operation),
+        otel.kind = "server",
+        otel.status_code = tracing::field::Empty,
+        demo.service = state.service.as_str(),
+        operation = %operation,
+        http.response.status_code = tracing::field::Empty,
+    );
+    bff_telemetry::continue_trace(&span, request.headers());
+    let response = apply_fault(state, request, next)
+        .instrument(span.clone())
+        .await;
+    if !span.is_disabled() {
+        let status = response.status().as_u16();
+        span.record("http.response.status_code", i64::from(status));
+        if status >= 500 {
+            span.record("otel.status_code", "error");
+        }
+    }
+    response
+}
+
+async fn apply_fault(state: FaultState, request: Request, next: Next) -> Response {
     let Some(fault) = state.faults.get(state.service) else {
         return next.run(request).await;
     };

@@ -30,12 +30,34 @@ struct Args {
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .init();
     let args = Args::parse();
+    let export = match bff_telemetry::ExportConfig::from_env(|key| std::env::var(key).ok()) {
+        Ok(export) => export,
+        Err(error) => {
+            eprintln!("demo-services: {error}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    let telemetry = match bff_telemetry::init(&bff_telemetry::Options {
+        service_name: "demo-services".to_owned(),
+        service_version: env!("CARGO_PKG_VERSION").to_owned(),
+        log_format: bff_telemetry::LogFormat::detect(),
+        log_filter: std::env::var("RUST_LOG").unwrap_or_else(|_| "info".to_owned()),
+        export,
+    }) {
+        Ok(telemetry) => telemetry,
+        Err(error) => {
+            eprintln!("demo-services: {error}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let code = run(args).await;
+    // Flushing blocks: off the runtime's workers.
+    let _ = tokio::task::spawn_blocking(move || telemetry.shutdown()).await;
+    code
+}
+
+async fn run(args: Args) -> std::process::ExitCode {
     let Some(control_port) = args.port_base.checked_add(99) else {
         eprintln!(
             "demo-services: --port-base {} leaves no room for the control API",

@@ -772,7 +772,7 @@ fn open_circuit_p99(metrics: &str, upstream: &str) -> Option<f64> {
     };
     let mut buckets: Vec<(f64, f64)> = Vec::new();
     for line in metrics.lines() {
-        let Some(rest) = line.strip_prefix("http_client_request_duration_bucket{") else {
+        let Some(rest) = line.strip_prefix("http_client_request_duration_seconds_bucket{") else {
             continue;
         };
         if !wanted(rest) {

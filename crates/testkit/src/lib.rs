@@ -15,7 +15,7 @@ pub use bff::{
     start_bff, user_token,
 };
 
-pub use binary::check_sigterm_drains;
+pub use binary::{BffProcess, check_sigterm_drains};
 pub use openapi::check_openapi;
 pub use redis_server::RedisServer;
 pub use tokens::{JwksServer, TEST_ISSUER, TestClaims};

@@ -59,6 +59,7 @@ use bff_upstream::{Failure, UpstreamError};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::time::Instant;
+use tracing::Instrument;
 
 pub use bff_upstream::Criticality;
 
@@ -338,10 +339,40 @@ impl SectionSpec<'_> {
         }
     }
 
+    /// The section's span (recorded only when spans are exported): its
+    /// upstream calls are its children, and it says how the section ended.
+    fn span(&self) -> tracing::Span {
+        tracing::debug_span!(
+            "section",
+            otel.name = %format_args!("section {}", self.name),
+            otel.status_code = tracing::field::Empty,
+            bff.section = self.name,
+            bff.section.criticality = match self.criticality {
+                Criticality::Critical => "critical",
+                Criticality::Optional => "optional",
+            },
+            bff.section.outcome = tracing::field::Empty,
+            bff.section.stale = tracing::field::Empty,
+            bff.cache.result = tracing::field::Empty,
+        )
+    }
+
     /// Fetches the section within its deadline (and the request's), or
     /// serves it from the cache as [`cached`](Self::cached) says. The fetch
     /// owns what it needs: a cached one may finish in the background.
     pub async fn run<T, F>(self, fetch: F) -> Section<T>
+    where
+        T: Serialize + DeserializeOwned + Send + Sync + 'static,
+        F: Future<Output = Result<T, UpstreamError>> + Send + 'static,
+    {
+        let span = self.span();
+        let fetch = fetch.instrument(span.clone());
+        let section = self.run_in_span(fetch).instrument(span.clone()).await;
+        section.record_on(&span);
+        section
+    }
+
+    async fn run_in_span<T, F>(self, fetch: F) -> Section<T>
     where
         T: Serialize + DeserializeOwned + Send + Sync + 'static,
         F: Future<Output = Result<T, UpstreamError>> + Send + 'static,
@@ -373,6 +404,7 @@ impl SectionSpec<'_> {
                         };
                         metrics::counter!(names::CACHE_LOOKUPS, "section" => self.name, "result" => result)
                             .increment(1);
+                        tracing::Span::current().record("bff.cache.result", result);
                         let reusable_for = match hit.freshness {
                             Freshness::Fresh => policy.fresh_for.saturating_sub(hit.age),
                             _ => Duration::ZERO,
@@ -414,6 +446,7 @@ impl SectionSpec<'_> {
                 let result = if hit.is_some() { "stale" } else { "miss" };
                 metrics::counter!(names::CACHE_LOOKUPS, "section" => self.name, "result" => result)
                     .increment(1);
+                tracing::Span::current().record("bff.cache.result", result);
                 if hit.is_some() {
                     cache.served_stale(policy, StaleReason::UpstreamError);
                 }
@@ -443,6 +476,29 @@ impl SectionSpec<'_> {
     /// ids it was for are served from stale copies where there are some.
     /// Ids the service does not know are returned in [`Each::missing`].
     pub async fn run_each<K, T, F, Fut>(
+        self,
+        kind: &'static str,
+        ids: &[K],
+        fetch: F,
+    ) -> Section<Each<K, T>>
+    where
+        K: Copy + Eq + std::hash::Hash + std::fmt::Display + Send + Sync + 'static,
+        T: Serialize + DeserializeOwned + Send + Sync + 'static,
+        F: Fn(Vec<K>) -> Fut,
+        Fut: Future<Output = Result<HashMap<K, T>, UpstreamError>> + Send + 'static,
+    {
+        let span = self.span();
+        let traced = span.clone();
+        let fetch = move |ids| fetch(ids).instrument(traced.clone());
+        let section = self
+            .run_each_in_span(kind, ids, fetch)
+            .instrument(span.clone())
+            .await;
+        section.record_on(&span);
+        section
+    }
+
+    async fn run_each_in_span<K, T, F, Fut>(
         self,
         kind: &'static str,
         ids: &[K],
@@ -495,6 +551,12 @@ impl SectionSpec<'_> {
                 .increment(hit);
             metrics::counter!(names::CACHE_LOOKUPS, "section" => self.name, "result" => "miss")
                 .increment(to_load.len() as u64);
+            let result = match (hit, to_load.len()) {
+                (_, 0) => "hit",
+                (0, _) => "miss",
+                _ => "partial",
+            };
+            tracing::Span::current().record("bff.cache.result", result);
         }
         if !to_refresh.is_empty() {
             let refresh = budget::scope(
@@ -599,6 +661,23 @@ pub struct Section<T> {
 }
 
 impl<T> Section<T> {
+    fn record_on(&self, span: &tracing::Span) {
+        if span.is_disabled() {
+            return;
+        }
+        span.record(
+            "bff.section.outcome",
+            self.failure.map_or("ok", Failure::reason),
+        );
+        span.record(
+            "bff.section.stale",
+            self.failure.is_some() && self.value.is_some(),
+        );
+        if self.failure.is_some() && self.value.is_none() {
+            span.record("otel.status_code", "error");
+        }
+    }
+
     /// The value, fresh or stale; `None` when the section failed without a
     /// stand-in.
     pub fn into_value(self) -> Option<Arc<T>> {

@@ -48,6 +48,11 @@ pub async fn require_auth(
     };
     match auth.verify(token).await {
         Ok(claims) => {
+            // The request span names the user by a pseudonym, never the id.
+            let span = tracing::Span::current();
+            if !span.is_disabled() {
+                span.record("enduser.pseudo.id", bff_telemetry::pseudonym(&claims.sub));
+            }
             request.extensions_mut().insert(claims);
             next.run(request).await
         }

@@ -57,12 +57,17 @@ pub struct BffSpec {
     pub fragments: &'static [FragmentPolicy],
 }
 
-const PASSTHROUGH: [&str; 4] = [
-    "REDIS_URL",
-    "OTEL_EXPORTER_OTLP_ENDPOINT",
-    "OTEL_SERVICE_NAME",
-    "RUST_LOG",
-];
+/// Variables read under their standard names rather than `BFF_*`.
+const PASSTHROUGH: [&str; 2] = ["REDIS_URL", "RUST_LOG"];
+
+/// Whether the environment variable `key` is configuration: `BFF_*`, the
+/// pass-through names, and the `OTEL_*` variables (from the environment
+/// only, as the OpenTelemetry SDK reads them there too).
+fn is_config_env(key: &str) -> bool {
+    key.starts_with("BFF_")
+        || PASSTHROUGH.contains(&key)
+        || bff_telemetry::OTEL_VARIABLES.contains(&key)
+}
 
 pub use bff_aggregate::Deadlines;
 
@@ -118,10 +123,8 @@ pub struct BffConfig {
     pub log_filter: String,
     /// `REDIS_URL`: the shared cache tier and its invalidation channel.
     pub redis_url: Option<String>,
-    /// `OTEL_EXPORTER_OTLP_ENDPOINT` (export is not in this build: logged at start).
-    pub otlp_endpoint: Option<String>,
-    /// `OTEL_SERVICE_NAME`.
-    pub service_name: String,
+    /// OTLP export (the standard `OTEL_*` variables); nothing without an endpoint.
+    pub telemetry: bff_telemetry::ExportConfig,
     /// Things worth a warning once logging is up (unknown variables, …).
     pub warnings: Vec<String>,
 }
@@ -209,7 +212,7 @@ impl Source {
             }
         }
         for (key, value) in env {
-            if key.starts_with("BFF_") || PASSTHROUGH.contains(&key.as_str()) {
+            if is_config_env(&key) {
                 source.values.insert(key, (value, Origin::Env));
             }
         }
@@ -497,6 +500,14 @@ impl BffConfig {
                 )
             })?,
         };
+        let otel: Vec<(&str, String)> = bff_telemetry::OTEL_VARIABLES
+            .iter()
+            .filter_map(|key| s.take(key).map(|value| (*key, value)))
+            .collect();
+        let telemetry = bff_telemetry::ExportConfig::from_env(|key| {
+            otel.iter().find(|(k, _)| *k == key).map(|(_, v)| v.clone())
+        })
+        .map_err(|e| ConfigError::new(e.key, e.message))?;
         let config = BffConfig {
             name: spec.name,
             listen,
@@ -520,10 +531,7 @@ impl BffConfig {
             log_format,
             log_filter: s.take("RUST_LOG").unwrap_or_else(|| "info".to_owned()),
             redis_url: s.take("REDIS_URL"),
-            otlp_endpoint: s.take("OTEL_EXPORTER_OTLP_ENDPOINT"),
-            service_name: s
-                .take("OTEL_SERVICE_NAME")
-                .unwrap_or_else(|| spec.name.to_owned()),
+            telemetry,
             warnings: Vec::new(),
         };
         let (file_unknown, env_unknown) = s.leftovers();

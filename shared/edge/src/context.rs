@@ -3,7 +3,9 @@
 
 use std::ops::Deref;
 
-use axum::extract::{FromRequestParts, Request};
+use std::time::Instant;
+
+use axum::extract::{FromRequestParts, MatchedPath, Request, State};
 use axum::middleware::Next;
 use axum::response::Response;
 use bff_telemetry::TraceContext;
@@ -63,31 +65,68 @@ fn new_request_id() -> HeaderValue {
         .unwrap_or_else(|_| HeaderValue::from_static("invalid"))
 }
 
-/// Middleware: establishes the [`RequestContext`], runs the request inside a
-/// span carrying its ids, echoes `x-request-id`, and turns every error
-/// response into problem+json with the ids ([`rescue`]).
-pub async fn request_context(mut request: Request, next: Next) -> Response {
+/// Middleware: establishes the [`RequestContext`], runs the request inside
+/// its span (the trace's server span when spans are exported: route,
+/// client, pseudonymous subject, status), writes one log line per request
+/// at `info` (path without its query, never a header), echoes
+/// `x-request-id`, and turns every error response into problem+json with
+/// the ids ([`rescue`]). `client` is the BFF's name.
+pub async fn request_context(
+    State(client): State<&'static str>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    let started = Instant::now();
     let request_id = request
         .headers()
         .get(REQUEST_ID)
         .filter(|v| valid_request_id(v))
         .cloned()
         .unwrap_or_else(new_request_id);
-    let trace = TraceContext::from_headers(request.headers());
-    let trace_id = trace.trace_id();
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or("unmatched", MatchedPath::as_str);
+    let method = request.method();
     let span = tracing::info_span!(
         "request",
-        method = %request.method(),
-        path = %request.uri().path(),
+        otel.name = %format_args!("{method} {route}"),
+        otel.kind = "server",
+        otel.status_code = tracing::field::Empty,
+        http.request.method = %method,
+        http.route = route,
+        url.path = request.uri().path(),
+        bff.client = client,
         request_id = request_id.to_str().unwrap_or_default(),
-        trace_id = %trace_id,
+        trace_id = tracing::field::Empty,
+        span_id = tracing::field::Empty,
+        enduser.pseudo.id = tracing::field::Empty,
+        http.response.status_code = tracing::field::Empty,
     );
+    let trace = TraceContext::start(request.headers(), &span);
+    if !span.is_disabled() {
+        span.record("trace_id", trace.trace_id());
+        span.record("span_id", trace.span_id());
+    }
     request.extensions_mut().insert(RequestContext(CallContext {
         request_id: request_id.clone(),
-        trace,
+        trace: trace.clone(),
     }));
-    let response = next.run(request).instrument(span).await;
-    let mut response = rescue::rescue(response, request_id.to_str().unwrap_or_default(), &trace_id);
+    let response = next.run(request).instrument(span.clone()).await;
+    let mut response = rescue::rescue(response, request_id.to_str().unwrap_or_default(), &trace);
+    if !span.is_disabled() {
+        let status = response.status().as_u16();
+        span.record("http.response.status_code", i64::from(status));
+        if status >= 500 {
+            span.record("otel.status_code", "error");
+        }
+        let _entered = span.enter();
+        tracing::info!(
+            http.response.status_code = status,
+            duration_ms = started.elapsed().as_secs_f64() * 1e3,
+            "request"
+        );
+    }
     response.headers_mut().insert(REQUEST_ID, request_id);
     response
 }

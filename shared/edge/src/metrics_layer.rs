@@ -1,5 +1,5 @@
 //! Server request metrics: `http.server.request.duration` by route, method
-//! and status.
+//! and status, and `http.server.active_requests`.
 
 use std::time::Instant;
 
@@ -8,9 +8,27 @@ use axum::middleware::Next;
 use axum::response::Response;
 use bff_telemetry::names;
 
+/// Counts a request as active until it ends or is dropped.
+struct Active(metrics::Gauge);
+
+impl Active {
+    fn start() -> Self {
+        let gauge = metrics::gauge!(names::SERVER_ACTIVE_REQUESTS);
+        gauge.increment(1.0);
+        Active(gauge)
+    }
+}
+
+impl Drop for Active {
+    fn drop(&mut self) {
+        self.0.decrement(1.0);
+    }
+}
+
 /// Middleware recording the duration of every request.
 pub(crate) async fn record(request: Request, next: Next) -> Response {
     let started = Instant::now();
+    let _active = Active::start();
     // The route template, never the raw path: ids must not explode the
     // number of series.
     let route = request
@@ -21,9 +39,9 @@ pub(crate) async fn record(request: Request, next: Next) -> Response {
     let response = next.run(request).await;
     metrics::histogram!(
         names::SERVER_DURATION,
-        "http_route" => route,
-        "http_request_method" => method,
-        "http_response_status_code" => response.status().as_str().to_owned()
+        "http.route" => route,
+        "http.request.method" => method,
+        "http.response.status_code" => response.status().as_str().to_owned()
     )
     .record(started.elapsed().as_secs_f64());
     response

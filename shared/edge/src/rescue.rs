@@ -5,6 +5,8 @@
 
 use std::sync::Arc;
 
+use bff_telemetry::TraceContext;
+
 use axum::response::Response;
 use bff_problem::{ApiError, PROBLEM_JSON};
 use http::header;
@@ -13,9 +15,9 @@ use http::header;
 /// headers that middleware set on the way out (`Preference-Applied`,
 /// `Deprecation`, `Vary`, …) are kept; only those describing the old body
 /// go.
-pub fn rescue(response: Response, request_id: &str, trace_id: &str) -> Response {
+pub fn rescue(response: Response, request_id: &str, trace: &TraceContext) -> Response {
     if let Some(error) = response.extensions().get::<Arc<ApiError>>().cloned() {
-        let mut rendered = error.to_response(Some(request_id), Some(trace_id));
+        let mut rendered = error.to_response(Some(request_id), Some(&trace.trace_id()));
         keep_headers(&response, &mut rendered);
         return rendered;
     }
@@ -32,7 +34,8 @@ pub fn rescue(response: Response, request_id: &str, trace_id: &str) -> Response 
     }
     // A bare error from below the handlers: replace its body (which may be
     // plain text from a library) with a problem of the same status.
-    let mut rescued = ApiError::from_status(status).to_response(Some(request_id), Some(trace_id));
+    let mut rescued =
+        ApiError::from_status(status).to_response(Some(request_id), Some(&trace.trace_id()));
     keep_headers(&response, &mut rescued);
     rescued
 }

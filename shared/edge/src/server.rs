@@ -4,8 +4,15 @@ use std::future::Future;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
 use axum::Router;
-use tokio::net::TcpListener;
+use axum::serve::{Listener, ListenerExt};
+use bff_telemetry::names;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
 
 use crate::config::{BffConfig, BffSpec, config_path_from_args};
 use crate::shared::{Shared, StartError};
@@ -50,6 +57,9 @@ pub async fn serve(
     let (draining_tx, mut draining_rx) = tokio::sync::watch::channel(false);
     // The peer address keys the rate limit of unauthenticated requests.
     let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
+    // `tap_io` only to keep axum's `ConnectInfo<SocketAddr>` for a wrapped
+    // listener (axum implements it for plain and tapped listeners).
+    let listener = Counted(listener).tap_io(|_| {});
     let server = axum::serve(listener, app).with_graceful_shutdown(async move {
         shutdown.await;
         tracing::info!("shutdown signal received; draining");
@@ -64,6 +74,80 @@ pub async fn serve(
             tracing::warn!(?grace, "in-flight requests did not finish within the grace period");
             Ok(())
         }
+    }
+}
+
+/// A listener that counts its open connections (`bff.server.connections`).
+struct Counted(TcpListener);
+
+impl Listener for Counted {
+    type Io = CountedIo;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (CountedIo, SocketAddr) {
+        let (io, addr) = Listener::accept(&mut self.0).await;
+        let gauge = metrics::gauge!(names::SERVER_CONNECTIONS);
+        gauge.increment(1.0);
+        (CountedIo { io, gauge }, addr)
+    }
+
+    fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        Listener::local_addr(&self.0)
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A connection, counted until it is dropped.
+    struct CountedIo {
+        #[pin]
+        io: TcpStream,
+        gauge: metrics::Gauge,
+    }
+
+    impl PinnedDrop for CountedIo {
+        fn drop(this: Pin<&mut Self>) {
+            this.gauge.decrement(1.0);
+        }
+    }
+}
+
+impl AsyncRead for CountedIo {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        self.project().io.poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for CountedIo {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        self.project().io.poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        self.project().io.poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        self.project().io.poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        self.project().io.poll_shutdown(cx)
     }
 }
 
@@ -97,7 +181,30 @@ where
             return ExitCode::from(2);
         }
     };
-    bff_telemetry::init_logging(config.log_format, &config.log_filter);
+    let telemetry = match bff_telemetry::init(&bff_telemetry::Options {
+        service_name: spec.name.to_owned(),
+        service_version: env!("CARGO_PKG_VERSION").to_owned(),
+        log_format: config.log_format,
+        log_filter: config.log_filter.clone(),
+        export: config.telemetry.clone(),
+    }) {
+        Ok(telemetry) => telemetry,
+        Err(error) => {
+            eprintln!("{}: {error}", spec.name);
+            return ExitCode::FAILURE;
+        }
+    };
+    let code = serve_until_signal(spec, config, build);
+    // Off the server's runtime (it has stopped): flushing blocks.
+    telemetry.shutdown();
+    code
+}
+
+fn serve_until_signal<F, Fut>(spec: BffSpec, config: BffConfig, build: F) -> ExitCode
+where
+    F: FnOnce(Shared) -> Fut,
+    Fut: Future<Output = Result<Router, StartError>>,
+{
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     let runtime = match builder.enable_all().build() {
         Ok(runtime) => runtime,

@@ -71,11 +71,6 @@ impl Shared {
                 "REDIS_URL is set: fragments are shared with the other replicas (rate limits stay in process in this build)"
             );
         }
-        if config.otlp_endpoint.is_some() {
-            tracing::warn!(
-                "OTEL_EXPORTER_OTLP_ENDPOINT is set, but this build does not export traces yet"
-            );
-        }
         // Install the metrics recorder before anything records.
         bff_telemetry::prometheus();
         let registry = Registry::build(&config.upstreams, config.connect_timeout)?;
@@ -208,6 +203,7 @@ impl EdgeBuilder {
     /// problem rescue, metrics, compression (br preferred, gzip), body limit.
     pub fn build(self) -> Router {
         let body_limit = self.shared.config().body_limit;
+        let name = self.shared.config().name;
         let admin = crate::admin::router(&self.shared).unwrap_or_default();
         let document = self
             .document
@@ -235,7 +231,7 @@ impl EdgeBuilder {
             .layer(CompressionLayer::new().br(true).gzip(true))
             .layer(from_fn(crate::etag::per_encoding))
             .layer(from_fn(metrics_layer::record))
-            .layer(from_fn(context::request_context))
+            .layer(from_fn_with_state(name, context::request_context))
     }
 }
 

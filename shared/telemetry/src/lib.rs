@@ -1,12 +1,20 @@
-//! Telemetry shared by every BFF: the log subscriber, W3C trace context, and
-//! the process-wide Prometheus recorder.
+//! Telemetry shared by every BFF (and the demo services): the log
+//! subscriber, W3C trace context on OpenTelemetry's propagators, spans
+//! exported over OTLP when configured, and the process-wide metrics recorder
+//! (Prometheus at `/metrics`, and OTLP when configured).
 //!
-//! Metric names follow the OpenTelemetry semantic conventions
-//! (`http.server.request.duration`, `http.client.request.duration`, …); the
-//! Prometheus exporter renders the dots as underscores.
+//! Metric names and attribute keys follow the OpenTelemetry semantic
+//! conventions (`http.server.request.duration` with `http.route`, …). The
+//! Prometheus rendering follows the OpenTelemetry-to-Prometheus rules: dots
+//! become underscores, the unit is a suffix (`_seconds`) and counters end in
+//! `_total`, so a dashboard reads the same series whether it scrapes a BFF
+//! or a collector that received them over OTLP.
 
 #![warn(missing_docs)]
 
+mod export;
+mod init;
+mod metrics_bridge;
 mod trace_context;
 
 use std::io::IsTerminal;
@@ -14,16 +22,26 @@ use std::sync::OnceLock;
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
-pub use trace_context::TraceContext;
+pub use export::{ExportConfig, ExportConfigError, Protocol, Target, VARIABLES as OTEL_VARIABLES};
+pub use init::{InitError, Options, Telemetry, init, init_logging, init_with, pseudonym, recorded};
+pub use trace_context::{TraceContext, continue_trace, extract, inject, inject_span, propagator};
 
 /// Names of the metrics the shared crates record.
 pub mod names {
-    /// Histogram (seconds) of BFF requests, by `http_route`, `http_request_method`, `http_response_status_code`.
+    use metrics::Unit;
+
+    /// Histogram (seconds) of BFF requests, by `http.route`, `http.request.method`, `http.response.status_code`.
     pub const SERVER_DURATION: &str = "http.server.request.duration";
-    /// Histogram (seconds) of upstream calls, by `upstream`, `operation`, `outcome`.
+    /// Gauge of requests being served.
+    pub const SERVER_ACTIVE_REQUESTS: &str = "http.server.active_requests";
+    /// Gauge of open client connections (HTTP/1.1 and HTTP/2).
+    pub const SERVER_CONNECTIONS: &str = "bff.server.connections";
+    /// Histogram (seconds) of REST and GraphQL upstream calls, by `upstream`, `operation`, `outcome`, `http.request.method`, `server.address`, `http.response.status_code` and, on failure, `error.type`.
     pub const CLIENT_DURATION: &str = "http.client.request.duration";
-    /// Histogram (seconds) of gRPC upstream calls, by `upstream`, `operation`, `outcome`.
+    /// Histogram (seconds) of gRPC upstream calls, by `upstream`, `operation`, `outcome`, `rpc.system.name` (`grpc`), `rpc.method` (`package.Service/Method`), `rpc.status_code` (`OK`, `UNAVAILABLE`, …) and `server.address`.
     pub const RPC_CLIENT_DURATION: &str = "rpc.client.call.duration";
+    /// Gauge of each upstream's bulkhead use: calls in flight over the limit (0 to 1).
+    pub const BULKHEAD_SATURATION: &str = "bff.upstream.bulkhead.saturation";
     /// Counter of circuit transitions, by `upstream` and the `state` entered.
     pub const CIRCUIT_TRANSITIONS: &str = "bff.upstream.circuit.transitions";
     /// Counter of retries, by `upstream` and `result` (`retried`, `budget_exhausted`).
@@ -66,32 +84,140 @@ pub mod names {
     pub const PARTIAL_RESPONSES: &str = "bff.aggregate.partial_responses";
     /// Counter of section failures, by `section` and `reason`.
     pub const SECTION_FAILURES: &str = "bff.aggregate.section_failures";
+
+    /// What each metric is, and its unit (the unit becomes the Prometheus
+    /// name's suffix and the OTLP instrument's unit).
+    pub(crate) fn describe() {
+        use metrics::{describe_counter as c, describe_gauge as g, describe_histogram as h};
+        h!(
+            SERVER_DURATION,
+            Unit::Seconds,
+            "Duration of HTTP server requests."
+        );
+        g!(
+            SERVER_ACTIVE_REQUESTS,
+            "Number of active HTTP server requests."
+        );
+        g!(SERVER_CONNECTIONS, "Open client connections.");
+        h!(
+            CLIENT_DURATION,
+            Unit::Seconds,
+            "Duration of HTTP client requests to upstreams."
+        );
+        h!(
+            RPC_CLIENT_DURATION,
+            Unit::Seconds,
+            "Duration of gRPC calls to upstreams."
+        );
+        g!(
+            BULKHEAD_SATURATION,
+            "Share of an upstream's bulkhead in use (0 to 1)."
+        );
+        c!(
+            CIRCUIT_TRANSITIONS,
+            "Circuit breaker transitions, by the state entered."
+        );
+        c!(RETRIES, "Upstream retries, by result.");
+        c!(
+            COALESCED_CALLS,
+            "Calls that joined an identical call in flight."
+        );
+        c!(SHED_CALLS, "Calls shed by a full bulkhead.");
+        h!(BATCH_SIZE, "Keys per batched upstream call.");
+        g!(
+            CIRCUIT_STATE,
+            "Circuit state per upstream: 0 closed, 1 half-open, 2 open."
+        );
+        c!(CACHE_LOOKUPS, "Section cache lookups, by result.");
+        c!(CACHE_FRAGMENTS, "Fragment lookups, by result and tier.");
+        c!(CACHE_INVALIDATIONS, "Fragment invalidations.");
+        c!(
+            CACHE_SHARED_ERRORS,
+            "Failed calls to the shared cache tier."
+        );
+        h!(
+            CACHE_SHARED_DURATION,
+            Unit::Seconds,
+            "Duration of calls to the shared cache tier."
+        );
+        c!(CACHE_STALE_SERVED, "Fragments served although not fresh.");
+        c!(CACHE_EVICTIONS, "Fragments the local tier dropped.");
+        c!(CACHE_LOADS, "Fragment loads.");
+        c!(
+            AUTH_REJECTED,
+            "Requests refused for their token, by reason."
+        );
+        c!(RATE_LIMITED, "Requests refused by a rate limit.");
+        c!(
+            RATE_LIMIT_SHARED_ERRORS,
+            "Rate-limit checks the shared tier did not answer."
+        );
+        h!(
+            RATE_LIMIT_SHARED_DURATION,
+            Unit::Seconds,
+            "Duration of rate-limit checks in the shared tier."
+        );
+        c!(API_VERSION_CALLS, "API calls by version and client.");
+        c!(
+            PARTIAL_RESPONSES,
+            "Responses served with at least one failed section."
+        );
+        c!(SECTION_FAILURES, "Section failures, by section and reason.");
+    }
 }
 
-/// Latency buckets (seconds) fine enough to read a sub-millisecond p99 and
-/// wide enough for a two-second section deadline.
-const BUCKETS: &[f64] = &[
-    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
-    5.0, 10.0,
+/// Latency buckets (seconds): the semantic conventions' advice for HTTP
+/// durations (5 ms to 10 s) with sub-5 ms buckets added, because a gateway's
+/// own latency and a cached section live below 5 ms.
+pub const BUCKETS: &[f64] = &[
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75,
+    1.0, 2.5, 5.0, 7.5, 10.0,
 ];
 
-/// The process-wide Prometheus recorder, installed on first use.
+static PROMETHEUS: OnceLock<PrometheusHandle> = OnceLock::new();
+
+/// The process-wide Prometheus recorder, installed on first use (without
+/// OTLP export; [`init`] installs it with OTLP when configured).
 ///
 /// One per process on purpose: the `metrics` facade has one global recorder,
 /// and several apps in one test process share it.
 pub fn prometheus() -> &'static PrometheusHandle {
-    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
-    HANDLE.get_or_init(|| {
+    install_metrics(None).0
+}
+
+/// Installs the global recorder: Prometheus, and `otlp` beside it. Returns
+/// the Prometheus handle and whether `otlp` was installed (not when a
+/// recorder was installed before).
+fn install_metrics(
+    otlp: Option<metrics_bridge::OtelRecorder>,
+) -> (&'static PrometheusHandle, bool) {
+    let mut installed = false;
+    let handle = PROMETHEUS.get_or_init(|| {
         let builder = PrometheusBuilder::new()
+            .with_recommended_naming(true)
             .set_buckets_for_metric(Matcher::Suffix("duration".to_owned()), BUCKETS)
             .unwrap_or_else(|_| PrometheusBuilder::new());
         let recorder = builder.build_recorder();
         let handle = recorder.handle();
         // Fails only when another recorder is already installed; ours then
         // renders empty, which the /metrics tests would catch.
-        let _ = metrics::set_global_recorder(recorder);
+        installed = match otlp {
+            Some(otlp) => {
+                let fanout = metrics_util::layers::FanoutBuilder::default()
+                    .add_recorder(recorder)
+                    .add_recorder(otlp)
+                    .build();
+                metrics::set_global_recorder(fanout).is_ok()
+            }
+            None => {
+                let _ = metrics::set_global_recorder(recorder);
+                false
+            }
+        };
+        names::describe();
         handle
-    })
+    });
+    (handle, installed)
 }
 
 /// How log lines are written.
@@ -121,19 +247,4 @@ impl LogFormat {
             _ => None,
         }
     }
-}
-
-/// Installs the global log subscriber with `filter` (RUST_LOG syntax). A
-/// second call is a no-op, so tests may call it freely.
-pub fn init_logging(format: LogFormat, filter: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_new(filter).unwrap_or_else(|_| "info".into());
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
-    let _ = match format {
-        LogFormat::Json => builder
-            .json()
-            .flatten_event(true)
-            .with_current_span(true)
-            .try_init(),
-        LogFormat::Pretty => builder.try_init(),
-    };
 }

@@ -1,136 +1,208 @@
-//! W3C Trace Context (`traceparent` / `tracestate`): honoured on the way in,
-//! propagated on every upstream call, so one trace id follows a request
-//! through the BFF and every service it calls.
+//! W3C Trace Context and Baggage, on OpenTelemetry's propagators: honoured
+//! on the way in, propagated on every upstream call, so one trace id follows
+//! a request through the BFF and every service it calls.
+//!
+//! Two modes, one type. With the OpenTelemetry layer installed (an exporter
+//! is configured), the ids are those of the `tracing` spans it turns into
+//! OpenTelemetry spans: the request span continues the caller's trace, and
+//! each upstream call's `traceparent` names that call's span. Without it,
+//! nothing is recorded, but the trace still flows: the hop keeps the
+//! caller's trace id (or starts one) and each call gets a fresh span id, at
+//! the cost of a few random numbers instead of a span pipeline.
 
-use http::{HeaderMap, HeaderValue};
-use rand::RngCore;
+use std::sync::OnceLock;
 
-/// The trace a request belongs to, and the span id of this hop.
-#[derive(Debug, Clone, PartialEq, Eq)]
+use http::{HeaderMap, HeaderName, HeaderValue};
+use opentelemetry::propagation::{
+    Extractor, Injector, TextMapCompositePropagator, TextMapPropagator,
+};
+use opentelemetry::trace::{SpanContext, TraceContextExt, TraceFlags};
+use opentelemetry::{Context, KeyValue};
+use opentelemetry_sdk::propagation::{BaggagePropagator, TraceContextPropagator};
+use opentelemetry_sdk::trace::{IdGenerator, RandomIdGenerator};
+use tracing_opentelemetry::OpenTelemetrySpanExt;
+
+/// The propagators every process of the project uses: W3C `traceparent` /
+/// `tracestate`, then W3C `baggage`. Also installed as OpenTelemetry's
+/// global propagator by [`crate::init`].
+pub fn propagator() -> &'static TextMapCompositePropagator {
+    static PROPAGATOR: OnceLock<TextMapCompositePropagator> = OnceLock::new();
+    PROPAGATOR.get_or_init(|| {
+        TextMapCompositePropagator::new(vec![
+            Box::new(TraceContextPropagator::new()),
+            Box::new(BaggagePropagator::new()),
+        ])
+    })
+}
+
+struct Headers<'a>(&'a HeaderMap);
+
+impl Extractor for Headers<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).and_then(|v| v.to_str().ok())
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        self.0.keys().map(HeaderName::as_str).collect()
+    }
+}
+
+struct HeadersMut<'a>(&'a mut HeaderMap);
+
+impl Injector for HeadersMut<'_> {
+    fn set(&mut self, key: &str, value: String) {
+        // An empty `tracestate` is not worth a header.
+        if value.is_empty() {
+            return;
+        }
+        if let (Ok(name), Ok(value)) = (
+            HeaderName::from_bytes(key.as_bytes()),
+            HeaderValue::from_str(&value),
+        ) {
+            self.0.insert(name, value);
+        }
+    }
+}
+
+/// The context the caller sent (`traceparent`, `tracestate`, `baggage`);
+/// empty when there is none or it is invalid (an invalid `traceparent` is
+/// ignored, as the specification asks).
+pub fn extract(headers: &HeaderMap) -> Context {
+    propagator().extract(&Headers(headers))
+}
+
+/// Writes `cx` as propagation headers (replacing any already there).
+pub fn inject(cx: &Context, headers: &mut HeaderMap) {
+    propagator().inject_context(cx, &mut HeadersMut(headers));
+}
+
+/// Writes the propagation headers of `span` when OpenTelemetry records it
+/// (the callee's parent is then that span); returns whether it did.
+pub fn inject_span(span: &tracing::Span, headers: &mut HeaderMap) -> bool {
+    if span.is_disabled() {
+        return false;
+    }
+    let cx = span.context();
+    if !cx.span().span_context().is_valid() {
+        return false;
+    }
+    inject(&cx, headers);
+    true
+}
+
+/// Makes `span` (a server span) continue the trace its caller sent, when
+/// OpenTelemetry records it.
+pub fn continue_trace(span: &tracing::Span, headers: &HeaderMap) {
+    if !span.is_disabled() {
+        // Fails only when nothing records the span: nothing to continue.
+        let _ = span.set_parent(extract(headers));
+    }
+}
+
+/// The trace a request belongs to, and the span of this hop.
+#[derive(Debug, Clone)]
 pub struct TraceContext {
-    trace_id: [u8; 16],
-    span_id: [u8; 8],
-    sampled: bool,
-    tracestate: Option<HeaderValue>,
-}
-
-fn random<const N: usize>() -> [u8; N] {
-    let mut bytes = [0u8; N];
-    // All-zero ids are invalid; retry in the (practically impossible) case.
-    while bytes.iter().all(|b| *b == 0) {
-        rand::thread_rng().fill_bytes(&mut bytes);
-    }
-    bytes
-}
-
-/// Lowercase hex of exactly `N` bytes.
-fn hex<const N: usize>(value: &str) -> Option<[u8; N]> {
-    if value.len() != N * 2
-        || !value
-            .bytes()
-            .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
-    {
-        return None;
-    }
-    let mut out = [0u8; N];
-    for (i, byte) in out.iter_mut().enumerate() {
-        *byte = u8::from_str_radix(&value[i * 2..i * 2 + 2], 16).ok()?;
-    }
-    Some(out)
-}
-
-/// A hex id that is not all zeros (an all-zero trace or span id is invalid).
-fn id<const N: usize>(value: &str) -> Option<[u8; N]> {
-    hex::<N>(value).filter(|bytes| bytes.iter().any(|b| *b != 0))
-}
-
-fn to_hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut s = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        s.push(DIGITS[usize::from(b >> 4)] as char);
-        s.push(DIGITS[usize::from(b & 15)] as char);
-    }
-    s
+    /// This hop's span context (remote or recorded) with the caller's baggage.
+    cx: Context,
 }
 
 impl TraceContext {
-    /// A new trace (sampled), for a request that came without one.
-    pub fn new_root() -> Self {
-        TraceContext {
-            trace_id: random(),
-            span_id: random(),
-            sampled: true,
-            tracestate: None,
+    /// The context of an incoming request handled in `span`: the caller's
+    /// trace continued, or a new one. When `span` is recorded by
+    /// OpenTelemetry it becomes the hop's span; otherwise the hop gets a
+    /// span id of its own.
+    pub fn start(headers: &HeaderMap, span: &tracing::Span) -> Self {
+        let parent = extract(headers);
+        if span.set_parent(parent.clone()).is_ok() {
+            let cx = span.context();
+            if cx.span().span_context().is_valid() {
+                return TraceContext { cx };
+            }
         }
+        Self::untraced(parent)
     }
 
-    /// The context of an incoming request: its trace continued with a new
-    /// span id for this hop, or a new trace when `traceparent` is missing or
-    /// invalid (an invalid one is ignored, as the spec asks).
+    /// The context of an incoming request, without a span (the hop gets a
+    /// span id of its own).
     pub fn from_headers(headers: &HeaderMap) -> Self {
-        let Some(parent) = headers.get("traceparent").and_then(|v| v.to_str().ok()) else {
-            return TraceContext::new_root();
+        Self::untraced(extract(headers))
+    }
+
+    /// A new trace, for work that belongs to no request.
+    pub fn new_root() -> Self {
+        Self::untraced(Context::new())
+    }
+
+    fn untraced(parent: Context) -> Self {
+        let ids = RandomIdGenerator::default();
+        let remote = parent.span().span_context().clone();
+        let hop = if remote.is_valid() {
+            SpanContext::new(
+                remote.trace_id(),
+                ids.new_span_id(),
+                remote.trace_flags(),
+                true,
+                remote.trace_state().clone(),
+            )
+        } else {
+            SpanContext::new(
+                ids.new_trace_id(),
+                ids.new_span_id(),
+                TraceFlags::SAMPLED,
+                true,
+                Default::default(),
+            )
         };
-        match Self::parse(parent) {
-            Some((trace_id, sampled)) => TraceContext {
-                trace_id,
-                span_id: random(),
-                sampled,
-                tracestate: headers
-                    .get("tracestate")
-                    .filter(|v| v.len() <= 512)
-                    .cloned(),
-            },
-            None => TraceContext::new_root(),
-        }
-    }
-
-    fn parse(value: &str) -> Option<([u8; 16], bool)> {
-        let mut parts = value.trim().split('-');
-        let version = hex::<1>(parts.next()?)?[0];
-        let trace_id = id::<16>(parts.next()?)?;
-        id::<8>(parts.next()?)?;
-        let flags = hex::<1>(parts.next()?)?[0];
-        // Version ff is invalid; version 00 has exactly four fields (later
-        // versions may append more, which we ignore).
-        if version == 0xff || (version == 0 && parts.next().is_some()) {
-            return None;
-        }
-        Some((trace_id, flags & 1 == 1))
-    }
-
-    /// A context for an outgoing call: same trace, new span id.
-    pub fn child(&self) -> Self {
         TraceContext {
-            span_id: random(),
-            ..self.clone()
+            cx: parent.with_remote_span_context(hop),
         }
     }
 
     /// The trace id as 32 lowercase hex digits.
     pub fn trace_id(&self) -> String {
-        to_hex(&self.trace_id)
+        self.cx.span().span_context().trace_id().to_string()
     }
 
-    /// The span id of this hop as 16 lowercase hex digits.
+    /// This hop's span id as 16 lowercase hex digits.
     pub fn span_id(&self) -> String {
-        to_hex(&self.span_id)
+        self.cx.span().span_context().span_id().to_string()
     }
 
-    /// The `traceparent` header value naming this hop as the parent.
-    pub fn traceparent(&self) -> String {
-        format!(
-            "00-{}-{}-{}",
-            self.trace_id(),
-            self.span_id(),
-            if self.sampled { "01" } else { "00" }
-        )
+    /// Whether the caller (or the sampler) asked for this trace to be recorded.
+    pub fn is_sampled(&self) -> bool {
+        self.cx.span().span_context().is_sampled()
     }
 
-    /// The `tracestate` received, passed on unchanged.
-    pub fn tracestate(&self) -> Option<&HeaderValue> {
-        self.tracestate.as_ref()
+    /// The baggage entries received, as key-values (for logs and spans).
+    pub fn baggage(&self) -> Vec<KeyValue> {
+        use opentelemetry::baggage::BaggageExt;
+        self.cx
+            .baggage()
+            .iter()
+            .map(|(k, (v, _))| KeyValue::new(k.clone(), v.clone()))
+            .collect()
+    }
+
+    /// The propagation headers for one outgoing call made in the current
+    /// `tracing` span: that span's context when OpenTelemetry records it
+    /// (the callee's parent is the call's span), else this hop's trace with
+    /// a new span id.
+    pub fn inject_into(&self, headers: &mut HeaderMap) {
+        let current = tracing::Span::current().context();
+        let recorded = current.span().span_context().clone();
+        if recorded.is_valid() {
+            inject(&current, headers);
+            return;
+        }
+        let hop = self.cx.span().span_context().clone();
+        let child = SpanContext::new(
+            hop.trace_id(),
+            RandomIdGenerator::default().new_span_id(),
+            hop.trace_flags(),
+            true,
+            hop.trace_state().clone(),
+        );
+        inject(&self.cx.with_remote_span_context(child), headers);
     }
 }
 
@@ -145,6 +217,7 @@ mod tests {
             HeaderValue::from_str(traceparent).expect("header"),
         );
         h.insert("tracestate", HeaderValue::from_static("vendor=abc"));
+        h.insert("baggage", HeaderValue::from_static("tenant=acme"));
         h
     }
 
@@ -155,18 +228,20 @@ mod tests {
         ));
         assert_eq!(ctx.trace_id(), "0af7651916cd43dd8448eb211c80319c");
         assert_ne!(ctx.span_id(), "b7ad6b7169203331");
-        assert_eq!(
-            ctx.tracestate().map(|v| v.as_bytes()),
-            Some(&b"vendor=abc"[..])
-        );
-        let child = ctx.child();
-        assert_eq!(child.trace_id(), ctx.trace_id());
-        assert_ne!(child.span_id(), ctx.span_id());
-        let tp = child.traceparent();
+        assert!(ctx.is_sampled());
+        let mut out = HeaderMap::new();
+        ctx.inject_into(&mut out);
+        let tp = out["traceparent"].to_str().expect("ascii");
         assert!(
             tp.starts_with("00-0af7651916cd43dd8448eb211c80319c-") && tp.ends_with("-01"),
             "{tp}"
         );
+        assert!(!tp.contains("b7ad6b7169203331"), "a new span id per call");
+        assert_eq!(out["tracestate"], "vendor=abc");
+        assert_eq!(out["baggage"], "tenant=acme");
+        let mut again = HeaderMap::new();
+        ctx.inject_into(&mut again);
+        assert_ne!(again["traceparent"], out["traceparent"]);
     }
 
     #[test]
@@ -174,8 +249,10 @@ mod tests {
         let unsampled = TraceContext::from_headers(&headers(
             "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00",
         ));
+        let mut out = HeaderMap::new();
+        unsampled.inject_into(&mut out);
         assert!(
-            unsampled.traceparent().ends_with("-00"),
+            out["traceparent"].to_str().expect("ascii").ends_with("-00"),
             "flags 00 is valid and kept"
         );
         for bad in [
@@ -185,7 +262,6 @@ mod tests {
             "00-0af7651916cd43dd8448eb211c80319c-0000000000000000-01",
             "00-0AF7651916CD43DD8448EB211C80319C-b7ad6b7169203331-01",
             "ff-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
-            "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01-extra",
             "00-xyz-b7ad6b7169203331-01",
         ] {
             let ctx = TraceContext::from_headers(&headers(bad));
@@ -194,11 +270,13 @@ mod tests {
                 "0af7651916cd43dd8448eb211c80319c",
                 "{bad:?} must not be honoured"
             );
-            assert!(
-                ctx.tracestate().is_none(),
-                "tracestate is dropped with an invalid traceparent"
-            );
             assert_eq!(ctx.trace_id().len(), 32);
+            let mut out = HeaderMap::new();
+            ctx.inject_into(&mut out);
+            assert!(
+                out.get("tracestate").is_none(),
+                "tracestate is dropped with an invalid traceparent ({bad:?})"
+            );
         }
     }
 }

@@ -19,20 +19,16 @@ impl CallContext {
     pub fn detached() -> Self {
         CallContext {
             request_id: HeaderValue::from_static("background"),
-            trace: TraceContext::from_headers(&HeaderMap::new()),
+            trace: TraceContext::new_root(),
         }
     }
 
-    /// The propagation headers for one outgoing call (a new span id each).
+    /// The propagation headers for one outgoing call (a new span id each;
+    /// when spans are exported, the call's own span replaces it).
     pub fn headers(&self) -> HeaderMap {
         let mut headers = HeaderMap::with_capacity(4);
         headers.insert("x-request-id", self.request_id.clone());
-        if let Ok(tp) = HeaderValue::from_str(&self.trace.child().traceparent()) {
-            headers.insert("traceparent", tp);
-        }
-        if let Some(state) = self.trace.tracestate() {
-            headers.insert("tracestate", state.clone());
-        }
+        self.trace.inject_into(&mut headers);
         headers
     }
 }

@@ -37,6 +37,7 @@ use std::time::Duration;
 use bff_telemetry::names;
 use tokio::sync::oneshot;
 use tokio::time::Instant;
+use tracing::Instrument;
 
 use crate::budget::{self, Budget, Criticality};
 use crate::context::CallContext;
@@ -50,6 +51,8 @@ type Waiter<V> = oneshot::Sender<LoadResult<V>>;
 
 struct Pending<K, V> {
     ctx: CallContext,
+    /// The span of the load that opened the batch.
+    span: tracing::Span,
     waiters: HashMap<K, Vec<Waiter<V>>>,
     /// The latest deadline among the waiters; `None` once one has none.
     deadline: Option<Instant>,
@@ -187,6 +190,7 @@ where
                     });
                     pending.insert(Pending {
                         ctx: ctx.clone(),
+                        span: tracing::Span::current(),
                         waiters: HashMap::new(),
                         deadline: section.map(|s| s.deadline),
                         criticality: section.map_or(Criticality::Optional, |s| s.criticality),
@@ -215,7 +219,9 @@ where
         };
         let Some(batch) = batch else { return };
         let this = self.clone();
-        tokio::spawn(async move {
+        // The batch call is part of the trace of the request that opened it.
+        let span = batch.span.clone();
+        let call = async move {
             let keys: Vec<K> = batch.waiters.keys().cloned().collect();
             metrics::histogram!(names::BATCH_SIZE, "loader" => this.inner.name)
                 .record(keys.len() as f64);
@@ -241,7 +247,8 @@ where
                     }
                 }
             }
-        });
+        };
+        tokio::spawn(call.instrument(span));
     }
 }
 

@@ -56,6 +56,11 @@ impl<S: CallService> Service<UpstreamRequest> for Breaker<S> {
     }
 
     fn call(&mut self, request: UpstreamRequest) -> Self::Future {
+        // The call's span (when recorded) says what state the circuit was in.
+        let span = tracing::Span::current();
+        if span.has_field("bff.circuit.state") {
+            span.record("bff.circuit.state", self.layer.breaker.state().as_str());
+        }
         let Some(permit) = self.layer.breaker.try_acquire() else {
             return BreakerFuture {
                 inner: OrFail::failed(UpstreamError::new(

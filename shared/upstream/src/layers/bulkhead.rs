@@ -27,7 +27,9 @@ use crate::error::{Failure, UpstreamError};
 pub struct BulkheadLayer {
     upstream: &'static str,
     slots: Arc<Semaphore>,
+    max: usize,
     reserved: usize,
+    saturation: metrics::Gauge,
 }
 
 impl BulkheadLayer {
@@ -38,7 +40,9 @@ impl BulkheadLayer {
         BulkheadLayer {
             upstream,
             slots: Arc::new(Semaphore::new(max)),
+            max,
             reserved: reserved.min(max - 1),
+            saturation: metrics::gauge!(names::BULKHEAD_SATURATION, "upstream" => upstream),
         }
     }
 }
@@ -91,10 +95,38 @@ impl<S: CallService> Service<UpstreamRequest> for Bulkhead<S> {
                 slot: None,
             };
         };
+        let slot = Slot {
+            permit: Some(permit),
+            layer: self.layer.clone(),
+        };
+        slot.report();
         BulkheadFuture {
             inner: OrFail::called(self.inner.call(request)),
-            slot: Some(permit),
+            slot: Some(slot),
         }
+    }
+}
+
+/// A call's place in the bulkhead; the saturation gauge follows every
+/// taking and giving back (also when the call is abandoned).
+struct Slot {
+    permit: Option<OwnedSemaphorePermit>,
+    layer: BulkheadLayer,
+}
+
+impl Slot {
+    fn report(&self) {
+        let layer = &self.layer;
+        let in_use = layer.max.saturating_sub(layer.slots.available_permits());
+        layer.saturation.set(in_use as f64 / layer.max as f64);
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        // Give the permit back first, so the gauge counts without it.
+        self.permit.take();
+        self.report();
     }
 }
 
@@ -103,7 +135,7 @@ pin_project_lite::pin_project! {
     pub struct BulkheadFuture<F> {
         #[pin]
         inner: OrFail<F>,
-        slot: Option<OwnedSemaphorePermit>,
+        slot: Option<Slot>,
     }
 }
 

@@ -112,6 +112,7 @@ impl<S: CallService> Service<UpstreamRequest> for Coalesce<S> {
         {
             metrics::counter!(names::COALESCED_CALLS, "upstream" => self.layer.upstream)
                 .increment(1);
+            tracing::Span::current().record("bff.coalesced", true);
             return Either::Left(leader.call.clone());
         }
         let id = self

@@ -2,8 +2,15 @@
 //!
 //! The sample is recorded by a drop guard, so a call abandoned by its
 //! caller (a section deadline) is still measured, as a `timeout`. gRPC
-//! calls are measured as `rpc.client.call.duration`, HTTP ones (REST,
-//! GraphQL) as `http.client.request.duration`.
+//! calls are measured as `rpc.client.call.duration` (with `rpc.system.name`,
+//! `rpc.method` and `rpc.status_code`), HTTP ones (REST, GraphQL) as
+//! `http.client.request.duration` (with `http.request.method` and
+//! `http.response.status_code`), per the OpenTelemetry semantic conventions.
+//!
+//! The span is a client span when spans are exported: the call's
+//! `traceparent` then names it, so the upstream's own span is its child.
+//! Retries, the circuit's state and coalescing are recorded on it by the
+//! layers below.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -16,8 +23,10 @@ use tracing::Instrument;
 use tracing::instrument::Instrumented;
 
 use super::CallService;
-use crate::call::{UpstreamRequest, UpstreamResponse};
-use crate::error::UpstreamError;
+use metrics::SharedString;
+
+use crate::call::{Target, UpstreamRequest, UpstreamResponse};
+use crate::error::{Failure, UpstreamError};
 use crate::registry::Protocol;
 
 /// Applies [`Observe`].
@@ -56,25 +65,86 @@ pub struct Observe<S> {
 struct Sample {
     layer: ObserveLayer,
     operation: &'static str,
+    /// `package.Service/Method` for gRPC, else empty.
+    rpc_method: &'static str,
+    /// The HTTP method, for HTTP calls.
+    method: &'static str,
     started: Instant,
     outcome: Option<&'static str>,
+    failure: Option<Failure>,
+    /// The HTTP status answered, when there was an answer.
+    status: Option<u16>,
     span: tracing::Span,
+}
+
+/// The gRPC status name a failure stands for (`rpc.status_code`). Calls
+/// that were never sent (open circuit, shed) read `UNAVAILABLE`, as a
+/// gRPC client library reports a channel it could not use.
+fn grpc_status(result: Option<Failure>) -> &'static str {
+    match result {
+        None => "OK",
+        Some(Failure::Timeout) => "DEADLINE_EXCEEDED",
+        Some(Failure::NotFound) => "NOT_FOUND",
+        Some(Failure::RateLimited) => "RESOURCE_EXHAUSTED",
+        Some(Failure::Status(400)) => "INVALID_ARGUMENT",
+        Some(Failure::Status(401)) => "UNAUTHENTICATED",
+        Some(Failure::Status(403)) => "PERMISSION_DENIED",
+        Some(Failure::Status(409)) => "ABORTED",
+        Some(Failure::Unavailable | Failure::CircuitOpen | Failure::Shed) => "UNAVAILABLE",
+        Some(Failure::Status(_) | Failure::InvalidResponse | Failure::GraphQl) => "INTERNAL",
+    }
+}
+
+/// The HTTP status of an answer (`http.response.status_code`), when there
+/// was one.
+fn http_status(status: Option<u16>) -> SharedString {
+    match status {
+        None => SharedString::const_str(""),
+        Some(200) => SharedString::const_str("200"),
+        Some(404) => SharedString::const_str("404"),
+        Some(429) => SharedString::const_str("429"),
+        Some(500) => SharedString::const_str("500"),
+        Some(503) => SharedString::const_str("503"),
+        Some(code) => SharedString::from(code.to_string()),
+    }
 }
 
 impl Drop for Sample {
     fn drop(&mut self) {
         let outcome = self.outcome.unwrap_or_else(|| {
             self.span.record("outcome", "timeout");
+            self.span.record("error.type", "timeout");
             "timeout"
         });
+        let failure = match outcome {
+            "ok" => None,
+            _ => Some(self.failure.unwrap_or(Failure::Timeout)),
+        };
         let seconds = self.started.elapsed().as_secs_f64();
         let ObserveLayer { upstream, protocol } = self.layer;
-        let name = match protocol {
-            Protocol::Grpc => names::RPC_CLIENT_DURATION,
-            Protocol::Rest | Protocol::GraphQl => names::CLIENT_DURATION,
-        };
-        metrics::histogram!(name, "upstream" => upstream, "operation" => self.operation, "outcome" => outcome)
-            .record(seconds);
+        let operation = self.operation;
+        match protocol {
+            Protocol::Grpc => metrics::histogram!(
+                names::RPC_CLIENT_DURATION,
+                "upstream" => upstream,
+                "operation" => operation,
+                "outcome" => outcome,
+                "rpc.system.name" => "grpc",
+                "rpc.method" => self.rpc_method,
+                "rpc.status_code" => grpc_status(failure)
+            )
+            .record(seconds),
+            Protocol::Rest | Protocol::GraphQl => metrics::histogram!(
+                names::CLIENT_DURATION,
+                "upstream" => upstream,
+                "operation" => operation,
+                "outcome" => outcome,
+                "http.request.method" => self.method,
+                "http.response.status_code" => http_status(self.status),
+                "error.type" => if failure.is_some() { outcome } else { "" }
+            )
+            .record(seconds),
+        }
     }
 }
 
@@ -87,17 +157,37 @@ impl<S: CallService> Service<UpstreamRequest> for Observe<S> {
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, request: UpstreamRequest) -> Self::Future {
+    fn call(&mut self, mut request: UpstreamRequest) -> Self::Future {
         let layer = self.layer;
         let operation = request.info.operation;
+        let rpc_method = match request.target {
+            Target::GrpcMethod(path) => path.trim_start_matches('/'),
+            Target::Url(_) => "",
+        };
+        let method = http_method(&request.method);
+        let grpc = layer.protocol == Protocol::Grpc;
         let span = tracing::debug_span!(
             "upstream",
+            otel.name = %format_args!("{} {}", layer.upstream, operation),
+            otel.kind = "client",
+            otel.status_code = tracing::field::Empty,
             upstream = layer.upstream,
             protocol = layer.protocol.as_str(),
             operation,
             outcome = tracing::field::Empty,
+            error.type = tracing::field::Empty,
+            "rpc.system.name" = if grpc { "grpc" } else { "" },
+            rpc.method = rpc_method,
+            rpc.status_code = tracing::field::Empty,
+            http.request.method = method,
+            http.response.status_code = tracing::field::Empty,
             "http.request.resend_count" = tracing::field::Empty,
+            bff.circuit.state = tracing::field::Empty,
+            bff.coalesced = tracing::field::Empty,
         );
+        // The upstream's span is a child of this call's span (exported
+        // spans only; otherwise the headers the client set stand).
+        bff_telemetry::inject_span(&span, &mut request.headers);
         let call = {
             let _entered = span.enter();
             self.inner.call(request)
@@ -106,12 +196,28 @@ impl<S: CallService> Service<UpstreamRequest> for Observe<S> {
             sample: Sample {
                 layer,
                 operation,
+                rpc_method,
+                method,
                 started: Instant::now(),
                 outcome: None,
+                failure: None,
+                status: None,
                 span: span.clone(),
             },
             inner: call.instrument(span),
         }
+    }
+}
+
+fn http_method(method: &http::Method) -> &'static str {
+    match *method {
+        http::Method::GET => "GET",
+        http::Method::POST => "POST",
+        http::Method::PUT => "PUT",
+        http::Method::DELETE => "DELETE",
+        http::Method::PATCH => "PATCH",
+        http::Method::HEAD => "HEAD",
+        _ => "_OTHER",
     }
 }
 
@@ -133,15 +239,31 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
         let mut this = self.project();
         let result = ready!(this.inner.as_mut().poll(cx));
-        let outcome = match &result {
-            Ok(_) => "ok",
-            Err(e) => e.failure.outcome(),
-        };
-        this.sample.outcome = Some(outcome);
         let span = this.inner.span();
-        span.record("outcome", outcome);
-        if let Err(error) = &result {
-            tracing::debug!(parent: span, %error, "upstream call failed");
+        let sample = &mut *this.sample;
+        match &result {
+            Ok(response) => {
+                sample.outcome = Some("ok");
+                sample.status = Some(response.status.as_u16());
+                span.record("outcome", "ok");
+            }
+            Err(error) => {
+                let outcome = error.failure.outcome();
+                sample.outcome = Some(outcome);
+                sample.failure = Some(error.failure);
+                if let Failure::Status(code) = error.failure {
+                    sample.status = Some(code);
+                }
+                span.record("outcome", outcome);
+                span.record("error.type", outcome);
+                span.record("otel.status_code", "error");
+                tracing::debug!(parent: span, %error, "upstream call failed");
+            }
+        }
+        if sample.layer.protocol == Protocol::Grpc {
+            span.record("rpc.status_code", grpc_status(sample.failure));
+        } else if let Some(status) = sample.status {
+            span.record("http.response.status_code", i64::from(status));
         }
         Poll::Ready(result)
     }

@@ -1,0 +1,305 @@
+//! One initialisation per process: the log subscriber, the propagators,
+//! span export and the metrics recorder, and their flush at exit.
+
+use std::time::Duration;
+
+use opentelemetry::KeyValue;
+use opentelemetry::trace::TracerProvider as _;
+use opentelemetry_sdk::Resource;
+use opentelemetry_sdk::metrics::SdkMeterProvider;
+use opentelemetry_sdk::trace::SdkTracerProvider;
+use sha2::Digest;
+use tracing::{Level, Metadata};
+use tracing_subscriber::Layer;
+use tracing_subscriber::filter::{EnvFilter, FilterFn};
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::registry::Registry;
+use tracing_subscriber::util::SubscriberInitExt;
+
+use crate::export::{ExportConfig, OnRuntime, Protocol, Target};
+use crate::{LogFormat, install_metrics, metrics_bridge};
+
+/// How a process's telemetry is set up.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// `service.name` when `OTEL_SERVICE_NAME` is not set.
+    pub service_name: String,
+    /// `service.version`.
+    pub service_version: String,
+    /// Log line format.
+    pub log_format: LogFormat,
+    /// Log filter (`RUST_LOG` syntax).
+    pub log_filter: String,
+    /// What is exported over OTLP.
+    pub export: ExportConfig,
+}
+
+/// Telemetry could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum InitError {
+    /// The export runtime could not start.
+    #[error("cannot start the telemetry export thread: {0}")]
+    Runtime(#[source] std::io::Error),
+    /// An OTLP exporter could not be built.
+    #[error("cannot build the OTLP {signal} exporter: {message}")]
+    Exporter {
+        /// `traces` or `metrics`.
+        signal: &'static str,
+        /// Why.
+        message: String,
+    },
+}
+
+/// The spans OpenTelemetry records: this project's own (the BFFs, shared
+/// crates and demo services) down to `debug`, where the per-section and
+/// per-call spans are; and warnings from anywhere, as span events. The log
+/// filter stays what `RUST_LOG` says, so these spans cost nothing when no
+/// exporter is configured.
+pub fn recorded(meta: &Metadata<'_>) -> bool {
+    let target = meta.target();
+    let ours = target.starts_with("bff_") || target.starts_with("demo_services");
+    (ours && *meta.level() <= Level::DEBUG) || *meta.level() <= Level::WARN
+}
+
+/// A stable pseudonym of a subject (`enduser.pseudo.id`): the same user is
+/// recognisable across spans without their id appearing anywhere.
+pub fn pseudonym(subject: &str) -> String {
+    let digest = sha2::Sha256::new()
+        .chain_update(b"bff-subject\0")
+        .chain_update(subject.as_bytes())
+        .finalize();
+    digest[..8].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The running telemetry of a process; [`shutdown`](Self::shutdown) flushes
+/// what is buffered.
+#[derive(Debug, Default)]
+pub struct Telemetry {
+    tracer: Option<SdkTracerProvider>,
+    meter: Option<SdkMeterProvider>,
+    runtime: Option<tokio::runtime::Runtime>,
+}
+
+type BoxedLayer = Box<dyn Layer<Registry> + Send + Sync>;
+
+fn log_layer(format: LogFormat, filter: &str) -> BoxedLayer {
+    let filter = EnvFilter::try_new(filter).unwrap_or_else(|_| EnvFilter::new("info"));
+    match format {
+        LogFormat::Json => tracing_subscriber::fmt::layer()
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .with_span_list(false)
+            .with_filter(filter)
+            .boxed(),
+        LogFormat::Pretty => tracing_subscriber::fmt::layer().with_filter(filter).boxed(),
+    }
+}
+
+fn span_layer(provider: &SdkTracerProvider) -> BoxedLayer {
+    tracing_opentelemetry::layer()
+        .with_tracer(provider.tracer("bff"))
+        .with_location(false)
+        .with_threads(false)
+        .with_filter(FilterFn::new(recorded))
+        .boxed()
+}
+
+fn resource(options: &Options) -> Resource {
+    let name = options
+        .export
+        .service_name
+        .clone()
+        .unwrap_or_else(|| options.service_name.clone());
+    let instance: String = (0..8)
+        .map(|_| format!("{:02x}", rand::random::<u8>()))
+        .collect();
+    Resource::builder()
+        .with_service_name(name)
+        .with_attributes([
+            KeyValue::new("service.version", options.service_version.clone()),
+            KeyValue::new("service.instance.id", instance),
+        ])
+        .build()
+}
+
+/// Sets up logging, propagation and, as `options.export` says, OTLP export
+/// of spans and metrics. A second call in one process only returns an
+/// inert [`Telemetry`] (tests start many apps).
+pub fn init(options: &Options) -> Result<Telemetry, InitError> {
+    install_propagator();
+    if !options.export.exports() {
+        init_with(options, None);
+        return Ok(Telemetry::default());
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("otel-export")
+        .enable_all()
+        .build()
+        .map_err(InitError::Runtime)?;
+    let handle = runtime.handle().clone();
+    let resource = resource(options);
+    let tracer = match &options.export.traces {
+        None => None,
+        Some(target) => {
+            let exporter = {
+                let _entered = handle.enter();
+                span_exporter(target)?
+            };
+            Some(
+                SdkTracerProvider::builder()
+                    .with_batch_exporter(OnRuntime {
+                        inner: exporter,
+                        handle: handle.clone(),
+                    })
+                    .with_resource(resource.clone())
+                    .build(),
+            )
+        }
+    };
+    let meter = match &options.export.metrics {
+        None => None,
+        Some(target) => {
+            let exporter = {
+                let _entered = handle.enter();
+                metric_exporter(target)?
+            };
+            Some(
+                SdkMeterProvider::builder()
+                    .with_periodic_exporter(OnRuntime {
+                        inner: exporter,
+                        handle: handle.clone(),
+                    })
+                    .with_resource(resource)
+                    .build(),
+            )
+        }
+    };
+    if let Some(meter) = &meter {
+        use opentelemetry::metrics::MeterProvider as _;
+        let recorder = metrics_bridge::OtelRecorder::new(meter.meter("bff"));
+        if !install_metrics(Some(recorder)).1 {
+            tracing::warn!("a metrics recorder was installed before; metrics are not exported");
+        }
+    }
+    if let Some(tracer) = &tracer {
+        opentelemetry::global::set_tracer_provider(tracer.clone());
+    }
+    init_with(options, tracer.as_ref());
+    Ok(Telemetry {
+        tracer,
+        meter,
+        runtime: Some(runtime),
+    })
+}
+
+/// Logging as `options` says, and spans recorded by `provider` (tests give
+/// an in-memory exporter's provider). Returns `false` when a subscriber was
+/// already installed.
+pub fn init_with(options: &Options, provider: Option<&SdkTracerProvider>) -> bool {
+    install_propagator();
+    let mut layers = vec![log_layer(options.log_format, &options.log_filter)];
+    layers.extend(provider.map(span_layer));
+    Registry::default().with(layers).try_init().is_ok()
+}
+
+/// Logging only, as `filter` (RUST_LOG syntax) says. A second call is a
+/// no-op, so tests may call it freely.
+pub fn init_logging(format: LogFormat, filter: &str) {
+    init_with(
+        &Options {
+            service_name: String::new(),
+            service_version: String::new(),
+            log_format: format,
+            log_filter: filter.to_owned(),
+            export: ExportConfig::default(),
+        },
+        None,
+    );
+}
+
+fn install_propagator() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        opentelemetry::global::set_text_map_propagator(
+            opentelemetry::propagation::TextMapCompositePropagator::new(vec![
+                Box::new(opentelemetry_sdk::propagation::TraceContextPropagator::new()),
+                Box::new(opentelemetry_sdk::propagation::BaggagePropagator::new()),
+            ]),
+        );
+    });
+}
+
+fn span_exporter(target: &Target) -> Result<opentelemetry_otlp::SpanExporter, InitError> {
+    let builder = opentelemetry_otlp::SpanExporter::builder();
+    match target.protocol {
+        Protocol::Grpc => builder.with_tonic().build(),
+        Protocol::HttpProtobuf => builder.with_http().build(),
+    }
+    .map_err(|e| InitError::Exporter {
+        signal: "traces",
+        message: e.to_string(),
+    })
+}
+
+fn metric_exporter(target: &Target) -> Result<opentelemetry_otlp::MetricExporter, InitError> {
+    let builder = opentelemetry_otlp::MetricExporter::builder();
+    match target.protocol {
+        Protocol::Grpc => builder.with_tonic().build(),
+        Protocol::HttpProtobuf => builder.with_http().build(),
+    }
+    .map_err(|e| InitError::Exporter {
+        signal: "metrics",
+        message: e.to_string(),
+    })
+}
+
+impl Telemetry {
+    /// Whether spans are exported.
+    pub fn exports_traces(&self) -> bool {
+        self.tracer.is_some()
+    }
+
+    /// Exports what is buffered now. Blocks: call it off the async runtime.
+    pub fn flush(&self) {
+        if let Some(tracer) = &self.tracer
+            && let Err(error) = tracer.force_flush()
+        {
+            tracing::warn!(%error, "flushing spans failed");
+        }
+        if let Some(meter) = &self.meter
+            && let Err(error) = meter.force_flush()
+        {
+            tracing::warn!(%error, "flushing metrics failed");
+        }
+    }
+
+    /// Exports what is buffered and stops exporting. Blocks (at most a few
+    /// seconds when the collector does not answer): call it after the
+    /// server's runtime has stopped, or off it.
+    pub fn shutdown(mut self) {
+        if let Some(tracer) = self.tracer.take()
+            && let Err(error) = tracer.shutdown_with_timeout(Duration::from_secs(5))
+        {
+            eprintln!("telemetry: flushing spans at exit failed: {error}");
+        }
+        if let Some(meter) = self.meter.take()
+            && let Err(error) = meter.shutdown_with_timeout(Duration::from_secs(5))
+        {
+            eprintln!("telemetry: flushing metrics at exit failed: {error}");
+        }
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_timeout(Duration::from_secs(1));
+        }
+    }
+}
+
+impl Drop for Telemetry {
+    fn drop(&mut self) {
+        // Dropping a runtime from inside another one panics; this does not.
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
