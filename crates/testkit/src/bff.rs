@@ -147,9 +147,15 @@ pub async fn serve_bff(app: Router) -> TestServer {
         Ok(a) => a,
         Err(e) => panic!("no address: {e}"),
     };
+    // The binaries' own serving path (connection counting, peer address).
     let task = tokio::spawn(async move {
-        let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
-        let _ = axum::serve(listener, app).await;
+        let _ = bff_edge::server::serve(
+            listener,
+            app,
+            std::future::pending::<()>(),
+            Duration::from_secs(1),
+        )
+        .await;
     });
     let server = TestServer { addr, task };
     let client = reqwest::Client::new();

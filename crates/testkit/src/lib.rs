@@ -7,6 +7,7 @@
 mod bff;
 mod binary;
 mod openapi;
+pub mod otlp;
 mod redis_server;
 mod tokens;
 

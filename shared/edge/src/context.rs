@@ -88,7 +88,13 @@ pub async fn request_context(
         .get::<MatchedPath>()
         .map_or("unmatched", MatchedPath::as_str);
     let method = request.method();
-    let span = tracing::info_span!(
+    // Probes and scrapes (every few seconds, from every replica's
+    // orchestrator) are neither traced nor logged.
+    let probe = matches!(route, "/healthz" | "/readyz" | "/metrics");
+    let span = if probe {
+        tracing::Span::none()
+    } else {
+        tracing::info_span!(
         "request",
         otel.name = %format_args!("{method} {route}"),
         otel.kind = "server",
@@ -102,7 +108,8 @@ pub async fn request_context(
         span_id = tracing::field::Empty,
         enduser.pseudo.id = tracing::field::Empty,
         http.response.status_code = tracing::field::Empty,
-    );
+        )
+    };
     let trace = TraceContext::start(request.headers(), &span);
     if !span.is_disabled() {
         span.record("trace_id", trace.trace_id());
