@@ -212,4 +212,21 @@ async fn metrics_count_known_traffic_with_semantic_convention_names() {
     assert_eq!(value(&all, "http_server_active_requests", &[]), Some(1.0));
     let connections = value(&all, "bff_server_connections", &[]).expect("connections");
     assert!((1.0..=3.0).contains(&connections), "{connections}");
+
+    // Every series is in the catalogue dashboards are checked against.
+    let catalogue: Vec<String> = bff_telemetry::names::CATALOGUE
+        .iter()
+        .map(|(name, kind, unit, _)| bff_telemetry::names::prometheus_name(name, *kind, *unit))
+        .collect();
+    for ((name, _), _) in &all {
+        let base = ["_bucket", "_count", "_sum"]
+            .iter()
+            .find_map(|suffix| name.strip_suffix(suffix))
+            .filter(|base| catalogue.iter().any(|c| c == base))
+            .unwrap_or(name);
+        assert!(
+            catalogue.iter().any(|c| c == base),
+            "{name} is not in the catalogue"
+        );
+    }
 }

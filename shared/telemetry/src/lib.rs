@@ -85,84 +85,199 @@ pub mod names {
     /// Counter of section failures, by `section` and `reason`.
     pub const SECTION_FAILURES: &str = "bff.aggregate.section_failures";
 
-    /// What each metric is, and its unit (the unit becomes the Prometheus
-    /// name's suffix and the OTLP instrument's unit).
-    pub(crate) fn describe() {
-        use metrics::{describe_counter as c, describe_gauge as g, describe_histogram as h};
-        h!(
+    /// What a metric is.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub enum Kind {
+        /// Only goes up (`_total` in Prometheus).
+        Counter,
+        /// Goes up and down.
+        Gauge,
+        /// A distribution (`_bucket`, `_sum`, `_count` in Prometheus).
+        Histogram,
+    }
+
+    /// Every metric: name, kind, unit, description. The unit becomes the
+    /// Prometheus name's suffix and the OTLP instrument's unit.
+    pub const CATALOGUE: &[(&str, Kind, Option<Unit>, &str)] = &[
+        (
             SERVER_DURATION,
-            Unit::Seconds,
-            "Duration of HTTP server requests."
-        );
-        g!(
+            Kind::Histogram,
+            Some(Unit::Seconds),
+            "Duration of HTTP server requests.",
+        ),
+        (
             SERVER_ACTIVE_REQUESTS,
-            "Number of active HTTP server requests."
-        );
-        g!(SERVER_CONNECTIONS, "Open client connections.");
-        h!(
+            Kind::Gauge,
+            None,
+            "Number of active HTTP server requests.",
+        ),
+        (
+            SERVER_CONNECTIONS,
+            Kind::Gauge,
+            None,
+            "Open client connections.",
+        ),
+        (
             CLIENT_DURATION,
-            Unit::Seconds,
-            "Duration of HTTP client requests to upstreams."
-        );
-        h!(
+            Kind::Histogram,
+            Some(Unit::Seconds),
+            "Duration of HTTP client requests to upstreams.",
+        ),
+        (
             RPC_CLIENT_DURATION,
-            Unit::Seconds,
-            "Duration of gRPC calls to upstreams."
-        );
-        g!(
+            Kind::Histogram,
+            Some(Unit::Seconds),
+            "Duration of gRPC calls to upstreams.",
+        ),
+        (
             BULKHEAD_SATURATION,
-            "Share of an upstream's bulkhead in use (0 to 1)."
-        );
-        c!(
+            Kind::Gauge,
+            None,
+            "Share of an upstream's bulkhead in use (0 to 1).",
+        ),
+        (
             CIRCUIT_TRANSITIONS,
-            "Circuit breaker transitions, by the state entered."
-        );
-        c!(RETRIES, "Upstream retries, by result.");
-        c!(
+            Kind::Counter,
+            None,
+            "Circuit breaker transitions, by the state entered.",
+        ),
+        (RETRIES, Kind::Counter, None, "Upstream retries, by result."),
+        (
             COALESCED_CALLS,
-            "Calls that joined an identical call in flight."
-        );
-        c!(SHED_CALLS, "Calls shed by a full bulkhead.");
-        h!(BATCH_SIZE, "Keys per batched upstream call.");
-        g!(
+            Kind::Counter,
+            None,
+            "Calls that joined an identical call in flight.",
+        ),
+        (
+            SHED_CALLS,
+            Kind::Counter,
+            None,
+            "Calls shed by a full bulkhead.",
+        ),
+        (
+            BATCH_SIZE,
+            Kind::Histogram,
+            None,
+            "Keys per batched upstream call.",
+        ),
+        (
             CIRCUIT_STATE,
-            "Circuit state per upstream: 0 closed, 1 half-open, 2 open."
-        );
-        c!(CACHE_LOOKUPS, "Section cache lookups, by result.");
-        c!(CACHE_FRAGMENTS, "Fragment lookups, by result and tier.");
-        c!(CACHE_INVALIDATIONS, "Fragment invalidations.");
-        c!(
+            Kind::Gauge,
+            None,
+            "Circuit state per upstream: 0 closed, 1 half-open, 2 open.",
+        ),
+        (
+            CACHE_LOOKUPS,
+            Kind::Counter,
+            None,
+            "Section cache lookups, by result.",
+        ),
+        (
+            CACHE_FRAGMENTS,
+            Kind::Counter,
+            None,
+            "Fragment lookups, by result and tier.",
+        ),
+        (
+            CACHE_INVALIDATIONS,
+            Kind::Counter,
+            None,
+            "Fragment invalidations.",
+        ),
+        (
             CACHE_SHARED_ERRORS,
-            "Failed calls to the shared cache tier."
-        );
-        h!(
+            Kind::Counter,
+            None,
+            "Failed calls to the shared cache tier.",
+        ),
+        (
             CACHE_SHARED_DURATION,
-            Unit::Seconds,
-            "Duration of calls to the shared cache tier."
-        );
-        c!(CACHE_STALE_SERVED, "Fragments served although not fresh.");
-        c!(CACHE_EVICTIONS, "Fragments the local tier dropped.");
-        c!(CACHE_LOADS, "Fragment loads.");
-        c!(
+            Kind::Histogram,
+            Some(Unit::Seconds),
+            "Duration of calls to the shared cache tier.",
+        ),
+        (
+            CACHE_STALE_SERVED,
+            Kind::Counter,
+            None,
+            "Fragments served although not fresh.",
+        ),
+        (
+            CACHE_EVICTIONS,
+            Kind::Counter,
+            None,
+            "Fragments the local tier dropped.",
+        ),
+        (CACHE_LOADS, Kind::Counter, None, "Fragment loads."),
+        (
             AUTH_REJECTED,
-            "Requests refused for their token, by reason."
-        );
-        c!(RATE_LIMITED, "Requests refused by a rate limit.");
-        c!(
+            Kind::Counter,
+            None,
+            "Requests refused for their token, by reason.",
+        ),
+        (
+            RATE_LIMITED,
+            Kind::Counter,
+            None,
+            "Requests refused by a rate limit.",
+        ),
+        (
             RATE_LIMIT_SHARED_ERRORS,
-            "Rate-limit checks the shared tier did not answer."
-        );
-        h!(
+            Kind::Counter,
+            None,
+            "Rate-limit checks the shared tier did not answer.",
+        ),
+        (
             RATE_LIMIT_SHARED_DURATION,
-            Unit::Seconds,
-            "Duration of rate-limit checks in the shared tier."
-        );
-        c!(API_VERSION_CALLS, "API calls by version and client.");
-        c!(
+            Kind::Histogram,
+            Some(Unit::Seconds),
+            "Duration of rate-limit checks in the shared tier.",
+        ),
+        (
+            API_VERSION_CALLS,
+            Kind::Counter,
+            None,
+            "API calls by version and client.",
+        ),
+        (
             PARTIAL_RESPONSES,
-            "Responses served with at least one failed section."
-        );
-        c!(SECTION_FAILURES, "Section failures, by section and reason.");
+            Kind::Counter,
+            None,
+            "Responses served with at least one failed section.",
+        ),
+        (
+            SECTION_FAILURES,
+            Kind::Counter,
+            None,
+            "Section failures, by section and reason.",
+        ),
+    ];
+
+    /// The name a metric has in Prometheus form (`http_server_request_duration_seconds`,
+    /// `bff_auth_rejected_total`): what dashboards and alerts query.
+    pub fn prometheus_name(name: &str, kind: Kind, unit: Option<Unit>) -> String {
+        let mut out = name.replace('.', "_");
+        if unit == Some(Unit::Seconds) {
+            out.push_str("_seconds");
+        }
+        if kind == Kind::Counter {
+            out.push_str("_total");
+        }
+        out
+    }
+
+    pub(crate) fn describe() {
+        for (name, kind, unit, description) in CATALOGUE {
+            let (name, description) = (*name, *description);
+            match (kind, unit) {
+                (Kind::Counter, Some(u)) => metrics::describe_counter!(name, *u, description),
+                (Kind::Counter, None) => metrics::describe_counter!(name, description),
+                (Kind::Gauge, Some(u)) => metrics::describe_gauge!(name, *u, description),
+                (Kind::Gauge, None) => metrics::describe_gauge!(name, description),
+                (Kind::Histogram, Some(u)) => metrics::describe_histogram!(name, *u, description),
+                (Kind::Histogram, None) => metrics::describe_histogram!(name, description),
+            }
+        }
     }
 }
 
