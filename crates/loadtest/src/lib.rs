@@ -12,6 +12,7 @@
 //! when Node.js is installed, an equivalent Fastify BFF (`node-baseline/`).
 
 pub mod load;
+pub mod otlp_sink;
 pub mod procs;
 pub mod tiers;
 
@@ -44,8 +45,8 @@ pub struct Args {
     /// Closed-loop concurrent connections.
     #[arg(long, default_value_t = 32)]
     pub connections: usize,
-    /// Scenarios to run (1–7).
-    #[arg(long, value_delimiter = ',', default_value = "1,2,3,4,5,6,7")]
+    /// Scenarios to run (1–8).
+    #[arg(long, value_delimiter = ',', default_value = "1,2,3,4,5,6,7,8")]
     pub scenarios: Vec<u8>,
     /// A seconds-long run of scenario 1 on debug binaries, for CI.
     #[arg(long)]
@@ -67,6 +68,8 @@ pub struct Args {
 const DEMO_BASE: u16 = 17_000;
 const MOBILE_PORT: u16 = 18_081;
 const CACHED_MOBILE_PORT: u16 = 18_084;
+const EXPORTING_MOBILE_PORT: u16 = 18_085;
+const SAMPLED_MOBILE_PORT: u16 = 18_086;
 const WEB_PORT: u16 = 18_082;
 const PARTNER_PORT: u16 = 18_083;
 const NODE_PORT: u16 = 18_091;
@@ -413,7 +416,7 @@ async fn run(args: &Args) -> Result<Report, String> {
     let mut notes = Vec::new();
     let wants = |n: u8| args.scenarios.contains(&n);
 
-    let mobile = if [1, 2, 5, 6, 7].iter().any(|n| wants(*n)) {
+    let mobile = if [1, 2, 5, 6, 7, 8].iter().any(|n| wants(*n)) {
         let p = Proc::spawn(
             "bff-mobile",
             &bin.join("bff-mobile"),
@@ -735,6 +738,12 @@ async fn run(args: &Args) -> Result<Report, String> {
         ));
     }
 
+    if wants(8)
+        && let Some(m) = &mobile
+    {
+        notes.push(telemetry_cost(m, &bin, &plan, &dashboard, &user_token, args, &mut rows).await?);
+    }
+
     let table = render(&rows, &notes, &plan, args);
     Ok(Report { rows, table })
 }
@@ -834,4 +843,115 @@ fn render(rows: &[Row], notes: &[String], plan: &Plan, args: &Args) -> String {
         }
     }
     out
+}
+
+/// Scenario 8: the same dashboard on the same binary with OTLP export off
+/// (no endpoint: W3C propagation only) and on (every span and metric to a
+/// local receiver, the SDK's default batching), alternated twice so drift
+/// hits both alike.
+async fn telemetry_cost(
+    off: &Proc,
+    bin: &std::path::Path,
+    plan: &Plan,
+    dashboard: &Arc<Vec<Target>>,
+    user_token: &str,
+    args: &Args,
+    rows: &mut Vec<Row>,
+) -> Result<String, String> {
+    let (sink, received) = otlp_sink::start().await?;
+    let exporting =
+        |port: u16, sampled: Option<&str>| -> Result<(Proc, Arc<Vec<Target>>), String> {
+            let mut env = bff_env(port);
+            env.extend([
+                (
+                    "OTEL_EXPORTER_OTLP_ENDPOINT".into(),
+                    format!("http://{sink}"),
+                ),
+                ("OTEL_EXPORTER_OTLP_PROTOCOL".into(), "http/protobuf".into()),
+                ("OTEL_METRIC_EXPORT_INTERVAL".into(), "5000".into()),
+            ]);
+            if let Some(ratio) = sampled {
+                env.push((
+                    "OTEL_TRACES_SAMPLER".into(),
+                    "parentbased_traceidratio".into(),
+                ));
+                env.push(("OTEL_TRACES_SAMPLER_ARG".into(), ratio.into()));
+            }
+            let proc = Proc::spawn(
+                "bff-mobile (OTLP export)",
+                &bin.join("bff-mobile"),
+                &[],
+                &env,
+                plan.bff_cpu,
+            )?;
+            let targets = Arc::new(vec![
+                Target::get(addr(port), "/v1/dashboard")
+                    .header("authorization", &format!("Bearer {user_token}")),
+            ]);
+            Ok((proc, targets))
+        };
+    let (on, all_traced) = exporting(EXPORTING_MOBILE_PORT, None)?;
+    let (sampled, tenth_traced) = exporting(SAMPLED_MOBILE_PORT, Some("0.1"))?;
+    wait_http(EXPORTING_MOBILE_PORT, "/readyz", "bff-mobile (OTLP export)").await?;
+    wait_http(
+        SAMPLED_MOBILE_PORT,
+        "/readyz",
+        "bff-mobile (OTLP export, sampled)",
+    )
+    .await?;
+    let (connections, rate, duration) = (args.connections, args.rate, args.duration);
+    let mut cpu: [(Vec<f64>, Vec<f64>); 3] = Default::default();
+    for _round in 0..2 {
+        for (i, (name, proc, targets)) in [
+            ("bff-mobile, export off", off, dashboard),
+            ("bff-mobile, OTLP export on, every trace", &on, &all_traced),
+            (
+                "bff-mobile, OTLP export on, 10% of traces",
+                &sampled,
+                &tenth_traced,
+            ),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let (s, c) = closed(Some(proc), targets, connections, duration).await?;
+            cpu[i].0.extend(c);
+            rows.push(row(
+                "8 telemetry",
+                name,
+                format!("closed ×{connections}"),
+                &s,
+                c,
+                "",
+            ));
+            let (s, c) = open(Some(proc), targets, rate, duration).await?;
+            cpu[i].1.extend(c);
+            rows.push(row(
+                "8 telemetry",
+                name,
+                format!("open {rate}/s"),
+                &s,
+                c,
+                "",
+            ));
+        }
+    }
+    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
+    use std::sync::atomic::Ordering::Relaxed;
+    Ok(format!(
+        "Scenario 8: CPU per request with OTLP export ÷ without: every trace closed {:.2}× ({:.0} vs {:.0} µs), open {:.2}× ({:.0} vs {:.0} µs); 10% of traces closed {:.2}× ({:.0} µs), open {:.2}× ({:.0} µs); the receiver got {} span and {} metric exports, {:.1} MB.",
+        mean(&cpu[1].0) / mean(&cpu[0].0).max(1e-9),
+        mean(&cpu[1].0),
+        mean(&cpu[0].0),
+        mean(&cpu[1].1) / mean(&cpu[0].1).max(1e-9),
+        mean(&cpu[1].1),
+        mean(&cpu[0].1),
+        mean(&cpu[2].0) / mean(&cpu[0].0).max(1e-9),
+        mean(&cpu[2].0),
+        mean(&cpu[2].1) / mean(&cpu[0].1).max(1e-9),
+        mean(&cpu[2].1),
+        received.trace_requests.load(Relaxed),
+        received.metric_requests.load(Relaxed),
+        received.bytes.load(Relaxed) as f64 / 1e6,
+    ))
 }

@@ -1,6 +1,7 @@
 //! Server request metrics: `http.server.request.duration` by route, method
 //! and status, and `http.server.active_requests`.
 
+use std::sync::OnceLock;
 use std::time::Instant;
 
 use axum::extract::{MatchedPath, Request};
@@ -13,7 +14,11 @@ struct Active(metrics::Gauge);
 
 impl Active {
     fn start() -> Self {
-        let gauge = metrics::gauge!(names::SERVER_ACTIVE_REQUESTS);
+        // Registered once: requests only run after the recorder is installed.
+        static GAUGE: OnceLock<metrics::Gauge> = OnceLock::new();
+        let gauge = GAUGE
+            .get_or_init(|| metrics::gauge!(names::SERVER_ACTIVE_REQUESTS))
+            .clone();
         gauge.increment(1.0);
         Active(gauge)
     }

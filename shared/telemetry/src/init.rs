@@ -199,6 +199,9 @@ pub fn init(options: &Options) -> Result<Telemetry, InitError> {
 /// already installed.
 pub fn init_with(options: &Options, provider: Option<&SdkTracerProvider>) -> bool {
     install_propagator();
+    if provider.is_some() {
+        crate::trace_context::set_recording();
+    }
     let mut layers = vec![log_layer(options.log_format, &options.log_filter)];
     layers.extend(provider.map(span_layer));
     Registry::default().with(layers).try_init().is_ok()

@@ -11,8 +11,10 @@
 //! the cost of a few random numbers instead of a span pipeline.
 
 use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use http::{HeaderMap, HeaderName, HeaderValue};
+use opentelemetry::baggage::BaggageExt;
 use opentelemetry::propagation::{
     Extractor, Injector, TextMapCompositePropagator, TextMapPropagator,
 };
@@ -21,6 +23,20 @@ use opentelemetry::{Context, KeyValue};
 use opentelemetry_sdk::propagation::{BaggagePropagator, TraceContextPropagator};
 use opentelemetry_sdk::trace::{IdGenerator, RandomIdGenerator};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
+
+/// Whether spans are recorded by OpenTelemetry in this process (a provider
+/// was installed): when not, no span can carry ids and the cheap path is
+/// taken without asking `tracing`.
+static RECORDING: AtomicBool = AtomicBool::new(false);
+
+pub(crate) fn set_recording() {
+    RECORDING.store(true, Ordering::Release);
+}
+
+/// Whether spans are recorded (and exported) in this process.
+pub fn recording() -> bool {
+    RECORDING.load(Ordering::Acquire)
+}
 
 /// The propagators every process of the project uses: W3C `traceparent` /
 /// `tracestate`, then W3C `baggage`. Also installed as OpenTelemetry's
@@ -34,6 +50,9 @@ pub fn propagator() -> &'static TextMapCompositePropagator {
         ])
     })
 }
+
+const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+const TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
 
 struct Headers<'a>(&'a HeaderMap);
 
@@ -79,7 +98,7 @@ pub fn inject(cx: &Context, headers: &mut HeaderMap) {
 /// Writes the propagation headers of `span` when OpenTelemetry records it
 /// (the callee's parent is then that span); returns whether it did.
 pub fn inject_span(span: &tracing::Span, headers: &mut HeaderMap) -> bool {
-    if span.is_disabled() {
+    if !recording() || span.is_disabled() {
         return false;
     }
     let cx = span.context();
@@ -93,7 +112,7 @@ pub fn inject_span(span: &tracing::Span, headers: &mut HeaderMap) -> bool {
 /// Makes `span` (a server span) continue the trace its caller sent, when
 /// OpenTelemetry records it.
 pub fn continue_trace(span: &tracing::Span, headers: &HeaderMap) {
-    if !span.is_disabled() {
+    if recording() && !span.is_disabled() {
         // Fails only when nothing records the span: nothing to continue.
         let _ = span.set_parent(extract(headers));
     }
@@ -113,7 +132,7 @@ impl TraceContext {
     /// span id of its own.
     pub fn start(headers: &HeaderMap, span: &tracing::Span) -> Self {
         let parent = extract(headers);
-        if span.set_parent(parent.clone()).is_ok() {
+        if recording() && span.set_parent(parent.clone()).is_ok() {
             let cx = span.context();
             if cx.span().span_context().is_valid() {
                 return TraceContext { cx };
@@ -175,7 +194,6 @@ impl TraceContext {
 
     /// The baggage entries received, as key-values (for logs and spans).
     pub fn baggage(&self) -> Vec<KeyValue> {
-        use opentelemetry::baggage::BaggageExt;
         self.cx
             .baggage()
             .iter()
@@ -188,21 +206,36 @@ impl TraceContext {
     /// (the callee's parent is the call's span), else this hop's trace with
     /// a new span id.
     pub fn inject_into(&self, headers: &mut HeaderMap) {
-        let current = tracing::Span::current().context();
-        let recorded = current.span().span_context().clone();
-        if recorded.is_valid() {
-            inject(&current, headers);
-            return;
+        if recording() {
+            let current = tracing::Span::current().context();
+            if current.span().span_context().is_valid() {
+                inject(&current, headers);
+                return;
+            }
         }
-        let hop = self.cx.span().span_context().clone();
-        let child = SpanContext::new(
+        // Nothing recorded: the hop's trace with a fresh span id, written
+        // directly (one string, no context to allocate); W3C format as the
+        // propagator writes it.
+        let span = self.cx.span();
+        let hop = span.span_context();
+        let traceparent = format!(
+            "00-{}-{}-{:02x}",
             hop.trace_id(),
             RandomIdGenerator::default().new_span_id(),
-            hop.trace_flags(),
-            true,
-            hop.trace_state().clone(),
+            hop.trace_flags() & TraceFlags::SAMPLED
         );
-        inject(&self.cx.with_remote_span_context(child), headers);
+        if let Ok(value) = HeaderValue::try_from(traceparent) {
+            headers.insert(TRACEPARENT, value);
+        }
+        let state = hop.trace_state().header();
+        if !state.is_empty()
+            && let Ok(value) = HeaderValue::try_from(state)
+        {
+            headers.insert(TRACESTATE, value);
+        }
+        if !self.cx.baggage().is_empty() {
+            BaggagePropagator::new().inject_context(&self.cx, &mut HeadersMut(headers));
+        }
     }
 }
 

@@ -12,8 +12,10 @@
 //! Retries, the circuit's state and coalescing are recorded on it by the
 //! layers below.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::{Arc, RwLock};
 use std::task::{Context, Poll, ready};
 
 use bff_telemetry::names;
@@ -30,16 +32,31 @@ use crate::error::{Failure, UpstreamError};
 use crate::registry::Protocol;
 
 /// Applies [`Observe`].
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct ObserveLayer {
     upstream: &'static str,
     protocol: Protocol,
+    handles: Arc<Handles>,
 }
+
+/// What identifies a sample's label set, by address: operation, gRPC
+/// method, HTTP method, outcome (all `&'static str`) and status code.
+type HandleKey = (usize, usize, usize, usize, u16);
+
+/// The latency histogram of each label set met so far, so that a sample
+/// skips building and hashing a seven-label key (the `metrics` macros do
+/// that on every call).
+#[derive(Debug, Default)]
+struct Handles(RwLock<HashMap<HandleKey, metrics::Histogram>>);
 
 impl ObserveLayer {
     /// Observes the calls to `upstream`.
     pub fn new(upstream: &'static str, protocol: Protocol) -> Self {
-        ObserveLayer { upstream, protocol }
+        ObserveLayer {
+            upstream,
+            protocol,
+            handles: Arc::default(),
+        }
     }
 }
 
@@ -47,7 +64,7 @@ impl<S> Layer<S> for ObserveLayer {
     type Service = Observe<S>;
     fn layer(&self, inner: S) -> Observe<S> {
         Observe {
-            layer: *self,
+            layer: self.clone(),
             inner,
         }
     }
@@ -121,7 +138,43 @@ impl Drop for Sample {
             _ => Some(self.failure.unwrap_or(Failure::Timeout)),
         };
         let seconds = self.started.elapsed().as_secs_f64();
-        let ObserveLayer { upstream, protocol } = self.layer;
+        let code = match failure {
+            Some(Failure::Status(code)) => code,
+            _ => self.status.unwrap_or(0),
+        };
+        let key: HandleKey = (
+            self.operation.as_ptr() as usize,
+            self.rpc_method.as_ptr() as usize,
+            self.method.as_ptr() as usize,
+            outcome.as_ptr() as usize,
+            code,
+        );
+        let handles = &self.layer.handles.0;
+        let known = handles
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&key)
+            .cloned();
+        let histogram = match known {
+            Some(histogram) => histogram,
+            None => {
+                let histogram = self.register(outcome, failure);
+                handles
+                    .write()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(key, histogram.clone());
+                histogram
+            }
+        };
+        histogram.record(seconds);
+    }
+}
+
+impl Sample {
+    fn register(&self, outcome: &'static str, failure: Option<Failure>) -> metrics::Histogram {
+        let ObserveLayer {
+            upstream, protocol, ..
+        } = self.layer;
         let operation = self.operation;
         match protocol {
             Protocol::Grpc => metrics::histogram!(
@@ -132,8 +185,7 @@ impl Drop for Sample {
                 "rpc.system.name" => "grpc",
                 "rpc.method" => self.rpc_method,
                 "rpc.status_code" => grpc_status(failure)
-            )
-            .record(seconds),
+            ),
             Protocol::Rest | Protocol::GraphQl => metrics::histogram!(
                 names::CLIENT_DURATION,
                 "upstream" => upstream,
@@ -142,8 +194,7 @@ impl Drop for Sample {
                 "http.request.method" => self.method,
                 "http.response.status_code" => http_status(self.status),
                 "error.type" => if failure.is_some() { outcome } else { "" }
-            )
-            .record(seconds),
+            ),
         }
     }
 }
@@ -158,7 +209,7 @@ impl<S: CallService> Service<UpstreamRequest> for Observe<S> {
     }
 
     fn call(&mut self, mut request: UpstreamRequest) -> Self::Future {
-        let layer = self.layer;
+        let layer = self.layer.clone();
         let operation = request.info.operation;
         let rpc_method = match request.target {
             Target::GrpcMethod(path) => path.trim_start_matches('/'),
