@@ -63,6 +63,10 @@ pub struct Args {
     /// Also write the results as JSON here.
     #[arg(long)]
     pub json: Option<PathBuf>,
+    /// Another bff-mobile binary (e.g. the previous commit's) to measure in
+    /// scenario 1 against this one, alternately, in the same run.
+    #[arg(long)]
+    pub compare_with: Option<PathBuf>,
 }
 
 const DEMO_BASE: u16 = 17_000;
@@ -70,6 +74,7 @@ const MOBILE_PORT: u16 = 18_081;
 const CACHED_MOBILE_PORT: u16 = 18_084;
 const EXPORTING_MOBILE_PORT: u16 = 18_085;
 const SAMPLED_MOBILE_PORT: u16 = 18_086;
+const COMPARED_MOBILE_PORT: u16 = 18_087;
 const WEB_PORT: u16 = 18_082;
 const PARTNER_PORT: u16 = 18_083;
 const NODE_PORT: u16 = 18_091;
@@ -507,6 +512,11 @@ async fn run(args: &Args) -> Result<Report, String> {
         }
         if let Some(m) = &mobile {
             notes.push(body_sizes(&user_token, &upstreams, m).await?);
+        }
+        if let (Some(m), Some(other)) = (&mobile, &args.compare_with) {
+            let compared =
+                compare_builds(m, other, &plan, &dashboard, &user_token, args, &mut rows).await?;
+            notes.push(compared);
         }
     }
 
@@ -953,5 +963,93 @@ async fn telemetry_cost(
         received.trace_requests.load(Relaxed),
         received.metric_requests.load(Relaxed),
         received.bytes.load(Relaxed) as f64 / 1e6,
+    ))
+}
+
+/// Scenario 1 against another build of bff-mobile (`--compare-with`): both
+/// run side by side on the same CPU, measured alternately four times, so
+/// the machine's drift hits both alike. Returns the ratios of the medians.
+async fn compare_builds(
+    this: &Proc,
+    other: &std::path::Path,
+    plan: &Plan,
+    dashboard: &Arc<Vec<Target>>,
+    user_token: &str,
+    args: &Args,
+    rows: &mut Vec<Row>,
+) -> Result<String, String> {
+    let compared = Proc::spawn(
+        "bff-mobile (compared build)",
+        other,
+        &[],
+        &bff_env(COMPARED_MOBILE_PORT),
+        plan.bff_cpu,
+    )?;
+    wait_http(
+        COMPARED_MOBILE_PORT,
+        "/readyz",
+        "bff-mobile (compared build)",
+    )
+    .await?;
+    let compared_dashboard = Arc::new(vec![
+        Target::get(addr(COMPARED_MOBILE_PORT), "/v1/dashboard")
+            .header("authorization", &format!("Bearer {user_token}")),
+    ]);
+    let (connections, rate, duration) = (args.connections, args.rate, args.duration);
+    let mut cpu: [(Vec<f64>, Vec<f64>); 2] = Default::default();
+    for _round in 0..4 {
+        for (i, (name, proc, targets)) in [
+            ("bff-mobile, compared build", &compared, &compared_dashboard),
+            ("bff-mobile, this build", this, dashboard),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let (s, c) = closed(Some(proc), targets, connections, duration).await?;
+            cpu[i].0.extend(c);
+            rows.push(row(
+                "1 builds compared",
+                name,
+                format!("closed ×{connections}"),
+                &s,
+                c,
+                "",
+            ));
+            let (s, c) = open(Some(proc), targets, rate, duration).await?;
+            cpu[i].1.extend(c);
+            rows.push(row(
+                "1 builds compared",
+                name,
+                format!("open {rate}/s"),
+                &s,
+                c,
+                "",
+            ));
+        }
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        match v.len() {
+            0 => 0.0,
+            n if n % 2 == 1 => v[n / 2],
+            n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+        }
+    };
+    let [(mut oc, mut oo), (mut tc, mut to)] = cpu;
+    let (oc, oo, tc, to) = (
+        median(&mut oc),
+        median(&mut oo),
+        median(&mut tc),
+        median(&mut to),
+    );
+    Ok(format!(
+        "Scenario 1, this build ÷ {} (4 alternating rounds, medians): closed {:.3}× ({:.1} vs {:.1} µs), open {:.3}× ({:.1} vs {:.1} µs).",
+        other.display(),
+        tc / oc.max(1e-9),
+        tc,
+        oc,
+        to / oo.max(1e-9),
+        to,
+        oo
     ))
 }

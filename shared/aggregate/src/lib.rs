@@ -367,12 +367,15 @@ impl SectionSpec<'_> {
     {
         let span = self.span();
         let fetch = fetch.instrument(span.clone());
-        let section = self.run_in_span(fetch).instrument(span.clone()).await;
+        // Only the fetch runs in the span (it may finish in a task of its
+        // own); the section's bookkeeping records on it directly, sparing an
+        // enter and exit per poll.
+        let section = self.run_in_span(fetch, &span).await;
         section.record_on(&span);
         section
     }
 
-    async fn run_in_span<T, F>(self, fetch: F) -> Section<T>
+    async fn run_in_span<T, F>(self, fetch: F, span: &tracing::Span) -> Section<T>
     where
         T: Serialize + DeserializeOwned + Send + Sync + 'static,
         F: Future<Output = Result<T, UpstreamError>> + Send + 'static,
@@ -404,7 +407,7 @@ impl SectionSpec<'_> {
                         };
                         metrics::counter!(names::CACHE_LOOKUPS, "section" => self.name, "result" => result)
                             .increment(1);
-                        tracing::Span::current().record("bff.cache.result", result);
+                        span.record("bff.cache.result", result);
                         let reusable_for = match hit.freshness {
                             Freshness::Fresh => policy.fresh_for.saturating_sub(hit.age),
                             _ => Duration::ZERO,
@@ -446,7 +449,7 @@ impl SectionSpec<'_> {
                 let result = if hit.is_some() { "stale" } else { "miss" };
                 metrics::counter!(names::CACHE_LOOKUPS, "section" => self.name, "result" => result)
                     .increment(1);
-                tracing::Span::current().record("bff.cache.result", result);
+                span.record("bff.cache.result", result);
                 if hit.is_some() {
                     cache.served_stale(policy, StaleReason::UpstreamError);
                 }
@@ -490,10 +493,7 @@ impl SectionSpec<'_> {
         let span = self.span();
         let traced = span.clone();
         let fetch = move |ids| fetch(ids).instrument(traced.clone());
-        let section = self
-            .run_each_in_span(kind, ids, fetch)
-            .instrument(span.clone())
-            .await;
+        let section = self.run_each_in_span(kind, ids, fetch, &span).await;
         section.record_on(&span);
         section
     }
@@ -503,6 +503,7 @@ impl SectionSpec<'_> {
         kind: &'static str,
         ids: &[K],
         fetch: F,
+        span: &tracing::Span,
     ) -> Section<Each<K, T>>
     where
         K: Copy + Eq + std::hash::Hash + std::fmt::Display + Send + Sync + 'static,
@@ -556,7 +557,7 @@ impl SectionSpec<'_> {
                 (0, _) => "miss",
                 _ => "partial",
             };
-            tracing::Span::current().record("bff.cache.result", result);
+            span.record("bff.cache.result", result);
         }
         if !to_refresh.is_empty() {
             let refresh = budget::scope(
