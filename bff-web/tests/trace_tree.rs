@@ -281,5 +281,28 @@ async fn a_product_page_is_one_trace_from_the_client_to_every_upstream() {
         spans.iter().all(|s| s.span_kind != SpanKind::Client),
         "no upstream call on a warm cache"
     );
+
+    // A caller that says "not sampled" is obeyed (parent-based sampling):
+    // nothing of its trace is recorded, in the BFF or the services.
+    exporter.reset();
+    let unsampled = "5bf92f3577b34da6a3ce929d0e0e4736";
+    let other = stack.data().products()[6].id;
+    let r = reqwest::Client::new()
+        .get(server.url(&format!("/v1/products/{other}")))
+        .bearer_auth(&token)
+        .header("traceparent", format!("00-{unsampled}-{CALLER_SPAN}-00"))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(r.status(), 200);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let recorded = exporter.get_finished_spans().expect("spans");
+    assert!(
+        recorded
+            .iter()
+            .all(|s| s.span_context.trace_id().to_string() != unsampled),
+        "{:?}",
+        recorded.iter().map(|s| &s.name).collect::<Vec<_>>()
+    );
     let _ = tokio::task::spawn_blocking(move || provider.shutdown()).await;
 }

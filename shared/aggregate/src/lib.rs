@@ -171,6 +171,9 @@ pub struct Aggregation {
     deadlines: Deadlines,
     route: Arc<str>,
     strict: bool,
+    /// Whether this request's trace is sampled: sections of a trace that is
+    /// not recorded get no span at all.
+    traced: bool,
     outcomes: Arc<Mutex<Vec<Outcome>>>,
 }
 
@@ -184,6 +187,7 @@ impl Aggregation {
             deadlines,
             route: route.into(),
             strict: false,
+            traced: true,
             outcomes: Arc::default(),
         }
     }
@@ -191,6 +195,14 @@ impl Aggregation {
     /// Whether the client prefers a failure to a partial answer.
     pub fn strict(mut self, strict: bool) -> Self {
         self.strict = strict;
+        self
+    }
+
+    /// Whether the request's trace is sampled (default: yes). A sampler
+    /// that drops a trace then costs one span per request, not one per
+    /// section and call.
+    pub fn traced(mut self, traced: bool) -> Self {
+        self.traced = traced;
         self
     }
 
@@ -342,6 +354,9 @@ impl SectionSpec<'_> {
     /// The section's span (recorded only when spans are exported): its
     /// upstream calls are its children, and it says how the section ended.
     fn span(&self) -> tracing::Span {
+        if !self.agg.traced {
+            return tracing::Span::none();
+        }
         tracing::debug_span!(
             "section",
             otel.name = %format_args!("section {}", self.name),

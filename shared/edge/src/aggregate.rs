@@ -70,9 +70,14 @@ impl<S: Send + Sync> FromRequestParts<S> for Aggregate {
             .extensions
             .get::<MatchedPath>()
             .map_or("unmatched", MatchedPath::as_str);
+        let traced = parts
+            .extensions
+            .get::<crate::context::RequestContext>()
+            .is_none_or(|ctx| ctx.trace.is_sampled());
         let aggregation =
             Aggregation::new(shared.fragments().clone(), shared.config().deadlines, route)
-                .strict(prefers_strict(&parts.headers));
+                .strict(prefers_strict(&parts.headers))
+                .traced(traced);
         if let Some(slot) = parts.extensions.get::<ReuseSlot>() {
             *slot.0.lock().unwrap_or_else(|p| p.into_inner()) = Some(aggregation.reuse_handle());
         }

@@ -217,7 +217,12 @@ impl<S: CallService> Service<UpstreamRequest> for Observe<S> {
         };
         let method = http_method(&request.method);
         let grpc = layer.protocol == Protocol::Grpc;
-        let span = tracing::debug_span!(
+        // A call of a trace the sampler dropped gets no span (its
+        // `traceparent` already says "not sampled" to the upstream).
+        let span = if bff_telemetry::recording() && !sampled(&request.headers) {
+            tracing::Span::none()
+        } else {
+            tracing::debug_span!(
             "upstream",
             otel.name = %format_args!("{} {}", layer.upstream, operation),
             otel.kind = "client",
@@ -235,7 +240,8 @@ impl<S: CallService> Service<UpstreamRequest> for Observe<S> {
             "http.request.resend_count" = tracing::field::Empty,
             bff.circuit.state = tracing::field::Empty,
             bff.coalesced = tracing::field::Empty,
-        );
+            )
+        };
         // The upstream's span is a child of this call's span (exported
         // spans only; otherwise the headers the client set stand).
         bff_telemetry::inject_span(&span, &mut request.headers);
@@ -258,6 +264,19 @@ impl<S: CallService> Service<UpstreamRequest> for Observe<S> {
             inner: call.instrument(span),
         }
     }
+}
+
+/// Whether the call's `traceparent` has the sampled flag (W3C: the last
+/// two hex digits are the flags; bit 0 is "sampled"). No header: sampled.
+fn sampled(headers: &http::HeaderMap) -> bool {
+    headers.get("traceparent").is_none_or(|tp| {
+        let tp = tp.as_bytes();
+        tp.len() >= 2
+            && std::str::from_utf8(&tp[tp.len() - 2..])
+                .ok()
+                .and_then(|flags| u8::from_str_radix(flags, 16).ok())
+                .is_some_and(|flags| flags & 1 == 1)
+    })
 }
 
 fn http_method(method: &http::Method) -> &'static str {
