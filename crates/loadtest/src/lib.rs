@@ -909,10 +909,9 @@ async fn telemetry_cost(
         "bff-mobile (OTLP export, sampled)",
     )
     .await?;
-    let (connections, rate, duration) = (args.connections, args.rate, args.duration);
-    let mut cpu: [(Vec<f64>, Vec<f64>); 3] = Default::default();
-    for _round in 0..2 {
-        for (i, (name, proc, targets)) in [
+    let cpu = alternate(
+        "8 telemetry",
+        &[
             ("bff-mobile, export off", off, dashboard),
             ("bff-mobile, OTLP export on, every trace", &on, &all_traced),
             (
@@ -920,32 +919,12 @@ async fn telemetry_cost(
                 &sampled,
                 &tenth_traced,
             ),
-        ]
-        .into_iter()
-        .enumerate()
-        {
-            let (s, c) = closed(Some(proc), targets, connections, duration).await?;
-            cpu[i].0.extend(c);
-            rows.push(row(
-                "8 telemetry",
-                name,
-                format!("closed ×{connections}"),
-                &s,
-                c,
-                "",
-            ));
-            let (s, c) = open(Some(proc), targets, rate, duration).await?;
-            cpu[i].1.extend(c);
-            rows.push(row(
-                "8 telemetry",
-                name,
-                format!("open {rate}/s"),
-                &s,
-                c,
-                "",
-            ));
-        }
-    }
+        ],
+        2,
+        args,
+        rows,
+    )
+    .await?;
     let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
     use std::sync::atomic::Ordering::Relaxed;
     Ok(format!(
@@ -995,39 +974,18 @@ async fn compare_builds(
         Target::get(addr(COMPARED_MOBILE_PORT), "/v1/dashboard")
             .header("authorization", &format!("Bearer {user_token}")),
     ]);
-    let (connections, rate, duration) = (args.connections, args.rate, args.duration);
-    let mut cpu: [(Vec<f64>, Vec<f64>); 2] = Default::default();
-    for _round in 0..4 {
-        for (i, (name, proc, targets)) in [
+    let cpu = alternate(
+        "1 builds compared",
+        &[
             ("bff-mobile, compared build", &compared, &compared_dashboard),
             ("bff-mobile, this build", this, dashboard),
-        ]
-        .into_iter()
-        .enumerate()
-        {
-            let (s, c) = closed(Some(proc), targets, connections, duration).await?;
-            cpu[i].0.extend(c);
-            rows.push(row(
-                "1 builds compared",
-                name,
-                format!("closed ×{connections}"),
-                &s,
-                c,
-                "",
-            ));
-            let (s, c) = open(Some(proc), targets, rate, duration).await?;
-            cpu[i].1.extend(c);
-            rows.push(row(
-                "1 builds compared",
-                name,
-                format!("open {rate}/s"),
-                &s,
-                c,
-                "",
-            ));
-        }
-    }
-    let median = |v: &mut Vec<f64>| {
+        ],
+        4,
+        args,
+        rows,
+    )
+    .await?;
+    let median = |mut v: Vec<f64>| {
         v.sort_by(f64::total_cmp);
         match v.len() {
             0 => 0.0,
@@ -1035,12 +993,10 @@ async fn compare_builds(
             n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
         }
     };
-    let [(mut oc, mut oo), (mut tc, mut to)] = cpu;
-    let (oc, oo, tc, to) = (
-        median(&mut oc),
-        median(&mut oo),
-        median(&mut tc),
-        median(&mut to),
+    let mut medians = cpu.into_iter().map(|(c, o)| (median(c), median(o)));
+    let ((oc, oo), (tc, to)) = (
+        medians.next().unwrap_or_default(),
+        medians.next().unwrap_or_default(),
     );
     Ok(format!(
         "Scenario 1, this build ÷ {} (4 alternating rounds, medians): closed {:.3}× ({:.1} vs {:.1} µs), open {:.3}× ({:.1} vs {:.1} µs).",
@@ -1052,4 +1008,36 @@ async fn compare_builds(
         to,
         oo
     ))
+}
+
+/// Measures each of `variants` (name, process, targets) closed and then
+/// open loop, in turn, `rounds` times, so the machine's drift hits all
+/// alike. Returns each variant's CPU µs/request, closed and open.
+async fn alternate(
+    scenario: &str,
+    variants: &[(&str, &Proc, &Arc<Vec<Target>>)],
+    rounds: usize,
+    args: &Args,
+    rows: &mut Vec<Row>,
+) -> Result<Vec<(Vec<f64>, Vec<f64>)>, String> {
+    let (connections, rate, duration) = (args.connections, args.rate, args.duration);
+    let mut cpu = vec![(Vec::new(), Vec::new()); variants.len()];
+    for _round in 0..rounds {
+        for (i, (name, proc, targets)) in variants.iter().enumerate() {
+            let (s, c) = closed(Some(proc), targets, connections, duration).await?;
+            cpu[i].0.extend(c);
+            rows.push(row(
+                scenario,
+                name,
+                format!("closed ×{connections}"),
+                &s,
+                c,
+                "",
+            ));
+            let (s, c) = open(Some(proc), targets, rate, duration).await?;
+            cpu[i].1.extend(c);
+            rows.push(row(scenario, name, format!("open {rate}/s"), &s, c, ""));
+        }
+    }
+    Ok(cpu)
 }
