@@ -39,6 +39,7 @@ async fn a_product_page_is_one_trace_from_the_client_to_every_upstream() {
                 log_format: bff_telemetry::LogFormat::Pretty,
                 log_filter: "warn".into(),
                 export: bff_telemetry::ExportConfig::default(),
+                log_to_stderr: false,
             },
             Some(&provider),
         ),

@@ -44,6 +44,7 @@ async fn main() -> std::process::ExitCode {
         log_format: bff_telemetry::LogFormat::detect(),
         log_filter: std::env::var("RUST_LOG").unwrap_or_else(|_| "info".to_owned()),
         export,
+        log_to_stderr: false,
     }) {
         Ok(telemetry) => telemetry,
         Err(error) => {

@@ -32,7 +32,36 @@ pub struct Args {
 /// Runs until Ctrl-C or SIGTERM. Exit code 1 when something cannot start
 /// (most often: a port is already taken).
 pub async fn run(args: Args) -> ExitCode {
-    init_tracing();
+    // Logs on stderr: stdout is the banner's. With OTEL_EXPORTER_OTLP_ENDPOINT
+    // set, the whole demo world is one traced process.
+    let export = match bff_telemetry::ExportConfig::from_env(|key| std::env::var(key).ok()) {
+        Ok(export) => export,
+        Err(error) => {
+            eprintln!("devstack: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    let telemetry = match bff_telemetry::init(&bff_telemetry::Options {
+        service_name: "devstack".to_owned(),
+        service_version: env!("CARGO_PKG_VERSION").to_owned(),
+        log_format: bff_telemetry::LogFormat::Pretty,
+        log_filter: std::env::var("RUST_LOG").unwrap_or_else(|_| "info".to_owned()),
+        export,
+        log_to_stderr: true,
+    }) {
+        Ok(telemetry) => telemetry,
+        Err(error) => {
+            eprintln!("devstack: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let code = serve(args).await;
+    // Flushing blocks: off the runtime's workers.
+    let _ = tokio::task::spawn_blocking(move || telemetry.shutdown()).await;
+    code
+}
+
+async fn serve(args: Args) -> ExitCode {
     let config = DemoConfig {
         seed: args.seed,
         redis_url: args.redis_url.clone(),
@@ -122,15 +151,6 @@ async fn start_bff(
             tracing::error!(bff = spec.name, %error, "server error");
         }
     }))
-}
-
-fn init_tracing() {
-    let filter =
-        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
 }
 
 fn explain(error: &StartError) -> String {

@@ -187,6 +187,7 @@ where
         log_format: config.log_format,
         log_filter: config.log_filter.clone(),
         export: config.telemetry.clone(),
+        log_to_stderr: false,
     }) {
         Ok(telemetry) => telemetry,
         Err(error) => {

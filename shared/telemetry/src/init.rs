@@ -12,6 +12,7 @@ use sha2::Digest;
 use tracing::Level;
 use tracing_subscriber::Layer;
 use tracing_subscriber::filter::{EnvFilter, Targets};
+use tracing_subscriber::fmt::writer::BoxMakeWriter;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::registry::Registry;
 use tracing_subscriber::util::SubscriberInitExt;
@@ -32,6 +33,8 @@ pub struct Options {
     pub log_filter: String,
     /// What is exported over OTLP.
     pub export: ExportConfig,
+    /// Log to stderr instead of stdout (when stdout is for something else).
+    pub log_to_stderr: bool,
 }
 
 /// Telemetry could not be set up.
@@ -84,17 +87,26 @@ pub struct Telemetry {
 
 type BoxedLayer = Box<dyn Layer<Registry> + Send + Sync>;
 
-fn log_layer(format: LogFormat, filter: &str) -> BoxedLayer {
+fn log_layer(format: LogFormat, filter: &str, to_stderr: bool) -> BoxedLayer {
     let filter = EnvFilter::try_new(filter).unwrap_or_else(|_| EnvFilter::new("info"));
+    let writer = if to_stderr {
+        BoxMakeWriter::new(std::io::stderr)
+    } else {
+        BoxMakeWriter::new(std::io::stdout)
+    };
     match format {
         LogFormat::Json => tracing_subscriber::fmt::layer()
             .json()
             .flatten_event(true)
             .with_current_span(true)
             .with_span_list(false)
+            .with_writer(writer)
             .with_filter(filter)
             .boxed(),
-        LogFormat::Pretty => tracing_subscriber::fmt::layer().with_filter(filter).boxed(),
+        LogFormat::Pretty => tracing_subscriber::fmt::layer()
+            .with_writer(writer)
+            .with_filter(filter)
+            .boxed(),
     }
 }
 
@@ -211,7 +223,11 @@ pub fn init_with(options: &Options, provider: Option<&SdkTracerProvider>) -> boo
     if provider.is_some() {
         crate::trace_context::set_recording();
     }
-    let mut layers = vec![log_layer(options.log_format, &options.log_filter)];
+    let mut layers = vec![log_layer(
+        options.log_format,
+        &options.log_filter,
+        options.log_to_stderr,
+    )];
     layers.extend(provider.map(span_layer));
     Registry::default().with(layers).try_init().is_ok()
 }
@@ -226,6 +242,7 @@ pub fn init_logging(format: LogFormat, filter: &str) {
             log_format: format,
             log_filter: filter.to_owned(),
             export: ExportConfig::default(),
+            log_to_stderr: false,
         },
         None,
     );
