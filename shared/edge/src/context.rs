@@ -95,19 +95,19 @@ pub async fn request_context(
         tracing::Span::none()
     } else {
         tracing::info_span!(
-        "request",
-        otel.name = %format_args!("{method} {route}"),
-        otel.kind = "server",
-        otel.status_code = tracing::field::Empty,
-        http.request.method = %method,
-        http.route = route,
-        url.path = request.uri().path(),
-        bff.client = client,
-        request_id = request_id.to_str().unwrap_or_default(),
-        trace_id = tracing::field::Empty,
-        span_id = tracing::field::Empty,
-        enduser.pseudo.id = tracing::field::Empty,
-        http.response.status_code = tracing::field::Empty,
+            "request",
+            otel.name = %format_args!("{method} {route}"),
+            otel.kind = "server",
+            otel.status_code = tracing::field::Empty,
+            http.request.method = %method,
+            http.route = route,
+            url.path = request.uri().path(),
+            bff.client = client,
+            request_id = request_id.to_str().unwrap_or_default(),
+            trace_id = tracing::field::Empty,
+            span_id = tracing::field::Empty,
+            enduser.pseudo.id = tracing::field::Empty,
+            http.response.status_code = tracing::field::Empty,
         )
     };
     let trace = TraceContext::start(request.headers(), &span);

@@ -290,20 +290,6 @@ impl Telemetry {
         self.tracer.is_some()
     }
 
-    /// Exports what is buffered now. Blocks: call it off the async runtime.
-    pub fn flush(&self) {
-        if let Some(tracer) = &self.tracer
-            && let Err(error) = tracer.force_flush()
-        {
-            tracing::warn!(%error, "flushing spans failed");
-        }
-        if let Some(meter) = &self.meter
-            && let Err(error) = meter.force_flush()
-        {
-            tracing::warn!(%error, "flushing metrics failed");
-        }
-    }
-
     /// Exports what is buffered and stops exporting. Blocks (at most a few
     /// seconds when the collector does not answer): call it after the
     /// server's runtime has stopped, or off it.

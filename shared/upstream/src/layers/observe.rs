@@ -113,17 +113,11 @@ fn grpc_status(result: Option<Failure>) -> &'static str {
 }
 
 /// The HTTP status of an answer (`http.response.status_code`), when there
-/// was one.
+/// was one (computed once per label set: the handles are kept).
 fn http_status(status: Option<u16>) -> SharedString {
-    match status {
-        None => SharedString::const_str(""),
-        Some(200) => SharedString::const_str("200"),
-        Some(404) => SharedString::const_str("404"),
-        Some(429) => SharedString::const_str("429"),
-        Some(500) => SharedString::const_str("500"),
-        Some(503) => SharedString::const_str("503"),
-        Some(code) => SharedString::from(code.to_string()),
-    }
+    status.map_or(SharedString::const_str(""), |code| {
+        SharedString::from(code.to_string())
+    })
 }
 
 impl Drop for Sample {
@@ -223,23 +217,23 @@ impl<S: CallService> Service<UpstreamRequest> for Observe<S> {
             tracing::Span::none()
         } else {
             tracing::debug_span!(
-            "upstream",
-            otel.name = %format_args!("{} {}", layer.upstream, operation),
-            otel.kind = "client",
-            otel.status_code = tracing::field::Empty,
-            upstream = layer.upstream,
-            protocol = layer.protocol.as_str(),
-            operation,
-            outcome = tracing::field::Empty,
-            error.type = tracing::field::Empty,
-            "rpc.system.name" = if grpc { "grpc" } else { "" },
-            rpc.method = rpc_method,
-            rpc.status_code = tracing::field::Empty,
-            http.request.method = method,
-            http.response.status_code = tracing::field::Empty,
-            "http.request.resend_count" = tracing::field::Empty,
-            bff.circuit.state = tracing::field::Empty,
-            bff.coalesced = tracing::field::Empty,
+                "upstream",
+                otel.name = %format_args!("{} {}", layer.upstream, operation),
+                otel.kind = "client",
+                otel.status_code = tracing::field::Empty,
+                upstream = layer.upstream,
+                protocol = layer.protocol.as_str(),
+                operation,
+                outcome = tracing::field::Empty,
+                error.type = tracing::field::Empty,
+                "rpc.system.name" = if grpc { "grpc" } else { "" },
+                rpc.method = rpc_method,
+                rpc.status_code = tracing::field::Empty,
+                http.request.method = method,
+                http.response.status_code = tracing::field::Empty,
+                "http.request.resend_count" = tracing::field::Empty,
+                bff.circuit.state = tracing::field::Empty,
+                bff.coalesced = tracing::field::Empty,
             )
         };
         // The upstream's span is a child of this call's span (exported
