@@ -856,9 +856,9 @@ fn render(rows: &[Row], notes: &[String], plan: &Plan, args: &Args) -> String {
 }
 
 /// Scenario 8: the same dashboard on the same binary with OTLP export off
-/// (no endpoint: W3C propagation only) and on (every span and metric to a
-/// local receiver, the SDK's default batching), alternated twice so drift
-/// hits both alike.
+/// (no endpoint: W3C propagation only), on for every trace, and on for 10%
+/// of traces (spans and metrics to a local receiver, the SDK's default
+/// batching), alternated twice so drift hits all alike.
 async fn telemetry_cost(
     off: &Proc,
     bin: &std::path::Path,
