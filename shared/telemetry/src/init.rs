@@ -148,7 +148,7 @@ fn resource(options: &Options) -> Resource {
 /// of spans and metrics. A second call in one process only returns an
 /// inert [`Telemetry`] (tests start many apps).
 pub fn init(options: &Options) -> Result<Telemetry, InitError> {
-    install_propagator();
+    crate::trace_context::install_global_propagator();
     if !options.export.exports() {
         init_with(options, None);
         return Ok(Telemetry::default());
@@ -219,7 +219,7 @@ pub fn init(options: &Options) -> Result<Telemetry, InitError> {
 /// an in-memory exporter's provider). Returns `false` when a subscriber was
 /// already installed.
 pub fn init_with(options: &Options, provider: Option<&SdkTracerProvider>) -> bool {
-    install_propagator();
+    crate::trace_context::install_global_propagator();
     if provider.is_some() {
         crate::trace_context::set_recording();
     }
@@ -248,18 +248,6 @@ pub fn init_logging(format: LogFormat, filter: &str) {
     );
 }
 
-fn install_propagator() {
-    static ONCE: std::sync::Once = std::sync::Once::new();
-    ONCE.call_once(|| {
-        opentelemetry::global::set_text_map_propagator(
-            opentelemetry::propagation::TextMapCompositePropagator::new(vec![
-                Box::new(opentelemetry_sdk::propagation::TraceContextPropagator::new()),
-                Box::new(opentelemetry_sdk::propagation::BaggagePropagator::new()),
-            ]),
-        );
-    });
-}
-
 fn span_exporter(target: &Target) -> Result<opentelemetry_otlp::SpanExporter, InitError> {
     let builder = opentelemetry_otlp::SpanExporter::builder();
     match target.protocol {
@@ -285,11 +273,6 @@ fn metric_exporter(target: &Target) -> Result<opentelemetry_otlp::MetricExporter
 }
 
 impl Telemetry {
-    /// Whether spans are exported.
-    pub fn exports_traces(&self) -> bool {
-        self.tracer.is_some()
-    }
-
     /// Exports what is buffered and stops exporting. Blocks (at most a few
     /// seconds when the collector does not answer): call it after the
     /// server's runtime has stopped, or off it.

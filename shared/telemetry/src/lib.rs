@@ -24,9 +24,7 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 pub use export::{ExportConfig, ExportConfigError, Protocol, Target, VARIABLES as OTEL_VARIABLES};
 pub use init::{InitError, Options, Telemetry, init, init_logging, init_with, pseudonym, recorded};
-pub use trace_context::{
-    TraceContext, continue_trace, extract, inject, inject_span, propagator, recording,
-};
+pub use trace_context::{TraceContext, continue_trace, inject_span, recording};
 
 /// Names of the metrics the shared crates record.
 pub mod names {

@@ -14,12 +14,12 @@ use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use http::{HeaderMap, HeaderName, HeaderValue};
+use opentelemetry::Context;
 use opentelemetry::baggage::BaggageExt;
 use opentelemetry::propagation::{
     Extractor, Injector, TextMapCompositePropagator, TextMapPropagator,
 };
 use opentelemetry::trace::{SpanContext, TraceContextExt, TraceFlags};
-use opentelemetry::{Context, KeyValue};
 use opentelemetry_sdk::propagation::{BaggagePropagator, TraceContextPropagator};
 use opentelemetry_sdk::trace::{IdGenerator, RandomIdGenerator};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
@@ -39,16 +39,25 @@ pub fn recording() -> bool {
 }
 
 /// The propagators every process of the project uses: W3C `traceparent` /
-/// `tracestate`, then W3C `baggage`. Also installed as OpenTelemetry's
-/// global propagator by [`crate::init`].
-pub fn propagator() -> &'static TextMapCompositePropagator {
+/// `tracestate`, then W3C `baggage`.
+fn composite() -> TextMapCompositePropagator {
+    TextMapCompositePropagator::new(vec![
+        Box::new(TraceContextPropagator::new()),
+        Box::new(BaggagePropagator::new()),
+    ])
+}
+
+/// [`composite`], built once: what this crate extracts and injects with.
+fn propagator() -> &'static TextMapCompositePropagator {
     static PROPAGATOR: OnceLock<TextMapCompositePropagator> = OnceLock::new();
-    PROPAGATOR.get_or_init(|| {
-        TextMapCompositePropagator::new(vec![
-            Box::new(TraceContextPropagator::new()),
-            Box::new(BaggagePropagator::new()),
-        ])
-    })
+    PROPAGATOR.get_or_init(composite)
+}
+
+/// Installs [`composite`] as OpenTelemetry's global propagator (for
+/// libraries that read it), once per process.
+pub(crate) fn install_global_propagator() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| opentelemetry::global::set_text_map_propagator(composite()));
 }
 
 const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
@@ -86,12 +95,12 @@ impl Injector for HeadersMut<'_> {
 /// The context the caller sent (`traceparent`, `tracestate`, `baggage`);
 /// empty when there is none or it is invalid (an invalid `traceparent` is
 /// ignored, as the specification asks).
-pub fn extract(headers: &HeaderMap) -> Context {
+fn extract(headers: &HeaderMap) -> Context {
     propagator().extract(&Headers(headers))
 }
 
 /// Writes `cx` as propagation headers (replacing any already there).
-pub fn inject(cx: &Context, headers: &mut HeaderMap) {
+fn inject(cx: &Context, headers: &mut HeaderMap) {
     propagator().inject_context(cx, &mut HeadersMut(headers));
 }
 
@@ -190,15 +199,6 @@ impl TraceContext {
     /// Whether the caller (or the sampler) asked for this trace to be recorded.
     pub fn is_sampled(&self) -> bool {
         self.cx.span().span_context().is_sampled()
-    }
-
-    /// The baggage entries received, as key-values (for logs and spans).
-    pub fn baggage(&self) -> Vec<KeyValue> {
-        self.cx
-            .baggage()
-            .iter()
-            .map(|(k, (v, _))| KeyValue::new(k.clone(), v.clone()))
-            .collect()
     }
 
     /// The propagation headers for one outgoing call made in the current
