@@ -403,14 +403,7 @@ impl TieredCache {
         let shared = match &config.redis_url {
             None => None,
             Some(url) => {
-                let client = redis::Client::open(url.as_str())?;
-                let manager = redis::aio::ConnectionManagerConfig::new()
-                    .set_connection_timeout(Some(config.redis_timeout))
-                    .set_response_timeout(Some(config.redis_timeout))
-                    .set_number_of_retries(1)
-                    .set_max_delay(Duration::from_secs(1));
-                let conn =
-                    redis::aio::ConnectionManager::new_lazy_with_config(client.clone(), manager)?;
+                let (client, conn) = bff_redis::connect(url, config.redis_timeout)?;
                 Some(Shared {
                     client,
                     conn,

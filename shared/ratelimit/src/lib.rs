@@ -244,14 +244,9 @@ impl RateLimiter {
         let shared = match &config.redis_url {
             None => None,
             Some(url) => {
-                let client = redis::Client::open(url.as_str())?;
-                let manager = redis::aio::ConnectionManagerConfig::new()
-                    .set_connection_timeout(Some(config.redis_timeout))
-                    .set_response_timeout(Some(config.redis_timeout))
-                    .set_number_of_retries(1)
-                    .set_max_delay(Duration::from_secs(1));
+                let (_, conn) = bff_redis::connect(url, config.redis_timeout)?;
                 Some(Shared {
-                    conn: redis::aio::ConnectionManager::new_lazy_with_config(client, manager)?,
+                    conn,
                     script: redis::Script::new(GCRA),
                     timeout: config.redis_timeout,
                 })
