@@ -7,6 +7,12 @@
 //! service) reads it on each request. Errors are spoken in the protocol of the
 //! service: problem+json for REST, a GraphQL error body for pricing, a
 //! trailers-only `grpc-status` for the gRPC services.
+//!
+//! A stream already open (`WatchStock`, the pricing service's event stream)
+//! is not a new request, but a fault set while it runs must still be able to
+//! break it, or a live-update client could never be shown losing its
+//! upstream: each change of the fault cuts it with the fault's `error_rate`
+//! or `reset_rate` as probability.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
@@ -378,9 +384,14 @@ pub async fn inject(State(state): State<FaultState>, request: Request, next: Nex
         http.response.status_code = tracing::field::Empty,
     );
     bff_telemetry::continue_trace(&span, request.headers());
-    let response = apply_fault(state, request, next)
+    let response = apply_fault(state.clone(), request, next)
         .instrument(span.clone())
         .await;
+    let response = if is_stream(&operation, &response) {
+        cut_by_faults(state, response)
+    } else {
+        response
+    };
     if !span.is_disabled() {
         let status = response.status().as_u16();
         span.record("http.response.status_code", i64::from(status));
@@ -426,6 +437,66 @@ async fn apply_fault(state: FaultState, request: Request, next: Next) -> Respons
     match fault.body {
         BodyFault::None => response,
         spoiled => spoiled_body(state.service, spoiled, response),
+    }
+}
+
+/// Whether `response` is a long-lived stream (`WatchStock`, Server-Sent
+/// Events) rather than one answer.
+fn is_stream(operation: &str, response: &Response) -> bool {
+    operation.ends_with("/WatchStock")
+        || response
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"))
+}
+
+/// A stream that is cut (the HTTP/2 stream reset, the HTTP/1.1 connection
+/// closed) when a fault set on its service while it is open would have
+/// failed or reset a request: each change of the fault is one draw, so
+/// `error_rate: 1` cuts every open stream, as it fails every new request.
+fn cut_by_faults(state: FaultState, response: Response) -> Response {
+    let (parts, body) = response.into_parts();
+    let cut = Box::pin(async move {
+        let mut changes = state.faults.changed.subscribe();
+        loop {
+            if changes.changed().await.is_err() {
+                return std::future::pending().await;
+            }
+            let Some(fault) = state.faults.get(state.service) else {
+                continue;
+            };
+            let mut rng = rand::thread_rng();
+            let fails = (fault.error_rate > 0.0 && rng.gen_bool(fault.error_rate))
+                || (fault.reset_rate > 0.0 && rng.gen_bool(fault.reset_rate));
+            if fails {
+                return;
+            }
+        }
+    });
+    Response::from_parts(parts, Body::new(CutBody { body, cut }))
+}
+
+/// A body that ends with an error when `cut` resolves.
+struct CutBody {
+    body: Body,
+    cut: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>,
+}
+
+impl http_body::Body for CutBody {
+    type Data = bytes::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<bytes::Bytes>, axum::Error>>> {
+        if self.cut.as_mut().poll(cx).is_ready() {
+            return std::task::Poll::Ready(Some(Err(axum::Error::new(std::io::Error::new(
+                std::io::ErrorKind::ConnectionAborted,
+                "stream cut by an injected fault",
+            )))));
+        }
+        std::pin::Pin::new(&mut self.body).poll_frame(cx)
     }
 }
 
