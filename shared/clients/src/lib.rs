@@ -15,11 +15,11 @@ pub mod models;
 mod price_feed;
 mod services;
 
-pub use price_feed::follow_price_changes;
+pub use price_feed::{FeedEvent, PriceChange, PriceFeed, follow_price_changes};
 
 pub use services::{
     BATCH_WINDOW, Call, InventoryClient, MAX_BATCH, OrderClient, PricingClient, ProductClient,
-    RecommendationClient, ReviewClient, UserClient,
+    RecommendationClient, ReviewClient, StockUpdate, StockWatch, UserClient,
 };
 
 /// The declarations of the domain services, for a BFF's spec.

@@ -356,6 +356,52 @@ impl ProductClient {
 pub struct InventoryClient {
     grpc: GrpcClient,
     loader: BatchLoader<Uuid, Stock>,
+    channel: tonic::transport::Channel,
+}
+
+/// What a stock watch reports.
+#[derive(Debug, Clone, PartialEq)]
+pub enum StockUpdate {
+    /// The stock when the watch started (or after the service lost track).
+    Snapshot(Stock),
+    /// A change since.
+    Changed(Stock),
+}
+
+/// An open `WatchStock` stream; ends with an error when the stream is cut.
+#[derive(Debug)]
+pub struct StockWatch {
+    upstream: &'static str,
+    stream: tonic::Streaming<inventory::StockEvent>,
+}
+
+impl StockWatch {
+    /// The next update; `None` when the service ended the stream.
+    pub async fn next(&mut self) -> Option<Result<StockUpdate, UpstreamError>> {
+        let event = match self.stream.message().await {
+            Ok(Some(event)) => event,
+            Ok(None) => return None,
+            Err(status) => return Some(Err(status_error(self.upstream, &status))),
+        };
+        let kind = event.kind();
+        let Some(raw) = event.stock else {
+            return Some(Err(UpstreamError::new(
+                self.upstream,
+                Failure::InvalidResponse,
+                "a stock event without stock",
+            )));
+        };
+        Some(stock(self.upstream, raw).map(|s| match kind {
+            inventory::stock_event::Kind::Changed => StockUpdate::Changed(s),
+            _ => StockUpdate::Snapshot(s),
+        }))
+    }
+}
+
+fn status_error(upstream: &'static str, status: &tonic::Status) -> UpstreamError {
+    let failure = bff_upstream::transport::grpc::classify_code(status.code())
+        .unwrap_or(Failure::InvalidResponse);
+    UpstreamError::new(upstream, failure, status.message().to_owned())
 }
 
 fn stock(upstream: &'static str, s: inventory::Stock) -> Result<Stock, UpstreamError> {
@@ -393,7 +439,35 @@ impl InventoryClient {
                 Ok(found.found.into_iter().map(|s| (s.product_id, s)).collect())
             }
         });
-        Ok(InventoryClient { grpc, loader })
+        let channel = registry.grpc_channel(upstreams::INVENTORY.name)?;
+        Ok(InventoryClient {
+            grpc,
+            loader,
+            channel,
+        })
+    }
+
+    /// Opens a `WatchStock` stream of one product: its current stock, then
+    /// every change, until the stream is dropped or cut. A streaming call
+    /// has no single answer for the stack's deadline, retry and breaker to
+    /// work on; it shares the upstream's connection, and reconnecting is the
+    /// caller's (the live hub's) job.
+    pub async fn watch(&self, ctx: &CallContext, id: Uuid) -> Result<StockWatch, UpstreamError> {
+        let name = self.upstream().name();
+        let mut request = tonic::Request::new(inventory::WatchStockRequest {
+            product_ids: vec![id.to_string()],
+        });
+        *request.metadata_mut() = tonic::metadata::MetadataMap::from_headers(ctx.headers());
+        let mut client =
+            inventory::inventory_service_client::InventoryServiceClient::new(self.channel.clone());
+        let response = client
+            .watch_stock(request)
+            .await
+            .map_err(|status| status_error(name, &status))?;
+        Ok(StockWatch {
+            upstream: name,
+            stream: response.into_inner(),
+        })
     }
 
     /// The upstream.

@@ -23,6 +23,7 @@
 
 #![warn(missing_docs)]
 
+pub mod backoff;
 pub mod budget;
 pub mod call;
 pub mod circuit;
@@ -35,6 +36,7 @@ mod registry;
 mod stack;
 pub mod transport;
 
+pub use backoff::Backoff;
 pub use budget::Criticality;
 pub use call::{CallInfo, Target, UpstreamRequest, UpstreamResponse};
 pub use circuit::{BreakerConfig, CircuitBreaker, CircuitState};

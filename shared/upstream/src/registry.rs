@@ -96,6 +96,8 @@ pub enum RegistryError {
 struct Entry {
     upstream: Upstream,
     url: Url,
+    /// The channel of a gRPC upstream (its streaming calls use it directly).
+    channel: Option<tonic::transport::Channel>,
 }
 
 /// Every upstream of one BFF process, built once.
@@ -116,12 +118,15 @@ impl Registry {
         let mut entries = BTreeMap::new();
         for s in settings {
             let name = s.decl.name;
-            let upstream = match s.decl.protocol {
-                Protocol::Rest | Protocol::GraphQl => Upstream::new(
-                    name,
-                    s.decl.protocol,
-                    s.policy,
-                    HttpTransport::new(name, http.clone()),
+            let (upstream, grpc_channel) = match s.decl.protocol {
+                Protocol::Rest | Protocol::GraphQl => (
+                    Upstream::new(
+                        name,
+                        s.decl.protocol,
+                        s.policy,
+                        HttpTransport::new(name, http.clone()),
+                    ),
+                    None,
                 ),
                 Protocol::Grpc => {
                     let channel = channel(s.url.as_str(), connect_timeout).map_err(|source| {
@@ -130,11 +135,14 @@ impl Registry {
                             source,
                         }
                     })?;
-                    Upstream::new(
-                        name,
-                        Protocol::Grpc,
-                        s.policy,
-                        GrpcTransport::new(name, channel),
+                    (
+                        Upstream::new(
+                            name,
+                            Protocol::Grpc,
+                            s.policy,
+                            GrpcTransport::new(name, channel.clone()),
+                        ),
+                        Some(channel),
                     )
                 }
             };
@@ -143,6 +151,7 @@ impl Registry {
                 Entry {
                     upstream,
                     url: s.url.clone(),
+                    channel: grpc_channel,
                 },
             );
         }
@@ -186,6 +195,17 @@ impl Registry {
     pub fn grpc(&self, name: &'static str) -> Result<GrpcClient, RegistryError> {
         let e = self.entry(name, Protocol::Grpc)?;
         Ok(GrpcClient::new(e.upstream.clone()))
+    }
+
+    /// The channel of gRPC upstream `name`, for server-streaming calls,
+    /// which do not fit the stack's one-answer calls: they share its
+    /// connection, and their caller owns reconnecting.
+    pub fn grpc_channel(
+        &self,
+        name: &'static str,
+    ) -> Result<tonic::transport::Channel, RegistryError> {
+        let e = self.entry(name, Protocol::Grpc)?;
+        e.channel.clone().ok_or(RegistryError::Undeclared(name))
     }
 
     /// Every upstream, by name.
