@@ -45,6 +45,9 @@ pub struct Claims {
     pub scopes: Vec<String>,
     /// Rate-limit tier (`standard` when the token has none).
     pub tier: Tier,
+    /// When the token expires (`exp`, seconds since the Unix epoch): a
+    /// long-lived stream opened with it must end then.
+    pub expires_at: i64,
 }
 
 impl Claims {

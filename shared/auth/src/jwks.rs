@@ -399,6 +399,7 @@ impl Authenticator {
             sub: raw.sub,
             scopes,
             tier,
+            expires_at: exp,
         };
         self.verified.insert(
             token.to_owned(),

@@ -25,9 +25,18 @@ use std::hash::Hash;
 use std::str::FromStr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
 
 use tokio::sync::broadcast;
 use tokio::task::AbortHandle;
+
+pub mod session;
+pub mod streams;
+pub mod transport;
+
+pub use session::{EndReason, Frame, Outgoing, Session, SnapshotFn};
+pub use streams::{LiveConfig, Streams, Ticket};
+pub use transport::{sse, websocket};
 
 /// How much each key keeps.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,6 +45,11 @@ pub struct HubConfig {
     pub buffer: usize,
     /// Recent events kept per key for resuming.
     pub replay: usize,
+    /// How long a key stays open after its last watcher left, so that a
+    /// client that reconnects (a page reload, a network change, a drained
+    /// replica's clients moving over) resumes instead of starting over,
+    /// and the upstream stream is not reopened for it.
+    pub linger: Duration,
 }
 
 impl Default for HubConfig {
@@ -43,6 +57,7 @@ impl Default for HubConfig {
         HubConfig {
             buffer: 64,
             replay: 256,
+            linger: Duration::ZERO,
         }
     }
 }
@@ -101,9 +116,17 @@ pub struct Event<E> {
 pub enum Delivery<E> {
     /// The next event.
     Event(Arc<Event<E>>),
-    /// Events were missed (the watcher fell behind, or resumed from outside
-    /// the replay window): send the current state, then go on.
-    Resync,
+    /// Events were missed: send the current state, then go on.
+    Resync(Missed),
+}
+
+/// Why a watcher missed events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Missed {
+    /// It fell more than the ring behind (this many events).
+    Lagged(u64),
+    /// It resumed from an id outside the replay window (or unknown).
+    OutOfWindow,
 }
 
 struct Topic<K: Eq + Hash, E> {
@@ -179,6 +202,13 @@ impl<K: Eq + Hash, E> Publisher<K, E> {
     /// Sends `payload` to every watcher of the key, and keeps it for
     /// resuming. Returns the event's id, or `None` when nobody watches.
     pub fn publish(&self, payload: E) -> Option<EventId> {
+        self.publish_with(|_| payload)
+    }
+
+    /// Like [`publish`](Self::publish), with a payload made from the
+    /// event's id (so that it can carry it, rendered once for every
+    /// watcher).
+    pub fn publish_with(&self, payload: impl FnOnce(EventId) -> E) -> Option<EventId> {
         let (topic, hub) = (self.topic.upgrade()?, self.hub.upgrade()?);
         let mut replay = topic.replay.lock().unwrap_or_else(|p| p.into_inner());
         // Ids are taken and events sent under the replay lock, so a watcher
@@ -187,7 +217,10 @@ impl<K: Eq + Hash, E> Publisher<K, E> {
             epoch: hub.epoch,
             seq: hub.seq.fetch_add(1, Ordering::Relaxed) + 1,
         };
-        let event = Arc::new(Event { id, payload });
+        let event = Arc::new(Event {
+            id,
+            payload: payload(id),
+        });
         if replay.len() == hub.config.replay {
             replay.pop_front();
         }
@@ -221,7 +254,7 @@ where
             inner: Arc::new(Inner {
                 config: HubConfig {
                     buffer: config.buffer.max(1),
-                    replay: config.replay,
+                    ..config
                 },
                 epoch: rand::random(),
                 seq: AtomicU64::new(0),
@@ -239,6 +272,7 @@ where
         let topic = self.topic(key);
         let mut pending = VecDeque::new();
         let receiver;
+        let last;
         {
             let replay = topic.replay.lock().unwrap_or_else(|p| p.into_inner());
             receiver = topic.sender.subscribe();
@@ -255,19 +289,32 @@ where
                             .map(|e| Delivery::Event(e.clone())),
                     );
                 } else {
-                    pending.push_back(Delivery::Resync);
+                    pending.push_back(Delivery::Resync(Missed::OutOfWindow));
                 }
             }
+            // Every later event comes live; the replay covers the rest.
+            last = replay.back().map(|e| e.id);
         }
-        let last = match pending.back() {
-            Some(Delivery::Event(e)) => Some(e.id),
-            _ => None,
-        };
+        let linger = self.inner.config.linger;
+        let linger: Option<Linger> = (!linger.is_zero()).then(|| {
+            let topic = Arc::downgrade(&topic);
+            Box::new(move || {
+                if let (Some(topic), Ok(runtime)) =
+                    (topic.upgrade(), tokio::runtime::Handle::try_current())
+                {
+                    runtime.spawn(async move {
+                        tokio::time::sleep(linger).await;
+                        drop(topic);
+                    });
+                }
+            }) as Linger
+        });
         Subscription {
             topic,
             receiver,
             pending,
             last,
+            linger,
         }
     }
 
@@ -295,6 +342,16 @@ where
         topic
     }
 
+    /// Whether `key` is open now (watched, or lingering).
+    pub fn is_open(&self, key: &K) -> bool {
+        self.inner
+            .topics
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(key)
+            .is_some_and(|t| t.strong_count() > 0)
+    }
+
     /// The keys watched now.
     pub fn keys(&self) -> Vec<K> {
         self.inner
@@ -313,12 +370,27 @@ where
     }
 }
 
+type Linger = Box<dyn FnOnce() + Send + Sync>;
+
 /// One watcher of a key; dropping it leaves.
 pub struct Subscription<K: Eq + Hash, E> {
     topic: Arc<Topic<K, E>>,
     receiver: broadcast::Receiver<Arc<Event<E>>>,
     pending: VecDeque<Delivery<E>>,
     last: Option<EventId>,
+    /// Keeps the key open after the last watcher left (when configured).
+    linger: Option<Linger>,
+}
+
+impl<K: Eq + Hash, E> Drop for Subscription<K, E> {
+    fn drop(&mut self) {
+        // The last watcher leaves: keep the key open a while longer.
+        if Arc::strong_count(&self.topic) == 1
+            && let Some(linger) = self.linger.take()
+        {
+            linger();
+        }
+    }
 }
 
 impl<K: Eq + Hash, E> fmt::Debug for Subscription<K, E> {
@@ -345,17 +417,20 @@ impl<K: Eq + Hash, E> Subscription<K, E> {
                     self.last = Some(event.id);
                     return Some(Delivery::Event(event));
                 }
-                Err(broadcast::error::RecvError::Lagged(_)) => {
+                Err(broadcast::error::RecvError::Lagged(skipped)) => {
                     self.last = None;
-                    return Some(Delivery::Resync);
+                    return Some(Delivery::Resync(Missed::Lagged(skipped)));
                 }
                 Err(broadcast::error::RecvError::Closed) => return None,
             }
         }
     }
 
-    /// The id of the last event delivered (a client's resume token).
-    pub fn last_id(&self) -> Option<EventId> {
+    /// Where this watcher stands: the id of the newest event it has been
+    /// given or has queued, or that was already published when it
+    /// subscribed. State read after subscribing is at least this new, so a
+    /// client resuming from this id misses nothing.
+    pub fn position(&self) -> Option<EventId> {
         self.last
     }
 

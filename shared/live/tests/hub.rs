@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bff_live::{Delivery, EventId, Hub, HubConfig, Publisher};
+use bff_live::{Delivery, EventId, Hub, HubConfig, Missed, Publisher};
 
 type Publishers = Arc<Mutex<HashMap<&'static str, Publisher<&'static str, u32>>>>;
 
@@ -94,6 +94,7 @@ async fn a_watcher_that_does_not_read_is_told_to_resync_and_delays_nobody() {
     let (hub, publishers, _) = hub(HubConfig {
         buffer: 32,
         replay: 16,
+        linger: Duration::ZERO,
     });
     let mut slow = hub.subscribe("p", None);
     let mut fast = hub.subscribe("p", None);
@@ -116,7 +117,7 @@ async fn a_watcher_that_does_not_read_is_told_to_resync_and_delays_nobody() {
     assert_eq!(seen, (0..150).collect::<Vec<_>>(), "in order, none lost");
     // The slow one held at most the ring: it is told it missed events, then
     // gets the newest ones.
-    assert!(matches!(slow.next().await, Some(Delivery::Resync)));
+    assert!(matches!(slow.next().await, Some(Delivery::Resync(Missed::Lagged(n))) if n > 0));
     let (_, first_after) = event(&mut slow).await;
     assert!(first_after >= 150 - 32, "{first_after}");
 }
@@ -126,6 +127,7 @@ async fn resuming_within_the_window_delivers_what_was_missed_once() {
     let (hub, publishers, _) = hub(HubConfig {
         buffer: 64,
         replay: 4,
+        linger: Duration::ZERO,
     });
     let _keeper = hub.subscribe("p", None);
     let mut client = hub.subscribe("p", None);
@@ -135,7 +137,7 @@ async fn resuming_within_the_window_delivers_what_was_missed_once() {
         last = Some(event(&mut client).await.0);
     }
     let last = last.expect("ids");
-    assert_eq!(client.last_id(), Some(last));
+    assert_eq!(client.position(), Some(last));
     drop(client);
     for v in 4..=6 {
         publish(&publishers, "p", v).await;
@@ -159,7 +161,10 @@ async fn resuming_within_the_window_delivers_what_was_missed_once() {
         publish(&publishers, "p", v).await;
     }
     let mut late = hub.subscribe("p", Some(token));
-    assert!(matches!(late.next().await, Some(Delivery::Resync)));
+    assert!(matches!(
+        late.next().await,
+        Some(Delivery::Resync(Missed::OutOfWindow))
+    ));
     // An id of another process (another epoch) is not trusted either.
     let foreign: EventId = if token.to_string().starts_with("00000000") {
         "00000001-5".parse().expect("id")
@@ -167,8 +172,41 @@ async fn resuming_within_the_window_delivers_what_was_missed_once() {
         "00000000-5".parse().expect("id")
     };
     let mut stranger = hub.subscribe("p", Some(foreign));
-    assert!(matches!(stranger.next().await, Some(Delivery::Resync)));
+    assert!(matches!(
+        stranger.next().await,
+        Some(Delivery::Resync(Missed::OutOfWindow))
+    ));
     for bad in ["", "5", "zz-1", "0000000-1", "00000000-x"] {
         assert!(bad.parse::<EventId>().is_err(), "{bad:?}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_lingers_after_its_last_watcher_so_a_reconnect_resumes() {
+    let (hub, publishers, running) = hub(HubConfig {
+        linger: Duration::from_millis(300),
+        ..HubConfig::default()
+    });
+    let mut first = hub.subscribe("p", None);
+    let id = publish(&publishers, "p", 1).await;
+    assert_eq!(event(&mut first).await, (id, 1));
+    drop(first);
+    // Published while nobody watches: kept for the one who comes back.
+    publish(&publishers, "p", 2).await;
+    let mut back = hub.subscribe("p", Some(id));
+    assert_eq!(event(&mut back).await.1, 2, "resumed, nothing missed");
+    assert_eq!(hub.opened(), 1, "the upstream was kept");
+    drop(back);
+    // Then it closes.
+    let start = std::time::Instant::now();
+    while running.load(Ordering::SeqCst) > 0 {
+        assert!(start.elapsed() < Duration::from_secs(5), "never closed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        start.elapsed() >= Duration::from_millis(250),
+        "{:?}",
+        start.elapsed()
+    );
+    assert!(hub.keys().is_empty());
 }

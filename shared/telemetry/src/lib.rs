@@ -85,6 +85,19 @@ pub mod names {
     /// Counter of section failures, by `section` and `reason`.
     pub const SECTION_FAILURES: &str = "bff.aggregate.section_failures";
 
+    /// Gauge of open live-update streams, by `transport` (`sse`, `websocket`).
+    pub const LIVE_STREAMS: &str = "bff.live.streams";
+    /// Counter of live events sent to clients, by `type`.
+    pub const LIVE_EVENTS: &str = "bff.live.events";
+    /// Counter of live events a client did not get one by one, by `reason` (`lagged`: it read too slowly and got the latest state instead; `resume_window`: it resumed from outside the replay window).
+    pub const LIVE_DROPS: &str = "bff.live.drops";
+    /// Counter of live streams refused before opening, by `reason` (`subject_limit`, `replica_limit`, `draining`).
+    pub const LIVE_REFUSED: &str = "bff.live.refused";
+    /// Counter of live streams ended by the server, by `reason` (`token_expired`, `max_lifetime`, `idle`, `shutdown`).
+    pub const LIVE_ENDED: &str = "bff.live.ended";
+    /// Counter of reconnections to upstream event streams, by `source` (`stock`, `prices`).
+    pub const LIVE_UPSTREAM_RECONNECTS: &str = "bff.live.upstream.reconnects";
+
     /// What a metric is.
     #[derive(Debug, Clone, Copy, PartialEq, Eq)]
     pub enum Kind {
@@ -134,6 +147,37 @@ pub mod names {
             Kind::Gauge,
             None,
             "Share of an upstream's bulkhead in use (0 to 1).",
+        ),
+        (LIVE_STREAMS, Kind::Gauge, None, "Open live-update streams."),
+        (
+            LIVE_EVENTS,
+            Kind::Counter,
+            None,
+            "Live events sent to clients.",
+        ),
+        (
+            LIVE_DROPS,
+            Kind::Counter,
+            None,
+            "Live events a client got as the latest state instead of one by one.",
+        ),
+        (
+            LIVE_REFUSED,
+            Kind::Counter,
+            None,
+            "Live streams refused before opening.",
+        ),
+        (
+            LIVE_ENDED,
+            Kind::Counter,
+            None,
+            "Live streams ended by the server.",
+        ),
+        (
+            LIVE_UPSTREAM_RECONNECTS,
+            Kind::Counter,
+            None,
+            "Reconnections to upstream event streams.",
         ),
         (
             CIRCUIT_TRANSITIONS,
