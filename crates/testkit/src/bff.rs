@@ -123,12 +123,19 @@ where
     F: FnOnce(Shared) -> Fut,
     Fut: std::future::Future<Output = Result<Router, StartError>>,
 {
+    // A free port, with the configured socket options.
+    let mut config = config;
+    config.listen = "127.0.0.1:0".parse().expect("an address");
+    let listener = match bff_edge::server::bind(&config).await {
+        Ok(l) => l,
+        Err(e) => panic!("bind: {e}"),
+    };
     let shared = match Shared::new(config) {
         Ok(shared) => shared,
         Err(e) => panic!("shared pieces: {e}"),
     };
     match app(shared).await {
-        Ok(app) => serve_bff(app).await,
+        Ok(app) => serve_on(listener, app).await,
         Err(e) => panic!("app: {e}"),
     }
 }
@@ -143,6 +150,10 @@ pub async fn serve_bff(app: Router) -> TestServer {
         Ok(l) => l,
         Err(e) => panic!("no free port: {e}"),
     };
+    serve_on(listener, app).await
+}
+
+async fn serve_on(listener: tokio::net::TcpListener, app: Router) -> TestServer {
     let addr = match listener.local_addr() {
         Ok(a) => a,
         Err(e) => panic!("no address: {e}"),

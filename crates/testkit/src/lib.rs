@@ -6,6 +6,7 @@
 
 mod bff;
 mod binary;
+pub mod live;
 mod openapi;
 pub mod otlp;
 mod redis_server;

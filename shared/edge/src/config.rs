@@ -125,6 +125,11 @@ pub struct BffConfig {
     pub redis_url: Option<String>,
     /// OTLP export (the standard `OTEL_*` variables); nothing without an endpoint.
     pub telemetry: bff_telemetry::ExportConfig,
+    /// Live-update streams (`BFF_LIVE_*`).
+    pub live: bff_live::LiveConfig,
+    /// The kernel send buffer of each connection, in bytes
+    /// (`BFF_SEND_BUFFER`); `None`: the kernel's autotuning.
+    pub send_buffer: Option<usize>,
     /// Things worth a warning once logging is up (unknown variables, …).
     pub warnings: Vec<String>,
 }
@@ -256,6 +261,14 @@ impl Source {
         self.parse(key, default, |raw| {
             humantime::parse_duration(raw)
                 .map_err(|_| "expected a duration such as 0s, 500ms, 2s or 1m".to_owned())
+        })
+    }
+
+    fn count(&mut self, key: &str, default: usize) -> Result<usize, ConfigError> {
+        self.parse(key, default, |raw| match raw.parse::<usize>() {
+            Ok(0) | Err(_) => Err("expected a whole number greater than zero".to_owned()),
+            Ok(n) if n > 10_000_000 => Err("expected at most 10000000".to_owned()),
+            Ok(n) => Ok(n),
         })
     }
 
@@ -508,6 +521,30 @@ impl BffConfig {
             otel.iter().find(|(k, _)| *k == key).map(|(_, v)| v.clone())
         })
         .map_err(|e| ConfigError::new(e.key, e.message))?;
+        let send_buffer = match s.take("BFF_SEND_BUFFER") {
+            None => None,
+            Some(raw) => match raw.trim().parse::<usize>() {
+                Ok(n) if (4096..=64 * 1024 * 1024).contains(&n) => Some(n),
+                _ => {
+                    return Err(ConfigError::new(
+                        "BFF_SEND_BUFFER",
+                        format!("expected a number of bytes from 4096 to 67108864 (got {raw:?})"),
+                    ));
+                }
+            },
+        };
+        let live_default = bff_live::LiveConfig::default();
+        let live = bff_live::LiveConfig {
+            heartbeat: s.duration("BFF_LIVE_HEARTBEAT", live_default.heartbeat)?,
+            idle_timeout: s.duration("BFF_LIVE_IDLE_TIMEOUT", live_default.idle_timeout)?,
+            max_lifetime: s.duration("BFF_LIVE_MAX_LIFETIME", live_default.max_lifetime)?,
+            max_per_subject: s.count("BFF_LIVE_MAX_PER_SUBJECT", live_default.max_per_subject)?,
+            max_streams: s.count("BFF_LIVE_MAX_STREAMS", live_default.max_streams)?,
+            buffer: s.count("BFF_LIVE_BUFFER", live_default.buffer)?,
+            replay: s.count("BFF_LIVE_REPLAY", live_default.replay)?,
+            linger: s.duration_or_zero("BFF_LIVE_LINGER", live_default.linger)?,
+            write_timeout: s.duration("BFF_LIVE_WRITE_TIMEOUT", live_default.write_timeout)?,
+        };
         let config = BffConfig {
             name: spec.name,
             listen,
@@ -532,6 +569,8 @@ impl BffConfig {
             log_filter: s.take("RUST_LOG").unwrap_or_else(|| "info".to_owned()),
             redis_url: s.take("REDIS_URL"),
             telemetry,
+            live,
+            send_buffer,
             warnings: Vec::new(),
         };
         let (file_unknown, env_unknown) = s.leftovers();

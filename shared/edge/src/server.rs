@@ -77,6 +77,22 @@ pub async fn serve(
     }
 }
 
+/// Binds `config.listen` with the configured socket options: the send
+/// buffer (`BFF_SEND_BUFFER`) is set on the listener, whose accepted
+/// connections inherit it. It bounds what the kernel holds for a client
+/// that stops reading (a live stream): by default Linux lets each
+/// connection's buffer grow to `tcp_wmem`'s maximum (4 MiB).
+///
+/// # Errors
+/// When the address cannot be bound or the option not set.
+pub async fn bind(config: &BffConfig) -> std::io::Result<TcpListener> {
+    let listener = TcpListener::bind(config.listen).await?;
+    if let Some(bytes) = config.send_buffer {
+        socket2::SockRef::from(&listener).set_send_buffer_size(bytes)?;
+    }
+    Ok(listener)
+}
+
 /// A listener that counts its open connections (`bff.server.connections`).
 struct Counted(TcpListener);
 
@@ -217,6 +233,7 @@ where
     runtime.block_on(async move {
         let listen = config.listen;
         let grace = config.shutdown_grace;
+        let config_for_bind = config.clone();
         let signal = shutdown_signal();
         let shared = match Shared::new(config) {
             Ok(shared) => shared,
@@ -226,6 +243,7 @@ where
                 return ExitCode::FAILURE;
             }
         };
+        let streams = shared.streams().clone();
         let app = match build(shared).await {
             Ok(app) => app,
             Err(error) => {
@@ -233,7 +251,7 @@ where
                 return ExitCode::FAILURE;
             }
         };
-        let listener = match TcpListener::bind(listen).await {
+        let listener = match bind(&config_for_bind).await {
             Ok(listener) => listener,
             Err(error) => {
                 eprintln!("{}: cannot listen on {listen}: {error}", spec.name);
@@ -241,7 +259,25 @@ where
             }
         };
         tracing::info!(%listen, "serving");
-        match serve(listener, app, signal, grace).await {
+        // Live streams are told first: they end with a reason, so the
+        // connections they hold can close within the grace period.
+        let draining = streams.clone();
+        let signal = async move {
+            signal.await;
+            draining.drain();
+        };
+        let served = serve(listener, app, signal, grace).await;
+        // WebSockets live on after their HTTP connection: wait for them too.
+        if tokio::time::timeout(grace, streams.drained())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                open = streams.open(),
+                "live streams did not end within the grace period"
+            );
+        }
+        match served {
             Ok(()) => {
                 tracing::info!("stopped");
                 ExitCode::SUCCESS

@@ -33,6 +33,14 @@ pub enum StartError {
     /// The rate limiter cannot be built (an unusable `REDIS_URL`).
     #[error(transparent)]
     RateLimit(#[from] LimiterError),
+    /// A BFF's own part cannot be built.
+    #[error("{part}: {message}")]
+    Part {
+        /// Which part.
+        part: &'static str,
+        /// Why.
+        message: String,
+    },
 }
 
 struct Inner {
@@ -42,6 +50,7 @@ struct Inner {
     registry: Registry,
     limiter: Option<RateLimiter>,
     blocked: crate::ratelimit::Blocked,
+    streams: bff_live::Streams,
 }
 
 /// The process-wide pieces of a BFF: configuration, the authenticator, the
@@ -108,6 +117,7 @@ impl Shared {
                 namespace: config.name.to_owned(),
             })?)
         };
+        let streams = bff_live::Streams::new(config.live);
         Ok(Shared {
             inner: Arc::new(Inner {
                 config,
@@ -116,6 +126,7 @@ impl Shared {
                 registry,
                 limiter,
                 blocked: ratelimit::Blocked::new(),
+                streams,
             }),
         })
     }
@@ -138,6 +149,12 @@ impl Shared {
     /// The upstreams this BFF declared, to build its clients from.
     pub fn registry(&self) -> &Registry {
         &self.inner.registry
+    }
+
+    /// The process's live streams: their limits, and their drain on
+    /// shutdown.
+    pub fn streams(&self) -> &bff_live::Streams {
+        &self.inner.streams
     }
 
     /// The rate limiter; `None` when `BFF_RATE_LIMITS=off`.
