@@ -11,12 +11,13 @@
 use std::sync::Arc;
 
 mod dashboard;
+mod live;
 mod product;
 
 use axum::Router;
 use bff_clients::{
-    InventoryClient, OrderClient, PricingClient, ProductClient, RecommendationClient, ReviewClient,
-    UserClient, fragments, upstreams,
+    InventoryClient, OrderClient, PriceFeed, PricingClient, ProductClient, RecommendationClient,
+    ReviewClient, UserClient, fragments, upstreams,
 };
 use bff_edge::{BffSpec, EdgeBuilder, Shared, StartError};
 
@@ -52,19 +53,40 @@ pub struct AppState {
     pricing: PricingClient,
     reviews: ReviewClient,
     inventory: InventoryClient,
+    live: live::Live,
 }
 
 /// The web BFF's app over `shared`.
 pub async fn app(shared: Shared) -> Result<Router, StartError> {
     let registry = shared.registry();
+    let pricing = PricingClient::new(registry)?;
+    let inventory = InventoryClient::new(registry)?;
+    let feed = PriceFeed::new(
+        &pricing,
+        registry.http().reqwest().clone(),
+        shared.config().redis_url.as_deref(),
+    )
+    .map_err(|e| StartError::Part {
+        part: "price feed",
+        message: e.to_string(),
+    })?;
+    let live = live::Live::new(
+        shared.streams().clone(),
+        inventory.clone(),
+        pricing.clone(),
+        shared.fragments().clone(),
+        shared.config().deadlines,
+        feed,
+    );
     let state = AppState {
         users: UserClient::new(registry)?,
         orders: OrderClient::new(registry)?,
         recommendations: RecommendationClient::new(registry)?,
         products: ProductClient::new(registry)?,
-        pricing: PricingClient::new(registry)?,
+        pricing,
         reviews: ReviewClient::new(registry)?,
-        inventory: InventoryClient::new(registry)?,
+        inventory,
+        live,
     };
     // A price change evicts that product's price fragment (every replica).
     bff_clients::follow_price_changes(
@@ -75,6 +97,7 @@ pub async fn app(shared: Shared) -> Result<Router, StartError> {
     let (api, doc) = OpenApiRouter::new()
         .routes(routes!(dashboard::dashboard))
         .routes(routes!(product::product_page))
+        .routes(routes!(live::live))
         .with_state(Arc::new(state))
         .split_for_parts();
     Ok(EdgeBuilder::new(shared)

@@ -64,7 +64,7 @@ struct Rating {
 /// The price, or why there is none.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(untagged)]
-enum PricingSection {
+pub(crate) enum PricingSection {
     Price {
         current: u64,
         original: u64,
@@ -99,14 +99,14 @@ struct WebReview {
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
-struct WebInventory {
+pub(crate) struct WebInventory {
     available: i64,
     in_stock: bool,
     warehouses: Vec<WebWarehouse>,
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
-struct WebWarehouse {
+pub(crate) struct WebWarehouse {
     location: String,
     available: i64,
 }
@@ -135,7 +135,7 @@ fn product(p: Product) -> WebProduct {
     }
 }
 
-fn pricing(p: Option<Price>) -> PricingSection {
+pub(crate) fn pricing(p: Option<Price>) -> PricingSection {
     match p {
         Some(p) => PricingSection::Price {
             current: p.current,
@@ -170,7 +170,7 @@ fn reviews(r: ReviewPage) -> WebReviews {
     }
 }
 
-fn inventory(s: Stock) -> WebInventory {
+pub(crate) fn inventory(s: Stock) -> WebInventory {
     WebInventory {
         available: s.available,
         in_stock: s.available > 0,

@@ -10,10 +10,47 @@ async fn the_document_is_valid_openapi_3_1_with_every_route() {
         &[
             ("GET", "/v1/dashboard"),
             ("GET", "/v1/products/{product_id}"),
+            ("GET", "/v1/products/{product_id}/live"),
         ],
     )
     .await;
     assert!(doc.pointer("/components/schemas/ProductPage").is_some());
+
+    // The live stream: SSE's media type, the WebSocket upgrade, the events.
+    let live = &doc["paths"]["/v1/products/{product_id}/live"]["get"];
+    let events = &live["responses"]["200"]["content"]["text/event-stream"]["schema"];
+    assert_eq!(events["$ref"], "#/components/schemas/LiveEvent", "{live}");
+    assert!(
+        live["responses"]["101"]["description"]
+            .as_str()
+            .is_some_and(|d| d.contains("WebSocket"))
+    );
+    assert_eq!(live["security"][0]["bearer"][0], "live");
+    let kinds: Vec<&str> = doc["components"]["schemas"]["LiveEvent"]["oneOf"]
+        .as_array()
+        .expect("one schema per event type")
+        .iter()
+        .filter_map(|v| {
+            // A variant is its own object, or its body's schema plus the tag.
+            let parts = v["allOf"]
+                .as_array()
+                .map_or(vec![v], |a| a.iter().collect());
+            parts
+                .into_iter()
+                .find_map(|p| p["properties"]["type"]["enum"][0].as_str())
+        })
+        .collect();
+    for kind in [
+        "snapshot",
+        "price",
+        "stock",
+        "degraded",
+        "recovered",
+        "heartbeat",
+        "end",
+    ] {
+        assert!(kinds.contains(&kind), "{kind} in {kinds:?}");
+    }
 
     // Compressed like every other response.
     let raw = reqwest::Client::builder()
