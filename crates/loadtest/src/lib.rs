@@ -11,6 +11,7 @@
 //! Baselines come from the same run: the upstreams alone (the floor), and,
 //! when Node.js is installed, an equivalent Fastify BFF (`node-baseline/`).
 
+mod live;
 pub mod load;
 pub mod otlp_sink;
 pub mod procs;
@@ -45,9 +46,15 @@ pub struct Args {
     /// Closed-loop concurrent connections.
     #[arg(long, default_value_t = 32)]
     pub connections: usize,
-    /// Scenarios to run (1–8).
-    #[arg(long, value_delimiter = ',', default_value = "1,2,3,4,5,6,7,8")]
+    /// Scenarios to run (1–9).
+    #[arg(long, value_delimiter = ',', default_value = "1,2,3,4,5,6,7,8,9")]
     pub scenarios: Vec<u8>,
+    /// Scenario 9: idle live streams held open at once.
+    #[arg(long, default_value_t = 10_000)]
+    pub live_streams: usize,
+    /// Scenario 9: clients of one product a change fans out to.
+    #[arg(long, default_value_t = 1_000)]
+    pub fan_out: usize,
     /// A seconds-long run of scenario 1 on debug binaries, for CI.
     #[arg(long)]
     pub smoke: bool,
@@ -752,6 +759,21 @@ async fn run(args: &Args) -> Result<Report, String> {
         && let Some(m) = &mobile
     {
         notes.push(telemetry_cost(m, &bin, &plan, &dashboard, &user_token, args, &mut rows).await?);
+    }
+
+    if wants(9) {
+        notes.extend(
+            live::live(
+                &bin,
+                &plan,
+                &web_token,
+                &product_ids,
+                args.live_streams,
+                args.fan_out,
+                &mut rows,
+            )
+            .await?,
+        );
     }
 
     let table = render(&rows, &notes, &plan, args);
