@@ -69,7 +69,10 @@ async fn open_idle_connection() -> Result<TcpStream, String> {
     let mut seen = Vec::new();
     let mut buf = [0u8; 1024];
     while !contains(&seen, b"\r\n\r\n") {
-        let n = socket.read(&mut buf).await.map_err(|e| format!("read: {e}"))?;
+        let n = socket
+            .read(&mut buf)
+            .await
+            .map_err(|e| format!("read: {e}"))?;
         if n == 0 {
             return Err("closed".into());
         }
@@ -85,7 +88,13 @@ async fn connection_cost(
     env: &[(String, String)],
     n: usize,
 ) -> Result<f64, String> {
-    let web = Proc::spawn("bff-web (connections)", &bin.join("bff-web"), &[], env, plan.bff_cpu)?;
+    let web = Proc::spawn(
+        "bff-web (connections)",
+        &bin.join("bff-web"),
+        &[],
+        env,
+        plan.bff_cpu,
+    )?;
     wait_http(LIVE_WEB_PORT, "/readyz", "bff-web").await?;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let before = web.rss_kib()?;
