@@ -36,9 +36,9 @@ impl Tier {
     }
 }
 
-/// The claims of a verified token, as the BFFs use them.
+/// What a verified token says, as the BFFs use it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Claims {
+pub struct ClaimSet {
     /// The subject: a user's UUID (mobile, web) or a partner's client id.
     pub sub: String,
     /// Granted scopes.
@@ -48,9 +48,29 @@ pub struct Claims {
     /// When the token expires (`exp`, seconds since the Unix epoch): a
     /// long-lived stream opened with it must end then.
     pub expires_at: i64,
+    /// The issuer that vouched for it (its configured name).
+    pub issuer: std::sync::Arc<str>,
+}
+
+/// The claims of a verified token. Shared, not copied: the remembered
+/// token, the request and every extractor hold the same allocation
+/// (fields read through [`ClaimSet`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Claims(std::sync::Arc<ClaimSet>);
+
+impl std::ops::Deref for Claims {
+    type Target = ClaimSet;
+    fn deref(&self) -> &ClaimSet {
+        &self.0
+    }
 }
 
 impl Claims {
+    /// Claims from what a token said.
+    pub fn new(set: ClaimSet) -> Self {
+        Claims(std::sync::Arc::new(set))
+    }
+
     /// Whether `scope` was granted.
     pub fn has_scope(&self, scope: &str) -> bool {
         self.scopes.iter().any(|s| s == scope)
@@ -65,14 +85,13 @@ impl Claims {
         })
     }
 
-    /// 403 unless `scope` was granted.
+    /// 403 unless `scope` was granted, with the RFC 6750 challenge naming
+    /// the scope.
     pub fn require_scope(&self, scope: &str) -> Result<(), ApiError> {
         if self.has_scope(scope) {
             Ok(())
         } else {
-            Err(ApiError::forbidden(format!(
-                "this operation requires the scope {scope}"
-            )))
+            Err(ApiError::insufficient_scope(scope))
         }
     }
 }

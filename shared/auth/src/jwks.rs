@@ -1,47 +1,117 @@
-//! The JWKS cache and token verification.
+//! The JWKS caches of the trusted issuers, and token verification.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, RwLock, Weak};
 use std::time::{Duration, Instant};
 
-use bff_upstream::HttpClient;
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use bff_upstream::{
+    CallContext, HttpClient, Protocol, RestClient, Upstream, UpstreamPolicy,
+    transport::http::HttpTransport,
+};
 use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, JwkSet, PublicKeyUse};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
+use serde_json::Value;
+use sha2::{Digest, Sha256};
 
-use crate::claims::{Claims, Tier};
+use crate::claims::{ClaimSet, Claims, Tier};
 
-/// Where keys come from and what tokens must say.
+/// One trusted identity provider: where its keys are and how to read its
+/// tokens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IssuerConfig {
+    /// A short name (logs, metrics, [`ClaimSet::issuer`]).
+    pub name: String,
+    /// The `iss` its tokens carry (exactly).
+    pub issuer: String,
+    /// Its JWKS URL.
+    pub jwks_url: String,
+    /// Accepted audiences: one of them must be in a token's `aud`.
+    pub audiences: Vec<String>,
+    /// Accepted signing algorithms; empty: every asymmetric one its keys
+    /// are for.
+    pub algorithms: Vec<Algorithm>,
+    /// The claim the scopes are in (a space-separated string, as OAuth
+    /// says, or an array of strings, as some providers do).
+    pub scope_claim: String,
+    /// The claim the rate-limit tier is in (absent: `standard`).
+    pub tier_claim: String,
+}
+
+impl IssuerConfig {
+    /// An issuer named `name` with the usual claims (`scope`, `tier`) and
+    /// every asymmetric algorithm.
+    pub fn new(
+        name: impl Into<String>,
+        jwks_url: impl Into<String>,
+        issuer: impl Into<String>,
+        audience: impl Into<String>,
+    ) -> Self {
+        IssuerConfig {
+            name: name.into(),
+            issuer: issuer.into(),
+            jwks_url: jwks_url.into(),
+            audiences: vec![audience.into()],
+            algorithms: Vec::new(),
+            scope_claim: "scope".to_owned(),
+            tier_claim: "tier".to_owned(),
+        }
+    }
+}
+
+/// The trusted issuers and how tokens are checked.
 #[derive(Debug, Clone)]
 pub struct AuthConfig {
-    /// The JWKS URL.
-    pub jwks_url: String,
-    /// The required `iss`.
-    pub issuer: String,
-    /// The audience that must be in `aud`.
-    pub audience: String,
-    /// How often the JWKS is refetched in the background.
+    /// Trusted issuers, selected by a token's `iss` (distinct `iss` each).
+    pub issuers: Vec<IssuerConfig>,
+    /// How often each JWKS is refetched in the background.
     pub refresh_every: Duration,
     /// The shortest interval between two refetches caused by unknown kids.
     pub min_refetch: Duration,
     /// Clock skew tolerated on `exp` and `nbf`.
     pub leeway: Duration,
+    /// Bytes the memory of verified tokens may hold (keyed by a SHA-256 of
+    /// the token, so a token's size costs nothing there).
+    pub remembered_bytes: u64,
+    /// The policy of the JWKS fetches (timeout, breaker, bulkhead).
+    pub fetch: UpstreamPolicy,
+    /// The protection space named in challenges (`WWW-Authenticate:
+    /// Bearer realm="…"`): the BFF's audience.
+    pub realm: String,
 }
 
 impl AuthConfig {
-    /// Sound defaults for `jwks_url`, `issuer` and `audience`.
+    /// One issuer (`default`) with sound defaults.
     pub fn new(
         jwks_url: impl Into<String>,
         issuer: impl Into<String>,
         audience: impl Into<String>,
     ) -> Self {
+        Self::with_issuers(vec![IssuerConfig::new(
+            "default", jwks_url, issuer, audience,
+        )])
+    }
+
+    /// Several issuers with sound defaults.
+    pub fn with_issuers(issuers: Vec<IssuerConfig>) -> Self {
+        let realm = issuers
+            .first()
+            .and_then(|i| i.audiences.first())
+            .cloned()
+            .unwrap_or_else(|| "api".to_owned());
         AuthConfig {
-            jwks_url: jwks_url.into(),
-            issuer: issuer.into(),
-            audience: audience.into(),
+            realm,
+            issuers,
             refresh_every: Duration::from_secs(300),
             min_refetch: Duration::from_secs(10),
             leeway: Duration::from_secs(30),
+            remembered_bytes: 16 * 1024 * 1024,
+            fetch: UpstreamPolicy {
+                timeout: Duration::from_secs(5),
+                ..UpstreamPolicy::default()
+            },
         }
     }
 }
@@ -53,10 +123,13 @@ pub enum AuthError {
     /// No keys loaded yet (the provider has never answered).
     #[error("no signing keys loaded")]
     NoKeys,
-    /// The header is malformed or names no `kid`.
-    #[error("malformed token header: {0}")]
+    /// The token is malformed or its header names no `kid`.
+    #[error("malformed token: {0}")]
     Header(String),
-    /// The algorithm is not an asymmetric signature we accept.
+    /// The `iss` is none of the trusted issuers.
+    #[error("untrusted issuer {0:?}")]
+    UnknownIssuer(String),
+    /// The algorithm is not one the issuer is trusted with.
     #[error("algorithm {0:?} is not accepted")]
     Algorithm(Algorithm),
     /// No key with this `kid`, even after a refetch.
@@ -75,9 +148,10 @@ pub enum AuthError {
     /// Signature, expiry, issuer, audience or claim checks failed.
     #[error("invalid token: {0}")]
     Invalid(#[from] jsonwebtoken::errors::Error),
-    /// The `tier` claim names no tier.
-    #[error("unknown tier {0:?}")]
-    Tier(String),
+    /// A claim is not what it must be (`sub` not a string, scopes not
+    /// strings, an unknown tier).
+    #[error("claim {0}")]
+    Claim(String),
 }
 
 impl AuthError {
@@ -87,9 +161,10 @@ impl AuthError {
         match self {
             AuthError::NoKeys => "no_keys",
             AuthError::Header(_) => "malformed",
+            AuthError::UnknownIssuer(_) => "issuer",
             AuthError::Algorithm(_) | AuthError::AlgorithmMismatch { .. } => "algorithm",
             AuthError::UnknownKey(_) => "unknown_key",
-            AuthError::Tier(_) => "tier",
+            AuthError::Claim(_) => "claim",
             AuthError::Invalid(e) => match e.kind() {
                 ErrorKind::ExpiredSignature => "expired",
                 ErrorKind::ImmatureSignature => "not_yet_valid",
@@ -108,11 +183,12 @@ impl AuthError {
         match self {
             AuthError::NoKeys => "tokens cannot be verified right now",
             AuthError::Header(_) => "the bearer token is malformed",
+            AuthError::UnknownIssuer(_) => "the token's issuer is not trusted here",
             AuthError::Algorithm(_) | AuthError::AlgorithmMismatch { .. } => {
                 "the token's signing algorithm is not accepted"
             }
             AuthError::UnknownKey(_) => "the token is signed by an unknown key",
-            AuthError::Tier(_) => "the token's tier claim is invalid",
+            AuthError::Claim(_) => "a claim of the token is invalid",
             AuthError::Invalid(e) => match e.kind() {
                 ErrorKind::ExpiredSignature => "the token has expired",
                 ErrorKind::ImmatureSignature => "the token is not valid yet",
@@ -138,29 +214,58 @@ struct KeyState {
     last_fetch: Option<Instant>,
 }
 
+/// One trusted issuer: its configuration and its keys.
+struct Issuer {
+    config: IssuerConfig,
+    name: Arc<str>,
+    jwks: RestClient,
+    state: RwLock<KeyState>,
+    refetch: tokio::sync::Mutex<()>,
+}
+
 /// A token already verified: its claims and the times that bound its use.
 #[derive(Clone)]
 struct Verified {
     claims: Claims,
-    kid: String,
+    issuer: Arc<Issuer>,
+    kid: Arc<str>,
     exp: i64,
     nbf: Option<i64>,
 }
 
-/// Verifies tokens; owns the JWKS cache and its background refresh.
+/// What one remembered token weighs: its entry, the claims it shares, and
+/// the cache's own bookkeeping (an estimate, the same for every entry of a
+/// size).
+fn weight(v: &Verified) -> u32 {
+    let claims = std::mem::size_of::<ClaimSet>()
+        + v.claims.sub.len()
+        + v.claims
+            .scopes
+            .iter()
+            .map(|s| s.len() + std::mem::size_of::<String>())
+            .sum::<usize>();
+    let entry = 32 + std::mem::size_of::<Verified>() + v.kid.len() + 96;
+    u32::try_from(claims + entry).unwrap_or(u32::MAX)
+}
+
+/// Verifies tokens; owns the JWKS caches and their background refresh.
+///
+/// The token's `iss` (read before anything else, and before any key is
+/// looked up) selects one of the trusted issuers; its keys, chosen by the
+/// token's `kid`, and its rules (audiences, algorithms, claim names) decide.
 ///
 /// A client sends the same token on every request until it expires, and the
 /// signature check (RSA or ECDSA) is the single largest CPU cost of a
-/// request; so a token that verified is remembered, by its exact bytes,
-/// until its `exp`. Time bounds are re-checked on every hit, and the memory
-/// is dropped whenever the key set changes, so a rotated-out key stops
-/// accepting tokens just as it would without the memory.
+/// request; so a token that verified is remembered until its `exp`, keyed
+/// by a SHA-256 of the token and weighed in bytes under a ceiling, so that
+/// many (or large) valid tokens cannot grow the memory past it. Time bounds
+/// are re-checked on every hit, and the memory is dropped whenever a key
+/// set changes, so a rotated-out key stops accepting tokens just as it
+/// would without the memory.
 pub struct Authenticator {
     config: AuthConfig,
-    http: HttpClient,
-    state: RwLock<KeyState>,
-    refetch: tokio::sync::Mutex<()>,
-    verified: moka::sync::Cache<String, Verified>,
+    issuers: HashMap<String, Arc<Issuer>>,
+    verified: moka::sync::Cache<[u8; 32], Verified>,
 }
 
 impl std::fmt::Debug for Authenticator {
@@ -170,18 +275,6 @@ impl std::fmt::Debug for Authenticator {
             .field("ready", &self.is_ready())
             .finish()
     }
-}
-
-#[derive(Deserialize)]
-struct RawClaims {
-    sub: String,
-    exp: i64,
-    #[serde(default)]
-    nbf: Option<i64>,
-    #[serde(default)]
-    scope: Option<String>,
-    #[serde(default)]
-    tier: Option<String>,
 }
 
 /// The algorithm a JWK is for: its `alg` when given, else what its key type
@@ -231,36 +324,40 @@ fn parse_jwks(set: &JwkSet) -> HashMap<String, VerifyKey> {
     keys
 }
 
-impl Authenticator {
-    /// Creates the authenticator and starts the background refresh (the
-    /// first fetch happens at once; until it succeeds every token is
-    /// refused and readiness reports no keys).
-    pub fn start(config: AuthConfig, http: HttpClient) -> Arc<Self> {
-        let auth = Arc::new(Authenticator {
-            config,
-            http,
-            state: RwLock::new(KeyState {
-                keys: Arc::new(HashMap::new()),
-                loaded: false,
-                last_fetch: None,
-            }),
-            refetch: tokio::sync::Mutex::new(()),
-            verified: moka::sync::Cache::builder()
-                .max_capacity(50_000)
-                .time_to_live(Duration::from_secs(900))
-                .build(),
-        });
-        tokio::spawn(refresh_loop(Arc::downgrade(&auth)));
-        auth
+/// The `iss` of a token, read without trusting anything else in it.
+fn peek_issuer(token: &str) -> Result<String, AuthError> {
+    #[derive(Deserialize)]
+    struct Iss {
+        iss: Option<String>,
+    }
+    let payload = token
+        .split('.')
+        .nth(1)
+        .ok_or_else(|| AuthError::Header("not three parts".to_owned()))?;
+    let bytes = URL_SAFE_NO_PAD
+        .decode(payload)
+        .map_err(|_| AuthError::Header("the payload is not base64url".to_owned()))?;
+    let claims: Iss = serde_json::from_slice(&bytes)
+        .map_err(|_| AuthError::Header("the payload is not a JSON object".to_owned()))?;
+    claims
+        .iss
+        .ok_or_else(|| AuthError::Header("no iss".to_owned()))
+}
+
+impl Issuer {
+    fn lookup(&self, kid: &str) -> Result<Option<VerifyKey>, AuthError> {
+        let state = self.state.read().unwrap_or_else(|p| p.into_inner());
+        if !state.loaded {
+            return Err(AuthError::NoKeys);
+        }
+        Ok(state.keys.get(kid).cloned())
     }
 
-    /// Whether signing keys have been loaded.
-    pub fn is_ready(&self) -> bool {
+    fn is_loaded(&self) -> bool {
         self.state.read().unwrap_or_else(|p| p.into_inner()).loaded
     }
 
-    /// How many keys are in use.
-    pub fn key_count(&self) -> usize {
+    fn key_count(&self) -> usize {
         self.state
             .read()
             .unwrap_or_else(|p| p.into_inner())
@@ -268,33 +365,19 @@ impl Authenticator {
             .len()
     }
 
-    /// Fetches the JWKS now and replaces the keys; on failure the old keys
-    /// stay.
-    pub async fn refresh(&self) -> Result<usize, String> {
+    /// Fetches the JWKS (through the resilient client: timeout, breaker,
+    /// metrics as upstream `jwks`) and replaces the keys; on failure the
+    /// old keys stay. Returns the key count and whether the set changed.
+    async fn refresh(&self) -> Result<(usize, bool), String> {
         self.state
             .write()
             .unwrap_or_else(|p| p.into_inner())
             .last_fetch = Some(Instant::now());
-        let response = self
-            .http
-            .reqwest()
-            .get(&self.config.jwks_url)
-            .timeout(Duration::from_secs(5))
-            .send()
+        let set: JwkSet = self
+            .jwks
+            .get_json("jwks", &CallContext::detached(), &[], &[], None)
             .await
             .map_err(|e| format!("JWKS fetch failed: {e}"))?;
-        if !response.status().is_success() {
-            return Err(format!("JWKS fetch failed: status {}", response.status()));
-        }
-        let body = response
-            .bytes()
-            .await
-            .map_err(|e| format!("JWKS read failed: {e}"))?;
-        if body.len() > 256 * 1024 {
-            return Err("JWKS document too large".to_owned());
-        }
-        let set: JwkSet =
-            serde_json::from_slice(&body).map_err(|e| format!("JWKS is not valid: {e}"))?;
         let keys = parse_jwks(&set);
         if keys.is_empty() {
             return Err("JWKS has no usable signing key".to_owned());
@@ -305,63 +388,186 @@ impl Authenticator {
             state.keys.len() == keys.len() && keys.keys().all(|k| state.keys.contains_key(k));
         state.keys = Arc::new(keys);
         state.loaded = true;
-        drop(state);
-        if !same {
+        Ok((count, !same))
+    }
+}
+
+impl Authenticator {
+    /// Creates the authenticator and starts the background refresh of
+    /// every issuer's keys (the first fetch happens at once; until it
+    /// succeeds, that issuer's tokens are refused and readiness reports no
+    /// keys).
+    ///
+    /// # Panics
+    /// When an issuer's JWKS URL is not a URL (configuration is checked
+    /// before this is called).
+    pub fn start(config: AuthConfig, http: HttpClient) -> Arc<Self> {
+        let auth = Arc::new(Self::build(config, http));
+        for issuer in auth.issuers.values() {
+            tokio::spawn(refresh_loop(Arc::downgrade(&auth), issuer.clone()));
+        }
+        auth
+    }
+
+    /// An authenticator whose issuers' keys are given rather than fetched
+    /// (no background refresh; an unknown kid still triggers one fetch per
+    /// `min_refetch`): for property tests and fuzzing, where no provider
+    /// runs. `keys` pairs an `iss` with its JWKS document.
+    ///
+    /// # Panics
+    /// As [`start`](Self::start).
+    pub fn with_keys(config: AuthConfig, http: HttpClient, keys: &[(&str, &JwkSet)]) -> Self {
+        let auth = Self::build(config, http);
+        for (iss, set) in keys {
+            if let Some(issuer) = auth.issuers.get(*iss) {
+                let mut state = issuer.state.write().unwrap_or_else(|p| p.into_inner());
+                state.keys = Arc::new(parse_jwks(set));
+                state.loaded = true;
+                state.last_fetch = Some(Instant::now());
+            }
+        }
+        auth
+    }
+
+    fn build(config: AuthConfig, http: HttpClient) -> Self {
+        let mut issuers = HashMap::new();
+        for issuer in &config.issuers {
+            let url = match reqwest::Url::parse(&issuer.jwks_url) {
+                Ok(url) => url,
+                Err(e) => panic!("JWKS URL {:?} of {}: {e}", issuer.jwks_url, issuer.name),
+            };
+            let upstream = Upstream::new(
+                "jwks",
+                Protocol::Rest,
+                config.fetch,
+                HttpTransport::new("jwks", http.clone()),
+            );
+            issuers.insert(
+                issuer.issuer.clone(),
+                Arc::new(Issuer {
+                    name: Arc::from(issuer.name.as_str()),
+                    config: issuer.clone(),
+                    jwks: RestClient::new(upstream, url),
+                    state: RwLock::new(KeyState {
+                        keys: Arc::new(HashMap::new()),
+                        loaded: false,
+                        last_fetch: None,
+                    }),
+                    refetch: tokio::sync::Mutex::new(()),
+                }),
+            );
+        }
+        Authenticator {
+            verified: moka::sync::Cache::builder()
+                .max_capacity(config.remembered_bytes)
+                .weigher(|_, v: &Verified| weight(v))
+                .time_to_live(Duration::from_secs(900))
+                .build(),
+            config,
+            issuers,
+        }
+    }
+
+    /// The realm of this API's challenges.
+    pub fn realm(&self) -> &str {
+        &self.config.realm
+    }
+
+    /// Whether every issuer's signing keys have been loaded.
+    pub fn is_ready(&self) -> bool {
+        self.issuers.values().all(|i| i.is_loaded())
+    }
+
+    /// How many keys are in use, over all issuers.
+    pub fn key_count(&self) -> usize {
+        self.issuers.values().map(|i| i.key_count()).sum()
+    }
+
+    /// Bytes held by the memory of verified tokens (after pending
+    /// evictions are applied).
+    pub fn remembered_bytes(&self) -> u64 {
+        self.verified.run_pending_tasks();
+        self.verified.weighted_size()
+    }
+
+    /// Fetches every issuer's JWKS now; on failure an issuer's old keys
+    /// stay. Returns the number of keys in use.
+    pub async fn refresh(&self) -> Result<usize, String> {
+        let mut errors = Vec::new();
+        for issuer in self.issuers.values() {
+            if let Err(e) = self.refresh_issuer(issuer).await {
+                errors.push(format!("{}: {e}", issuer.name));
+            }
+        }
+        if errors.is_empty() {
+            Ok(self.key_count())
+        } else {
+            Err(errors.join("; "))
+        }
+    }
+
+    async fn refresh_issuer(&self, issuer: &Issuer) -> Result<usize, String> {
+        let (count, changed) = issuer.refresh().await?;
+        if changed {
             // A key may have gone: nothing verified with the old set counts.
             self.verified.invalidate_all();
         }
         Ok(count)
     }
 
-    fn lookup(&self, kid: &str) -> Result<Option<VerifyKey>, AuthError> {
-        let state = self.state.read().unwrap_or_else(|p| p.into_inner());
-        if !state.loaded {
-            return Err(AuthError::NoKeys);
-        }
-        Ok(state.keys.get(kid).cloned())
-    }
-
-    /// Refetches for an unknown kid, at most once per `min_refetch`.
-    async fn refetch_for(&self, kid: &str) -> Result<Option<VerifyKey>, AuthError> {
-        let _one_at_a_time = self.refetch.lock().await;
-        if let Some(found) = self.lookup(kid)? {
+    /// Refetches for an unknown kid, at most once per `min_refetch` per
+    /// issuer.
+    async fn refetch_for(
+        &self,
+        issuer: &Issuer,
+        kid: &str,
+    ) -> Result<Option<VerifyKey>, AuthError> {
+        let _one_at_a_time = issuer.refetch.lock().await;
+        if let Some(found) = issuer.lookup(kid)? {
             return Ok(Some(found));
         }
-        let recent = self
+        let recent = issuer
             .state
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .last_fetch
             .is_some_and(|t| t.elapsed() < self.config.min_refetch);
-        if !recent && let Err(error) = self.refresh().await {
-            tracing::warn!(%error, "JWKS refetch for an unknown kid failed");
+        if !recent && let Err(error) = self.refresh_issuer(issuer).await {
+            tracing::warn!(issuer = %issuer.name, %error, "JWKS refetch for an unknown kid failed");
         }
-        self.lookup(kid)
+        issuer.lookup(kid)
     }
 
     /// Verifies `token` and returns its claims.
     pub async fn verify(&self, token: &str) -> Result<Claims, AuthError> {
-        if let Some(hit) = self.verified.get(token) {
+        let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        if let Some(hit) = self.verified.get(&digest) {
             let now = now_unix();
             let leeway = self.config.leeway.as_secs() as i64;
             let in_time = now <= hit.exp + leeway && hit.nbf.is_none_or(|nbf| nbf - leeway <= now);
-            if in_time && self.lookup(&hit.kid)?.is_some() {
+            if in_time && hit.issuer.lookup(&hit.kid)?.is_some() {
                 return Ok(hit.claims);
             }
-            self.verified.invalidate(token);
+            self.verified.invalidate(&digest);
         }
+        let iss = peek_issuer(token)?;
+        let issuer = self
+            .issuers
+            .get(&iss)
+            .ok_or(AuthError::UnknownIssuer(iss))?;
         let header =
             jsonwebtoken::decode_header(token).map_err(|e| AuthError::Header(e.to_string()))?;
-        if !is_asymmetric(&header.alg) {
+        let allowed = &issuer.config.algorithms;
+        if !is_asymmetric(&header.alg) || !(allowed.is_empty() || allowed.contains(&header.alg)) {
             return Err(AuthError::Algorithm(header.alg));
         }
         let kid = header
             .kid
             .ok_or_else(|| AuthError::Header("no kid".to_owned()))?;
-        let key = match self.lookup(&kid)? {
+        let key = match issuer.lookup(&kid)? {
             Some(key) => key,
             None => self
-                .refetch_for(&kid)
+                .refetch_for(issuer, &kid)
                 .await?
                 .ok_or_else(|| AuthError::UnknownKey(kid.clone()))?,
         };
@@ -373,45 +579,84 @@ impl Authenticator {
             });
         }
         let mut validation = Validation::new(key.alg);
-        validation.set_issuer(&[&self.config.issuer]);
-        validation.set_audience(&[&self.config.audience]);
+        validation.set_issuer(&[&issuer.config.issuer]);
+        validation.set_audience(&issuer.config.audiences);
         validation.leeway = self.config.leeway.as_secs();
         validation.validate_exp = true;
         validation.validate_nbf = true;
         validation.required_spec_claims =
             HashSet::from(["exp", "iss", "aud", "sub"].map(String::from));
-        let data = jsonwebtoken::decode::<RawClaims>(token, &key.key, &validation)?;
+        let data =
+            jsonwebtoken::decode::<serde_json::Map<String, Value>>(token, &key.key, &validation)?;
         let raw = data.claims;
-        let (exp, nbf) = (raw.exp, raw.nbf);
-        let tier = match raw.tier.as_deref() {
-            None => Tier::Standard,
-            Some(t) => Tier::parse(t).ok_or_else(|| AuthError::Tier(t.to_owned()))?,
+        let claims = Claims::new(read_claims(&raw, &issuer.config, &issuer.name)?);
+        let verified = Verified {
+            exp: claims.expires_at,
+            nbf: raw.get("nbf").and_then(Value::as_i64),
+            claims: claims.clone(),
+            issuer: issuer.clone(),
+            kid: Arc::from(kid.as_str()),
         };
-        let scopes = raw
-            .scope
-            .as_deref()
-            .unwrap_or_default()
+        self.verified.insert(digest, verified);
+        Ok(claims)
+    }
+}
+
+/// The claims a BFF uses, by the issuer's claim names.
+fn read_claims(
+    raw: &serde_json::Map<String, Value>,
+    config: &IssuerConfig,
+    name: &Arc<str>,
+) -> Result<ClaimSet, AuthError> {
+    let sub = raw
+        .get("sub")
+        .and_then(Value::as_str)
+        .ok_or_else(|| AuthError::Claim("sub is not a string".to_owned()))?
+        .to_owned();
+    let expires_at = raw
+        .get("exp")
+        .and_then(Value::as_i64)
+        .ok_or_else(|| AuthError::Claim("exp is not a number".to_owned()))?;
+    let scopes = match raw.get(&config.scope_claim) {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::String(s)) => s
             .split(' ')
             .filter(|s| !s.is_empty())
             .map(str::to_owned)
-            .collect();
-        let claims = Claims {
-            sub: raw.sub,
-            scopes,
-            tier,
-            expires_at: exp,
-        };
-        self.verified.insert(
-            token.to_owned(),
-            Verified {
-                claims: claims.clone(),
-                kid,
-                exp,
-                nbf,
-            },
-        );
-        Ok(claims)
-    }
+            .collect(),
+        Some(Value::Array(items)) => items
+            .iter()
+            .map(|v| v.as_str().map(str::to_owned))
+            .collect::<Option<Vec<_>>>()
+            .ok_or_else(|| {
+                AuthError::Claim(format!("{} holds a non-string", config.scope_claim))
+            })?,
+        Some(_) => {
+            return Err(AuthError::Claim(format!(
+                "{} is neither a string nor a list",
+                config.scope_claim
+            )));
+        }
+    };
+    let tier = match raw.get(&config.tier_claim) {
+        None | Some(Value::Null) => Tier::Standard,
+        Some(Value::String(t)) => {
+            Tier::parse(t).ok_or_else(|| AuthError::Claim(format!("unknown tier {t:?}")))?
+        }
+        Some(_) => {
+            return Err(AuthError::Claim(format!(
+                "{} is not a string",
+                config.tier_claim
+            )));
+        }
+    };
+    Ok(ClaimSet {
+        sub,
+        scopes,
+        tier,
+        expires_at,
+        issuer: name.clone(),
+    })
 }
 
 fn now_unix() -> i64 {
@@ -420,20 +665,20 @@ fn now_unix() -> i64 {
         .map_or(0, |d| d.as_secs() as i64)
 }
 
-/// Keeps the keys fresh while the authenticator lives: quickly retried until
-/// the first success, then every `refresh_every`.
-async fn refresh_loop(auth: Weak<Authenticator>) {
+/// Keeps one issuer's keys fresh while the authenticator lives: quickly
+/// retried until the first success, then every `refresh_every`.
+async fn refresh_loop(auth: Weak<Authenticator>, issuer: Arc<Issuer>) {
     let mut backoff = Duration::from_millis(200);
     loop {
         let Some(strong) = auth.upgrade() else { return };
-        let wait = match strong.refresh().await {
+        let wait = match strong.refresh_issuer(&issuer).await {
             Ok(count) => {
-                tracing::debug!(count, "JWKS refreshed");
+                tracing::debug!(issuer = %issuer.name, count, "JWKS refreshed");
                 backoff = Duration::from_millis(200);
                 strong.config.refresh_every
             }
             Err(error) => {
-                tracing::warn!(%error, keys_in_use = strong.key_count(), "JWKS refresh failed; keeping the last good keys");
+                tracing::warn!(issuer = %issuer.name, %error, keys_in_use = issuer.key_count(), "JWKS refresh failed; keeping the last good keys");
                 backoff = (backoff * 2).min(Duration::from_secs(30));
                 backoff.min(strong.config.refresh_every)
             }

@@ -7,6 +7,13 @@
 //! used with another algorithm are all refused. `iss`, `aud`, `exp` and `nbf`
 //! (30 s leeway) are checked; `sub` is required.
 //!
+//! Several issuers can be trusted at once ([`IssuerConfig`]: each with its
+//! JWKS, audiences, algorithms and claim names); the token's `iss` selects
+//! one before any key is looked up, and an unknown `iss` is refused.
+//! Refusals carry RFC 6750 challenges: `Bearer realm="…"` without
+//! credentials, `error="invalid_token"` with the reason for a refused
+//! token, `error="insufficient_scope", scope="…"` for a missing scope.
+//!
 //! The JWKS is fetched in the background and cached; an unknown `kid`
 //! triggers a refetch (at most one per `min_refetch`, so forged kids cannot
 //! make us hammer the provider), and the last good keys stay in use while the
@@ -21,8 +28,9 @@
 mod claims;
 mod jwks;
 
-pub use claims::{Claims, Tier};
-pub use jwks::{AuthConfig, AuthError, Authenticator};
+pub use claims::{ClaimSet, Claims, Tier};
+pub use jsonwebtoken::jwk::JwkSet;
+pub use jwks::{AuthConfig, AuthError, Authenticator, IssuerConfig};
 
 use std::sync::Arc;
 
@@ -43,7 +51,14 @@ pub async fn require_auth(
         Ok(token) => token,
         Err((reason, detail)) => {
             metrics::counter!(bff_telemetry::names::AUTH_REJECTED, "reason" => reason).increment(1);
-            return ApiError::unauthorized(detail).into_response();
+            // RFC 6750 §3.1: a request without credentials gets the
+            // challenge without an error code; a malformed one is an
+            // invalid token.
+            return match reason {
+                "missing" | "not_bearer" => ApiError::unauthenticated(auth.realm(), detail),
+                _ => ApiError::invalid_token(auth.realm(), detail),
+            }
+            .into_response();
         }
     };
     match auth.verify(token).await {
@@ -60,7 +75,7 @@ pub async fn require_auth(
             metrics::counter!(bff_telemetry::names::AUTH_REJECTED, "reason" => error.reason())
                 .increment(1);
             tracing::debug!(%error, "token rejected");
-            ApiError::unauthorized(error.client_message()).into_response()
+            ApiError::invalid_token(auth.realm(), error.client_message()).into_response()
         }
     }
 }

@@ -156,7 +156,7 @@ async fn rejects_every_bad_token() {
     let app = axum::Router::new()
         .route(
             "/",
-            axum::routing::get(|claims: bff_auth::Claims| async move { claims.sub }),
+            axum::routing::get(|claims: bff_auth::Claims| async move { claims.sub.clone() }),
         )
         .layer(axum::middleware::from_fn_with_state(
             auth.clone(),
@@ -177,8 +177,66 @@ async fn rejects_every_bad_token() {
             "application/problem+json",
             "{name}"
         );
-        assert_eq!(response.headers()["www-authenticate"], "Bearer", "{name}");
+        // RFC 6750: the refused token's challenge says why.
+        let challenge = response.headers()["www-authenticate"]
+            .to_str()
+            .expect("ascii")
+            .to_owned();
+        let problem: serde_json::Value = serde_json::from_slice(
+            &axum::body::to_bytes(response.into_body(), 1 << 16)
+                .await
+                .expect("body"),
+        )
+        .expect("JSON");
+        assert_eq!(
+            challenge,
+            format!(
+                "Bearer realm=\"{AUD}\", error=\"invalid_token\", error_description=\"{}\"",
+                problem["detail"].as_str().expect("detail")
+            ),
+            "{name}"
+        );
     }
+    // Without credentials: the challenge names the realm and no error.
+    let response = tower::ServiceExt::oneshot(
+        app.clone(),
+        http::Request::get("/")
+            .body(axum::body::Body::empty())
+            .expect("request"),
+    )
+    .await
+    .expect("response");
+    assert_eq!(response.status(), 401);
+    assert_eq!(
+        response.headers()["www-authenticate"],
+        format!("Bearer realm=\"{AUD}\"")
+    );
+    // A missing scope: 403 with the insufficient_scope challenge.
+    let scoped = axum::Router::new()
+        .route(
+            "/",
+            axum::routing::get(|claims: bff_auth::Claims| async move {
+                claims.require_scope("catalog:read")
+            }),
+        )
+        .layer(axum::middleware::from_fn_with_state(
+            auth.clone(),
+            bff_auth::require_auth,
+        ));
+    let response = tower::ServiceExt::oneshot(
+        scoped,
+        http::Request::get("/")
+            .header("authorization", format!("Bearer {}", jwks.mint(&valid())))
+            .body(axum::body::Body::empty())
+            .expect("request"),
+    )
+    .await
+    .expect("response");
+    assert_eq!(response.status(), 403);
+    assert_eq!(
+        response.headers()["www-authenticate"],
+        "Bearer error=\"insufficient_scope\", scope=\"catalog:read\""
+    );
     let request =
         http::Request::get("/").header("authorization", format!("Bearer {}", jwks.mint(&valid())));
     let response = tower::ServiceExt::oneshot(
@@ -253,7 +311,12 @@ async fn a_remembered_token_still_expires() {
 
 #[tokio::test]
 async fn a_remembered_token_of_a_retired_key_is_refused() {
-    let stack = testkit::start_demo().await;
+    // Short-lived tokens, so that a rotated-out key retires soon.
+    let stack = testkit::start_demo_with(demo_services::DemoConfig {
+        access_token_ttl: Duration::from_secs(1),
+        ..demo_services::DemoConfig::ephemeral()
+    })
+    .await;
     let identity = stack.url(demo_services::ServiceName::Identity);
     let mut config = AuthConfig::new(
         format!("{identity}/.well-known/jwks.json"),
@@ -270,9 +333,26 @@ async fn a_remembered_token_of_a_retired_key_is_refused() {
     }
     let token = testkit::user_token(&stack, "user0001", "bff-web", None);
     assert!(auth.verify(&token).await.is_ok());
-    // Two rotations: the token's key leaves the JWKS.
+    // A rotation: the token's key leaves the JWKS once its tokens expired.
+    let kid = jsonwebtoken::decode_header(&token)
+        .expect("header")
+        .kid
+        .expect("kid");
     stack.identity().rotate_keys().expect("rotate");
-    stack.identity().rotate_keys().expect("rotate");
+    let published = |stack: &demo_services::DemoStack| {
+        stack
+            .identity()
+            .jwks()
+            .keys
+            .iter()
+            .any(|k| k.common.key_id.as_deref() == Some(kid.as_str()))
+    };
+    assert!(published(&stack), "kept while its tokens may be valid");
+    let started = std::time::Instant::now();
+    while published(&stack) {
+        assert!(started.elapsed() < Duration::from_secs(5), "never retired");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     auth.refresh().await.expect("refresh");
     let err = auth.verify(&token).await.expect_err("retired key");
     assert_eq!(

@@ -31,12 +31,21 @@ use serde::Serialize;
 /// The media type of problem details.
 pub const PROBLEM_JSON: &str = "application/problem+json";
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 enum Extra {
     /// `WWW-Authenticate`.
-    Challenge(&'static str),
+    Challenge(std::borrow::Cow<'static, str>),
     /// The policy of a quota exceeded (`violated-policies`).
     Quota(&'static str),
+}
+
+/// `s` made safe inside a quoted-string of a challenge: quotes, backslashes
+/// and control characters are dropped (RFC 6750 forbids them in these
+/// attributes anyway).
+fn quoted(s: &str) -> String {
+    s.chars()
+        .filter(|c| *c != '"' && *c != '\\' && !c.is_control())
+        .collect()
 }
 
 fn secs_u32(secs: u64) -> u32 {
@@ -130,12 +139,62 @@ impl ApiError {
     /// 401 with a `WWW-Authenticate: Bearer` challenge.
     pub fn unauthorized(detail: impl Into<String>) -> Self {
         ApiError {
-            extra: Some(Extra::Challenge("Bearer")),
+            extra: Some(Extra::Challenge("Bearer".into())),
             ..ApiError::new(
                 StatusCode::UNAUTHORIZED,
                 "unauthorized",
                 "Authentication required",
                 detail,
+            )
+        }
+    }
+
+    /// 401 for a request without credentials, with the RFC 6750 challenge
+    /// naming the protection space (`Bearer realm="…"`, no error code: the
+    /// client simply has to authenticate).
+    pub fn unauthenticated(realm: &str, detail: impl Into<String>) -> Self {
+        ApiError {
+            extra: Some(Extra::Challenge(
+                format!("Bearer realm=\"{}\"", quoted(realm)).into(),
+            )),
+            ..ApiError::unauthorized(detail)
+        }
+    }
+
+    /// 401 for a token that was refused, with the RFC 6750 challenge
+    /// (`error="invalid_token"` and the reason in `error_description`), so
+    /// that a client knows to get a new token rather than retry.
+    pub fn invalid_token(realm: &str, detail: impl Into<String>) -> Self {
+        let detail = detail.into();
+        ApiError {
+            extra: Some(Extra::Challenge(
+                format!(
+                    "Bearer realm=\"{}\", error=\"invalid_token\", error_description=\"{}\"",
+                    quoted(realm),
+                    quoted(&detail)
+                )
+                .into(),
+            )),
+            ..ApiError::unauthorized(detail)
+        }
+    }
+
+    /// 403 for a token without the scope an operation needs, with the RFC
+    /// 6750 challenge naming it (`error="insufficient_scope", scope="…"`).
+    pub fn insufficient_scope(scope: &str) -> Self {
+        ApiError {
+            extra: Some(Extra::Challenge(
+                format!(
+                    "Bearer error=\"insufficient_scope\", scope=\"{}\"",
+                    quoted(scope)
+                )
+                .into(),
+            )),
+            ..ApiError::new(
+                StatusCode::FORBIDDEN,
+                "insufficient_scope",
+                "Forbidden",
+                format!("this operation requires the scope {scope}"),
             )
         }
     }
@@ -306,11 +365,10 @@ impl ApiError {
         if let Some(secs) = self.retry_after {
             headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
-        if let Some(Extra::Challenge(challenge)) = self.extra {
-            headers.insert(
-                header::WWW_AUTHENTICATE,
-                HeaderValue::from_static(challenge),
-            );
+        if let Some(Extra::Challenge(challenge)) = &self.extra
+            && let Ok(value) = HeaderValue::from_str(challenge)
+        {
+            headers.insert(header::WWW_AUTHENTICATE, value);
         }
         response.extensions_mut().insert(Arc::new(self.clone()));
         response
@@ -387,6 +445,28 @@ mod tests {
         assert_eq!(response.headers()[header::WWW_AUTHENTICATE], "Bearer");
         let json = body(response).await;
         assert!(json.get("errors").is_none() && json.get("requestId").is_none());
+    }
+
+    #[tokio::test]
+    async fn challenges_follow_rfc_6750_and_cannot_be_broken_by_their_text() {
+        let response =
+            ApiError::invalid_token("bff-\"web", "the token has \"expired\"").into_response();
+        assert_eq!(
+            response.headers()[header::WWW_AUTHENTICATE],
+            r#"Bearer realm="bff-web", error="invalid_token", error_description="the token has expired""#
+        );
+        let response = ApiError::unauthenticated("bff-web", "a token is required").into_response();
+        assert_eq!(
+            response.headers()[header::WWW_AUTHENTICATE],
+            r#"Bearer realm="bff-web""#
+        );
+        let response = ApiError::insufficient_scope("live").into_response();
+        assert_eq!(response.status(), StatusCode::FORBIDDEN);
+        assert_eq!(
+            response.headers()[header::WWW_AUTHENTICATE],
+            r#"Bearer error="insufficient_scope", scope="live""#
+        );
+        assert_eq!(body(response).await["code"], "insufficient_scope");
     }
 
     #[test]
