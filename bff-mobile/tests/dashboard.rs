@@ -330,9 +330,26 @@ async fn tokens_are_required_and_checked() {
         .send()
         .await
         .expect("request");
-    for response in [no_token, other_aud, garbage, basic] {
+    for (response, refused_token) in [
+        (no_token, false),
+        (other_aud, true),
+        (garbage, true),
+        (basic, false),
+    ] {
         assert_eq!(response.status(), 401);
-        assert_eq!(response.headers()[header::WWW_AUTHENTICATE], "Bearer");
+        let challenge = response.headers()[header::WWW_AUTHENTICATE]
+            .to_str()
+            .expect("ascii");
+        if refused_token {
+            assert!(
+                challenge.starts_with(
+                    "Bearer realm=\"bff-mobile\", error=\"invalid_token\", error_description="
+                ),
+                "{challenge}"
+            );
+        } else {
+            assert_eq!(challenge, "Bearer realm=\"bff-mobile\"");
+        }
         assert_eq!(
             response.headers()[header::CONTENT_TYPE],
             "application/problem+json"

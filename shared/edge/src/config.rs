@@ -86,6 +86,8 @@ pub struct BffConfig {
     pub audience: String,
     /// Background JWKS refresh period.
     pub jwks_refresh: Duration,
+    /// Shortest interval between JWKS refetches for unknown key ids.
+    pub jwks_min_refetch: Duration,
     /// Every declared upstream with its URL and call policy.
     pub upstreams: Vec<UpstreamSettings>,
     /// Connect timeout of the shared HTTP pool and the gRPC channels.
@@ -125,6 +127,11 @@ pub struct BffConfig {
     pub redis_url: Option<String>,
     /// OTLP export (the standard `OTEL_*` variables); nothing without an endpoint.
     pub telemetry: bff_telemetry::ExportConfig,
+    /// Issuers trusted besides the default one (`BFF_ISSUERS`,
+    /// `BFF_ISSUER_{NAME}_*`).
+    pub extra_issuers: Vec<bff_auth::IssuerConfig>,
+    /// Bytes the memory of verified tokens may hold (`BFF_AUTH_CACHE_BYTES`).
+    pub auth_cache_bytes: u64,
     /// Live-update streams (`BFF_LIVE_*`).
     pub live: bff_live::LiveConfig,
     /// The kernel send buffer of each connection, in bytes
@@ -424,6 +431,9 @@ impl BffConfig {
             .take("BFF_AUDIENCE")
             .unwrap_or_else(|| spec.name.to_owned());
         let jwks_refresh = s.duration("BFF_JWKS_REFRESH", Duration::from_secs(300))?;
+        let jwks_min_refetch = s.duration("BFF_JWKS_MIN_REFETCH", Duration::from_secs(10))?;
+        let extra_issuers = issuers(&mut s, &issuer, &audience)?;
+        let auth_cache_bytes = s.positive("BFF_AUTH_CACHE_BYTES", 16 * 1024 * 1024)?;
 
         let all = s.policy("BFF_UPSTREAM_ALL", UpstreamPolicy::default())?;
         let mut upstreams = Vec::with_capacity(spec.upstreams.len());
@@ -552,6 +562,7 @@ impl BffConfig {
             issuer,
             audience,
             jwks_refresh,
+            jwks_min_refetch,
             upstreams,
             connect_timeout: s.duration("BFF_CONNECT_TIMEOUT", Duration::from_millis(500))?,
             deadlines,
@@ -569,6 +580,8 @@ impl BffConfig {
             log_filter: s.take("RUST_LOG").unwrap_or_else(|| "info".to_owned()),
             redis_url: s.take("REDIS_URL"),
             telemetry,
+            extra_issuers,
+            auth_cache_bytes,
             live,
             send_buffer,
             warnings: Vec::new(),
@@ -593,6 +606,98 @@ impl BffConfig {
     pub fn upstream(&self, name: &str) -> Option<&UpstreamSettings> {
         self.upstreams.iter().find(|u| u.decl.name == name)
     }
+}
+
+/// The issuers named in `BFF_ISSUERS` (comma-separated), each from
+/// `BFF_ISSUER_{NAME}_ISS` and `_JWKS_URL` (required), `_AUDIENCES`
+/// (comma-separated; default: the BFF's audience), `_ALGORITHMS`
+/// (default: every asymmetric one), `_SCOPE_CLAIM` (`scope`) and
+/// `_TIER_CLAIM` (`tier`).
+fn issuers(
+    s: &mut Source,
+    default_iss: &str,
+    audience: &str,
+) -> Result<Vec<bff_auth::IssuerConfig>, ConfigError> {
+    let Some(names) = s.take("BFF_ISSUERS") else {
+        return Ok(Vec::new());
+    };
+    let mut out: Vec<bff_auth::IssuerConfig> = Vec::new();
+    for name in names.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+        let valid = name.len() <= 32 && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if !valid || name.eq_ignore_ascii_case("default") {
+            return Err(ConfigError::new(
+                "BFF_ISSUERS",
+                format!(
+                    "{name:?} is not an issuer name (letters, digits and _, at most 32, not \"default\")"
+                ),
+            ));
+        }
+        let key = |suffix: &str| format!("BFF_ISSUER_{}_{suffix}", name.to_uppercase());
+        let iss = s
+            .take(&key("ISS"))
+            .ok_or_else(|| ConfigError::new(&key("ISS"), "required: the iss its tokens carry"))?;
+        if iss == default_iss || out.iter().any(|i| i.issuer == iss) {
+            return Err(ConfigError::new(
+                &key("ISS"),
+                format!("{iss:?} is already trusted: each issuer needs its own iss"),
+            ));
+        }
+        if !s.values.contains_key(&key("JWKS_URL")) {
+            return Err(ConfigError::new(&key("JWKS_URL"), "required: its JWKS URL"));
+        }
+        let jwks_url = s.url(&key("JWKS_URL"), "")?;
+        let list = |raw: Option<String>| -> Vec<String> {
+            raw.map(|r| {
+                r.split(',')
+                    .map(str::trim)
+                    .filter(|a| !a.is_empty())
+                    .map(str::to_owned)
+                    .collect()
+            })
+            .unwrap_or_default()
+        };
+        let mut audiences = list(s.take(&key("AUDIENCES")));
+        if audiences.is_empty() {
+            audiences.push(audience.to_owned());
+        }
+        let mut algorithms = Vec::new();
+        for alg in list(s.take(&key("ALGORITHMS"))) {
+            match alg.parse::<jsonwebtoken::Algorithm>() {
+                Ok(a)
+                    if !matches!(
+                        a,
+                        jsonwebtoken::Algorithm::HS256
+                            | jsonwebtoken::Algorithm::HS384
+                            | jsonwebtoken::Algorithm::HS512
+                    ) =>
+                {
+                    algorithms.push(a);
+                }
+                _ => {
+                    return Err(ConfigError::new(
+                        &key("ALGORITHMS"),
+                        format!(
+                            "{alg:?} is not an asymmetric JWS algorithm (RS256, PS256, ES256, EdDSA, …)"
+                        ),
+                    ));
+                }
+            }
+        }
+        out.push(bff_auth::IssuerConfig {
+            name: name.to_owned(),
+            issuer: iss,
+            jwks_url: jwks_url.to_string(),
+            audiences,
+            algorithms,
+            scope_claim: s
+                .take(&key("SCOPE_CLAIM"))
+                .unwrap_or_else(|| "scope".to_owned()),
+            tier_claim: s
+                .take(&key("TIER_CLAIM"))
+                .unwrap_or_else(|| "tier".to_owned()),
+        });
+    }
+    Ok(out)
 }
 
 /// Reads `--config FILE` from the command line; anything else is an error
@@ -766,6 +871,94 @@ mod tests {
             };
             assert_eq!(err.key, expected, "{key}={value}: {err}");
             assert!(!err.message.is_empty());
+        }
+    }
+
+    #[test]
+    fn more_issuers_from_the_environment_and_the_file() {
+        let c = BffConfig::load(
+            SPEC,
+            None,
+            env(&[
+                ("BFF_ISSUERS", "partners, staff"),
+                ("BFF_ISSUER_PARTNERS_ISS", "https://login.partner.example"),
+                (
+                    "BFF_ISSUER_PARTNERS_JWKS_URL",
+                    "https://login.partner.example/jwks",
+                ),
+                ("BFF_ISSUER_PARTNERS_AUDIENCES", "partner-api, bff-test"),
+                ("BFF_ISSUER_PARTNERS_ALGORITHMS", "ES256,EdDSA"),
+                ("BFF_ISSUER_PARTNERS_SCOPE_CLAIM", "scp"),
+                ("BFF_ISSUER_STAFF_ISS", "https://sso.example"),
+                ("BFF_ISSUER_STAFF_JWKS_URL", "https://sso.example/keys"),
+            ]),
+        )
+        .expect("valid");
+        assert_eq!(c.extra_issuers.len(), 2);
+        let partners = &c.extra_issuers[0];
+        assert_eq!(partners.name, "partners");
+        assert_eq!(partners.audiences, ["partner-api", "bff-test"]);
+        assert_eq!(
+            partners.algorithms,
+            [
+                jsonwebtoken::Algorithm::ES256,
+                jsonwebtoken::Algorithm::EdDSA
+            ]
+        );
+        assert_eq!(
+            (partners.scope_claim.as_str(), partners.tier_claim.as_str()),
+            ("scp", "tier")
+        );
+        assert_eq!(
+            c.extra_issuers[1].audiences,
+            std::slice::from_ref(&c.audience),
+            "the BFF's by default"
+        );
+        assert!(
+            BffConfig::defaults(SPEC).extra_issuers.is_empty(),
+            "one issuer by default"
+        );
+
+        let dir = std::env::temp_dir().join(format!("bff-issuers-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let file = dir.join("bff.toml");
+        std::fs::write(
+            &file,
+            "issuers = \"partners\"\n[issuer.partners]\niss = \"https://p.example\"\njwks_url = \"https://p.example/jwks\"\ntier_claim = \"plan\"\n",
+        )
+        .expect("write");
+        let c = BffConfig::load(SPEC, Some(&file), env(&[])).expect("valid file");
+        assert_eq!(c.extra_issuers[0].issuer, "https://p.example");
+        assert_eq!(c.extra_issuers[0].tier_claim, "plan");
+
+        for (pairs, key) in [
+            (vec![("BFF_ISSUERS", "bad name")], "BFF_ISSUERS"),
+            (vec![("BFF_ISSUERS", "default")], "BFF_ISSUERS"),
+            (vec![("BFF_ISSUERS", "p")], "BFF_ISSUER_P_ISS"),
+            (
+                vec![("BFF_ISSUERS", "p"), ("BFF_ISSUER_P_ISS", "x")],
+                "BFF_ISSUER_P_JWKS_URL",
+            ),
+            (
+                vec![
+                    ("BFF_ISSUERS", "p"),
+                    ("BFF_ISSUER_P_ISS", "http://127.0.0.1:7000"),
+                    ("BFF_ISSUER_P_JWKS_URL", "http://x/jwks"),
+                ],
+                "BFF_ISSUER_P_ISS",
+            ),
+            (
+                vec![
+                    ("BFF_ISSUERS", "p"),
+                    ("BFF_ISSUER_P_ISS", "x"),
+                    ("BFF_ISSUER_P_JWKS_URL", "http://x/jwks"),
+                    ("BFF_ISSUER_P_ALGORITHMS", "HS256"),
+                ],
+                "BFF_ISSUER_P_ALGORITHMS",
+            ),
+        ] {
+            let err = BffConfig::load(SPEC, None, env(&pairs)).expect_err(key);
+            assert_eq!(err.key, key, "{pairs:?}: {err}");
         }
     }
 

@@ -6,7 +6,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::middleware::{from_fn, from_fn_with_state};
 use axum::response::{IntoResponse, Response};
-use bff_auth::{AuthConfig, Authenticator};
+use bff_auth::{AuthConfig, Authenticator, IssuerConfig};
 use bff_cache::tiered::{FragmentStore, TieredCache, TieredConfig, TieredError};
 use bff_problem::ApiError;
 use bff_ratelimit::{Decision, LimiterConfig, LimiterError, RateLimiter};
@@ -84,12 +84,17 @@ impl Shared {
         bff_telemetry::prometheus();
         let registry = Registry::build(&config.upstreams, config.connect_timeout)?;
         let http = registry.http().clone();
-        let mut auth_config = AuthConfig::new(
+        let mut issuers = vec![IssuerConfig::new(
+            "default",
             config.jwks_url.as_str(),
             config.issuer.clone(),
             config.audience.clone(),
-        );
+        )];
+        issuers.extend(config.extra_issuers.iter().cloned());
+        let mut auth_config = AuthConfig::with_issuers(issuers);
         auth_config.refresh_every = config.jwks_refresh;
+        auth_config.min_refetch = config.jwks_min_refetch;
+        auth_config.remembered_bytes = config.auth_cache_bytes;
         let auth = Authenticator::start(auth_config, http.clone());
         let cache = FragmentStore::new(
             TieredCache::new(TieredConfig {
