@@ -175,7 +175,7 @@ async fn rotate_keys(State(s): State<ControlState>) -> Response {
     let identity = s.identity.clone();
     // RSA key generation is CPU-bound: keep it off the async workers.
     match tokio::task::spawn_blocking(move || identity.rotate_keys()).await {
-        Ok(Ok(())) => json(&s.identity.jwks()),
+        Ok(Ok(_)) => json(&s.identity.jwks()),
         Ok(Err(error)) => {
             tracing::error!(%error, "key rotation failed");
             Problem::new(StatusCode::INTERNAL_SERVER_ERROR, "key rotation failed").into_response()

@@ -9,7 +9,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::body::Bytes;
@@ -282,6 +282,7 @@ impl OAuthError {
         match self.code {
             "invalid_client" => StatusCode::UNAUTHORIZED,
             "server_error" => StatusCode::INTERNAL_SERVER_ERROR,
+            "temporarily_unavailable" => StatusCode::SERVICE_UNAVAILABLE,
             _ => StatusCode::BAD_REQUEST,
         }
     }
@@ -304,6 +305,7 @@ impl IntoResponse for OAuthError {
     }
 }
 
+#[derive(Clone, Serialize, Deserialize)]
 struct RefreshRecord {
     family: Uuid,
     user_id: Uuid,
@@ -321,19 +323,178 @@ struct RefreshStore {
     revoked_families: HashSet<Uuid>,
 }
 
+/// Where refresh-token families live: in this process, or in Redis (when
+/// `REDIS_URL` is set), so that a restarted provider still knows which
+/// tokens were used and which families are revoked.
+enum RefreshBackend {
+    Memory(Mutex<RefreshStore>),
+    Redis(redis::Client),
+}
+
+/// Why a refresh token was refused (or could not be checked).
+enum Refused {
+    Unknown,
+    Reused(Uuid),
+    Revoked,
+    Expired,
+    Unavailable,
+}
+
+const REDIS_PREFIX: &str = "demo:identity";
+
+fn hex(hash: &[u8; 32]) -> String {
+    hash.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+impl RefreshBackend {
+    fn redis(client: &redis::Client) -> Result<redis::Connection, Refused> {
+        client
+            .get_connection_with_timeout(Duration::from_millis(500))
+            .map_err(|error| {
+                tracing::error!(%error, "the refresh-token store (Redis) is unreachable");
+                Refused::Unavailable
+            })
+    }
+
+    /// Marks the token used and returns its record, or why not.
+    fn take(&self, hash: &[u8; 32]) -> Result<RefreshRecord, Refused> {
+        match self {
+            RefreshBackend::Memory(store) => {
+                let mut store = store.lock().unwrap_or_else(|p| p.into_inner());
+                let Some(record) = store.tokens.get(hash).cloned() else {
+                    return Err(Refused::Unknown);
+                };
+                if record.used {
+                    store.revoked_families.insert(record.family);
+                    return Err(Refused::Reused(record.family));
+                }
+                if store.revoked_families.contains(&record.family) {
+                    return Err(Refused::Revoked);
+                }
+                if record.expires_at <= now() {
+                    return Err(Refused::Expired);
+                }
+                if let Some(r) = store.tokens.get_mut(hash) {
+                    r.used = true;
+                }
+                Ok(record)
+            }
+            RefreshBackend::Redis(client) => {
+                use redis::Commands;
+                let mut c = Self::redis(client)?;
+                let key = format!("{REDIS_PREFIX}:refresh:{}", hex(hash));
+                let raw: Option<String> = c.get(&key).map_err(|_| Refused::Unavailable)?;
+                let record: RefreshRecord = raw
+                    .and_then(|r| serde_json::from_str(&r).ok())
+                    .ok_or(Refused::Unknown)?;
+                let revoked = format!("{REDIS_PREFIX}:revoked:{}", record.family);
+                let ttl = REFRESH_TTL.as_secs();
+                // First use wins, atomically, across restarts and replicas.
+                let first: bool = redis::cmd("SET")
+                    .arg(format!("{REDIS_PREFIX}:used:{}", hex(hash)))
+                    .arg(1)
+                    .arg("NX")
+                    .arg("EX")
+                    .arg(ttl)
+                    .query::<Option<String>>(&mut c)
+                    .map_err(|_| Refused::Unavailable)?
+                    .is_some();
+                if !first {
+                    let _: () = c
+                        .set_ex(&revoked, 1, ttl)
+                        .map_err(|_| Refused::Unavailable)?;
+                    return Err(Refused::Reused(record.family));
+                }
+                let is_revoked: bool = c.exists(&revoked).map_err(|_| Refused::Unavailable)?;
+                if is_revoked {
+                    return Err(Refused::Revoked);
+                }
+                if record.expires_at <= now() {
+                    return Err(Refused::Expired);
+                }
+                Ok(record)
+            }
+        }
+    }
+
+    fn put(&self, hash: [u8; 32], record: RefreshRecord) -> Result<(), Refused> {
+        match self {
+            RefreshBackend::Memory(store) => {
+                let mut store = store.lock().unwrap_or_else(|p| p.into_inner());
+                let now = now();
+                if store.tokens.len() > 10_000 {
+                    store.tokens.retain(|_, r| r.expires_at > now);
+                }
+                store.tokens.insert(hash, record);
+                Ok(())
+            }
+            RefreshBackend::Redis(client) => {
+                use redis::Commands;
+                let mut c = Self::redis(client)?;
+                let json = serde_json::to_string(&record).map_err(|_| Refused::Unavailable)?;
+                c.set_ex::<_, _, ()>(
+                    format!("{REDIS_PREFIX}:refresh:{}", hex(&hash)),
+                    json,
+                    REFRESH_TTL.as_secs(),
+                )
+                .map_err(|_| Refused::Unavailable)
+            }
+        }
+    }
+}
+
+/// One generation of signing keys.
+struct KeyGeneration {
+    keys: Arc<SigningKeys>,
+    /// When tokens start being signed with it (published before that).
+    active_from: Instant,
+}
+
+/// The generations of keys, oldest first. A rotation publishes the next
+/// generation at once but signs with it only `publish_ahead` later, so
+/// every verifier that refreshes its JWKS in between knows the key before
+/// the first token signed with it arrives; a generation leaves the JWKS
+/// once the tokens it signed have expired (`access_ttl` after the next one
+/// took over).
 struct KeyRing {
-    current: Arc<SigningKeys>,
-    /// Still published after a rotation so tokens signed before it verify.
-    previous: Option<Arc<SigningKeys>>,
+    generations: Vec<KeyGeneration>,
+}
+
+impl KeyRing {
+    /// The generation signing now: the newest active one.
+    fn signing(&self, now: Instant) -> &Arc<SigningKeys> {
+        let active = self
+            .generations
+            .iter()
+            .rev()
+            .find(|g| g.active_from <= now)
+            .or(self.generations.first());
+        match active {
+            Some(g) => &g.keys,
+            // A ring is created with one generation and never emptied below it.
+            None => unreachable!("a key ring always holds a generation"),
+        }
+    }
+
+    /// Drops the generations whose tokens have all expired.
+    fn retire(&mut self, now: Instant, ttl: Duration) {
+        while self.generations.len() > 1
+            && self.generations[1].active_from + ttl <= now
+            && self.generations[1].active_from <= now
+        {
+            self.generations.remove(0);
+        }
+    }
 }
 
 /// The identity provider's state.
 pub struct Identity {
     issuer: String,
     keys: RwLock<KeyRing>,
+    publish_ahead: Duration,
     data: Arc<DemoData>,
     access_ttl: Duration,
-    refresh: Mutex<RefreshStore>,
+    refresh: RefreshBackend,
 }
 
 impl std::fmt::Debug for Identity {
@@ -342,6 +503,13 @@ impl std::fmt::Debug for Identity {
             .field("issuer", &self.issuer)
             .finish_non_exhaustive()
     }
+}
+
+fn unavailable() -> OAuthError {
+    OAuthError::new(
+        "temporarily_unavailable",
+        "the session store is unavailable; try again",
+    )
 }
 
 fn now() -> i64 {
@@ -363,21 +531,30 @@ fn secrets_equal(a: &str, b: &str) -> bool {
 
 impl Identity {
     /// A provider issuing tokens as `issuer`, valid for `access_ttl` (capped
-    /// at 15 minutes).
+    /// at 15 minutes), whose rotated keys are published `publish_ahead`
+    /// before they sign.
     pub fn new(
         issuer: String,
         data: Arc<DemoData>,
         access_ttl: Duration,
+        publish_ahead: Duration,
+        redis: Option<redis::Client>,
     ) -> Result<Self, KeyError> {
         Ok(Identity {
             issuer,
             keys: RwLock::new(KeyRing {
-                current: Arc::new(SigningKeys::generate()?),
-                previous: None,
+                generations: vec![KeyGeneration {
+                    keys: Arc::new(SigningKeys::generate()?),
+                    active_from: Instant::now(),
+                }],
             }),
+            publish_ahead,
             data,
             access_ttl: access_ttl.min(MAX_ACCESS_TTL),
-            refresh: Mutex::new(RefreshStore::default()),
+            refresh: match redis {
+                Some(client) => RefreshBackend::Redis(client),
+                None => RefreshBackend::Memory(Mutex::default()),
+            },
         })
     }
 
@@ -391,28 +568,39 @@ impl Identity {
         self.keys
             .read()
             .unwrap_or_else(|p| p.into_inner())
-            .current
+            .signing(Instant::now())
             .clone()
     }
 
-    /// The published JWKS: current keys, then the previous set if any.
+    /// The published JWKS: every generation whose tokens may still be
+    /// valid, and the next one ahead of its use; newest first.
     pub fn jwks(&self) -> JwkSet {
-        let ring = self.keys.read().unwrap_or_else(|p| p.into_inner());
-        let mut set = ring.current.jwks();
-        if let Some(previous) = &ring.previous {
-            set.keys.extend(previous.jwks().keys);
+        let mut ring = self.keys.write().unwrap_or_else(|p| p.into_inner());
+        ring.retire(Instant::now(), self.access_ttl);
+        let mut set = JwkSet { keys: Vec::new() };
+        for generation in ring.generations.iter().rev() {
+            set.keys.extend(generation.keys.jwks().keys);
         }
         set
     }
 
-    /// Generates new keys and signs with them from now on; the previous keys
-    /// stay published until the next rotation.
-    pub fn rotate_keys(&self) -> Result<(), KeyError> {
+    /// Generates the next keys: published at once, signing from
+    /// `publish_ahead` on (returned: how long until then). The keys they
+    /// replace stay published until the tokens they signed have expired.
+    pub fn rotate_keys(&self) -> Result<Duration, KeyError> {
         let fresh = Arc::new(SigningKeys::generate()?);
         let mut ring = self.keys.write().unwrap_or_else(|p| p.into_inner());
-        let old = std::mem::replace(&mut ring.current, fresh);
-        ring.previous = Some(old);
-        Ok(())
+        let now = Instant::now();
+        // A rotation while another is pending starts after it.
+        let after = ring
+            .generations
+            .last()
+            .map_or(now, |g| g.active_from.max(now));
+        ring.generations.push(KeyGeneration {
+            keys: fresh,
+            active_from: after + self.publish_ahead,
+        });
+        Ok(after + self.publish_ahead - now)
     }
 
     fn sign(&self, claims: &AccessClaims, alg: Algorithm) -> Result<String, OAuthError> {
@@ -488,7 +676,7 @@ impl Identity {
         );
         let access_token = self.sign(&claims, alg)?;
         let family = Uuid::new_v4();
-        let refresh_token = self.store_refresh(family, user.id, audience, &scope, alg);
+        let refresh_token = self.store_refresh(family, user.id, audience, &scope, alg)?;
         Ok(self.response(access_token, scope, Some(refresh_token)))
     }
 
@@ -544,41 +732,26 @@ impl Identity {
         scope: Option<&str>,
     ) -> Result<TokenResponse, OAuthError> {
         let hash = sha256(token.as_bytes());
-        let (family, user_id, audience, granted, alg) = {
-            let mut store = self.refresh.lock().unwrap_or_else(|p| p.into_inner());
-            let Some(record) = store.tokens.get_mut(&hash) else {
-                return Err(OAuthError::new("invalid_grant", "unknown refresh token"));
-            };
-            let family = record.family;
-            if record.used {
-                store.revoked_families.insert(family);
+        let record = self.refresh.take(&hash).map_err(|refused| match refused {
+            Refused::Unknown => OAuthError::new("invalid_grant", "unknown refresh token"),
+            Refused::Reused(family) => {
                 tracing::warn!(%family, "refresh token reuse: family revoked");
-                return Err(OAuthError::new(
+                OAuthError::new(
                     "invalid_grant",
                     "refresh token already used; the session has been revoked",
-                ));
+                )
             }
-            if store.revoked_families.contains(&family) {
-                return Err(OAuthError::new(
-                    "invalid_grant",
-                    "the session has been revoked",
-                ));
-            }
-            let Some(record) = store.tokens.get_mut(&hash) else {
-                return Err(OAuthError::new("invalid_grant", "unknown refresh token"));
-            };
-            if record.expires_at <= now() {
-                return Err(OAuthError::new("invalid_grant", "refresh token expired"));
-            }
-            record.used = true;
-            (
-                family,
-                record.user_id,
-                record.audience.clone(),
-                record.scope.clone(),
-                record.alg,
-            )
-        };
+            Refused::Revoked => OAuthError::new("invalid_grant", "the session has been revoked"),
+            Refused::Expired => OAuthError::new("invalid_grant", "refresh token expired"),
+            Refused::Unavailable => unavailable(),
+        })?;
+        let (family, user_id, audience, granted, alg) = (
+            record.family,
+            record.user_id,
+            record.audience,
+            record.scope,
+            record.alg,
+        );
         let allowed: Vec<&str> = granted.split(' ').filter(|s| !s.is_empty()).collect();
         let scope = grant_scope(scope, &allowed)?;
         let user = self
@@ -594,7 +767,7 @@ impl Identity {
             Some(&user.username),
         );
         let access_token = self.sign(&claims, alg)?;
-        let refresh_token = self.store_refresh(family, user_id, &audience, &scope, alg);
+        let refresh_token = self.store_refresh(family, user_id, &audience, &scope, alg)?;
         Ok(self.response(access_token, scope, Some(refresh_token)))
     }
 
@@ -605,28 +778,25 @@ impl Identity {
         audience: &str,
         scope: &str,
         alg: Algorithm,
-    ) -> String {
+    ) -> Result<String, OAuthError> {
         let mut raw = [0u8; 32];
         OsRng.fill_bytes(&mut raw);
         let token = URL_SAFE_NO_PAD.encode(raw);
-        let mut store = self.refresh.lock().unwrap_or_else(|p| p.into_inner());
-        let now = now();
-        if store.tokens.len() > 10_000 {
-            store.tokens.retain(|_, r| r.expires_at > now);
-        }
-        store.tokens.insert(
-            sha256(token.as_bytes()),
-            RefreshRecord {
-                family,
-                user_id,
-                audience: audience.to_owned(),
-                scope: scope.to_owned(),
-                alg,
-                expires_at: now + REFRESH_TTL.as_secs() as i64,
-                used: false,
-            },
-        );
-        token
+        self.refresh
+            .put(
+                sha256(token.as_bytes()),
+                RefreshRecord {
+                    family,
+                    user_id,
+                    audience: audience.to_owned(),
+                    scope: scope.to_owned(),
+                    alg,
+                    expires_at: now() + REFRESH_TTL.as_secs() as i64,
+                    used: false,
+                },
+            )
+            .map_err(|_| unavailable())?;
+        Ok(token)
     }
 
     fn response(
@@ -742,7 +912,17 @@ fn basic_credentials(headers: &HeaderMap) -> Result<Option<(String, String)>, OA
 }
 
 async fn token(State(identity): State<Arc<Identity>>, headers: HeaderMap, body: Bytes) -> Response {
-    let result = issue(&identity, &headers, &body);
+    // Signing (RSA) and the session store (a blocking Redis client) stay
+    // off the async workers.
+    let result = tokio::task::spawn_blocking(move || issue(&identity, &headers, &body))
+        .await
+        .unwrap_or_else(|error| {
+            tracing::error!(%error, "token issuing failed");
+            Err(OAuthError::new(
+                "server_error",
+                "the token could not be issued",
+            ))
+        });
     match result {
         Ok(tokens) => {
             let mut response = json(&tokens);

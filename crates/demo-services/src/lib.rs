@@ -64,6 +64,9 @@ pub struct DemoConfig {
     pub access_token_ttl: Duration,
     /// When set, a random product's stock changes this often.
     pub stock_simulation: Option<Duration>,
+    /// How long a rotated signing key is published before it signs (so
+    /// verifiers know it first; the BFFs refetch at most every 10 s).
+    pub key_publish_ahead: Duration,
 }
 
 impl DemoConfig {
@@ -82,16 +85,18 @@ impl DemoConfig {
             issuer: None,
             access_token_ttl: identity::MAX_ACCESS_TTL,
             stock_simulation: Some(Duration::from_secs(2)),
+            key_publish_ahead: Duration::from_secs(10),
         }
     }
 
-    /// Free ports on 127.0.0.1 and no background stock changes: what tests
-    /// want.
+    /// Free ports on 127.0.0.1, no background stock changes, and rotated
+    /// keys that sign at once: what tests want.
     pub fn ephemeral() -> Self {
         DemoConfig {
             ports: ServiceName::ALL.into_iter().map(|s| (s, 0)).collect(),
             control_port: 0,
             stock_simulation: None,
+            key_publish_ahead: Duration::ZERO,
             ..DemoConfig::contract_defaults()
         }
     }
@@ -194,11 +199,22 @@ impl DemoStack {
             };
             format!("http://{}", SocketAddr::new(host, identity_addr.port()))
         });
-        let (seed, ttl) = (config.seed, config.access_token_ttl);
+        let (seed, ttl, publish_ahead) = (
+            config.seed,
+            config.access_token_ttl,
+            config.key_publish_ahead,
+        );
+        let sessions = redis.clone();
         // Data generation and RSA key generation are CPU-bound.
         let (data, identity) = tokio::task::spawn_blocking(move || -> Result<_, StartError> {
             let data = Arc::new(DemoData::generate(seed));
-            let identity = Arc::new(Identity::new(issuer, data.clone(), ttl)?);
+            let identity = Arc::new(Identity::new(
+                issuer,
+                data.clone(),
+                ttl,
+                publish_ahead,
+                sessions,
+            )?);
             Ok((data, identity))
         })
         .await??;

@@ -326,3 +326,68 @@ async fn rotated_keys_keep_old_tokens_verifiable() {
     .await;
     verify(&base, after["access_token"].as_str().expect("t"), "bff-web").await;
 }
+
+#[tokio::test]
+async fn with_redis_a_used_refresh_token_replayed_after_a_restart_revokes_its_family() {
+    let Some(redis) = testkit::RedisServer::start().await else {
+        return;
+    };
+    let config = || demo_services::DemoConfig {
+        redis_url: Some(redis.url()),
+        ..demo_services::DemoConfig::ephemeral()
+    };
+    let first_run = testkit::start_demo_with(config()).await;
+    let base = first_run.url(ServiceName::Identity);
+    let (_, first) = token(
+        &base,
+        &[
+            ("grant_type", "password"),
+            ("username", "user0004"),
+            ("password", "demo-password"),
+            ("audience", "bff-web"),
+        ],
+    )
+    .await;
+    let r1 = first["refresh_token"].as_str().expect("refresh").to_owned();
+    let (status, second) = token(
+        &base,
+        &[("grant_type", "refresh_token"), ("refresh_token", &r1)],
+    )
+    .await;
+    assert_eq!(status, 200, "{second}");
+    let r2 = second["refresh_token"]
+        .as_str()
+        .expect("rotated")
+        .to_owned();
+    first_run.shutdown().await;
+
+    // A new provider process, the same Redis: it knows r1 was used.
+    let second_run = testkit::start_demo_with(config()).await;
+    let base = second_run.url(ServiceName::Identity);
+    let (status, body) = token(
+        &base,
+        &[("grant_type", "refresh_token"), ("refresh_token", &r1)],
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("invalid_grant"))
+    );
+    assert!(
+        body["error_description"]
+            .as_str()
+            .is_some_and(|d| d.contains("already used")),
+        "{body}"
+    );
+    // The replay revoked the family: the legitimately rotated token too.
+    let (status, body) = token(
+        &base,
+        &[("grant_type", "refresh_token"), ("refresh_token", &r2)],
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("invalid_grant")),
+        "{body}"
+    );
+}
