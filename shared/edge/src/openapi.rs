@@ -32,12 +32,12 @@ const ERRORS: [(&str, &str, &str); 6] = [
     (
         "401",
         "Unauthorized",
-        "No valid bearer token (`WWW-Authenticate: Bearer`).",
+        "No valid bearer token. RFC 6750 challenge: `WWW-Authenticate: Bearer realm=\"…\"` without credentials, with `error=\"invalid_token\", error_description=\"…\"` for a refused token.",
     ),
     (
         "403",
         "Forbidden",
-        "The token lacks a scope this operation requires.",
+        "The token lacks a scope this operation requires (`WWW-Authenticate: Bearer error=\"insufficient_scope\", scope=\"…\"`).",
     ),
     (
         "429",
