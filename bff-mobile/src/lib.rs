@@ -26,6 +26,7 @@ const DESCRIPTION: &str = "The mobile app's BFF: one call per screen, slim paylo
 
 /// Name, audience and default port of this BFF.
 pub const SPEC: BffSpec = BffSpec {
+    version: env!("CARGO_PKG_VERSION"),
     name: "bff-mobile",
     default_port: 8081,
     upstreams: &[upstreams::USER, upstreams::ORDER, upstreams::RECOMMENDATION],

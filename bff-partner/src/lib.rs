@@ -31,6 +31,7 @@ const DESCRIPTION: &str =
 
 /// Name, audience and default port of this BFF.
 pub const SPEC: BffSpec = BffSpec {
+    version: env!("CARGO_PKG_VERSION"),
     name: "bff-partner",
     default_port: 8083,
     upstreams: &[upstreams::PRODUCT, upstreams::PRICING, upstreams::INVENTORY],

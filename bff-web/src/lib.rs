@@ -29,6 +29,7 @@ const DESCRIPTION: &str =
 
 /// Name, audience and default port of this BFF.
 pub const SPEC: BffSpec = BffSpec {
+    version: env!("CARGO_PKG_VERSION"),
     name: "bff-web",
     default_port: 8082,
     upstreams: &upstreams::ALL,

@@ -15,6 +15,9 @@ async fn the_document_is_valid_openapi_3_1_with_every_route() {
     )
     .await;
     assert!(doc.pointer("/components/schemas/ProductPage").is_some());
+    // The BFF's own version, not the shared crates'.
+    assert_eq!(doc["info"]["version"], env!("CARGO_PKG_VERSION"));
+    assert_eq!(bff_web::SPEC.version, env!("CARGO_PKG_VERSION"));
 
     // The live stream: SSE's media type, the WebSocket upgrade, the events.
     let live = &doc["paths"]["/v1/products/{product_id}/live"]["get"];

@@ -48,6 +48,10 @@ impl ConfigError {
 pub struct BffSpec {
     /// Binary name, default audience and service name (`bff-mobile`).
     pub name: &'static str,
+    /// The BFF's own version (its crate's: each team releases its BFF on
+    /// its own schedule), for `--version`, telemetry and the OpenAPI
+    /// document.
+    pub version: &'static str,
     /// Default port (8081, 8082, 8083).
     pub default_port: u16,
     /// The upstreams this BFF calls: only these are configured, built and
@@ -74,6 +78,8 @@ pub use bff_aggregate::Deadlines;
 /// Everything a BFF binary is configured with.
 #[derive(Debug, Clone)]
 pub struct BffConfig {
+    /// The BFF's version (from its spec).
+    pub version: &'static str,
     /// Binary name.
     pub name: &'static str,
     /// Listen address.
@@ -556,6 +562,7 @@ impl BffConfig {
             write_timeout: s.duration("BFF_LIVE_WRITE_TIMEOUT", live_default.write_timeout)?,
         };
         let config = BffConfig {
+            version: spec.version,
             name: spec.name,
             listen,
             jwks_url,
@@ -732,6 +739,7 @@ mod tests {
     use bff_upstream::Protocol;
 
     const SPEC: BffSpec = BffSpec {
+        version: "9.9.9",
         name: "bff-test",
         default_port: 8089,
         upstreams: &[

@@ -195,12 +195,17 @@ fn finish_operation(operation: &mut Value) {
 }
 
 /// The document of `name`'s routes, with what they all share.
-pub fn document(doc: utoipa::openapi::OpenApi, name: &str, description: &str) -> Value {
+pub fn document(
+    doc: utoipa::openapi::OpenApi,
+    name: &str,
+    version: &str,
+    description: &str,
+) -> Value {
     let mut doc = serde_json::to_value(doc).unwrap_or_else(|_| json!({ "paths": {} }));
     doc["openapi"] = json!("3.1.0");
     doc["info"] = json!({
         "title": name,
-        "version": env!("CARGO_PKG_VERSION"),
+        "version": version,
         "description": description,
         "license": { "name": "Apache-2.0", "identifier": "Apache-2.0" }
     });

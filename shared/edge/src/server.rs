@@ -180,12 +180,12 @@ where
         println!(
             "{name} {version}\n\nUsage: {name} [--config FILE]\n\nConfiguration comes from the environment (BFF_LISTEN, BFF_JWKS_URL, …; see the README), optionally from a TOML file; the environment wins.",
             name = spec.name,
-            version = env!("CARGO_PKG_VERSION")
+            version = spec.version
         );
         return ExitCode::SUCCESS;
     }
     if args.iter().any(|a| a == "--version" || a == "-V") {
-        println!("{} {}", spec.name, env!("CARGO_PKG_VERSION"));
+        println!("{} {}", spec.name, spec.version);
         return ExitCode::SUCCESS;
     }
     let config = match config_path_from_args(args)
@@ -199,7 +199,7 @@ where
     };
     let telemetry = match bff_telemetry::init(&bff_telemetry::Options {
         service_name: spec.name.to_owned(),
-        service_version: env!("CARGO_PKG_VERSION").to_owned(),
+        service_version: spec.version.to_owned(),
         log_format: config.log_format,
         log_filter: config.log_filter.clone(),
         export: config.telemetry.clone(),

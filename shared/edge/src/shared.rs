@@ -216,6 +216,7 @@ impl EdgeBuilder {
         self.document = Some(crate::openapi::document(
             doc,
             self.shared.config().name,
+            self.shared.config().version,
             description,
         ));
         self

@@ -11,6 +11,7 @@ async fn a_panicking_handler_answers_500_problem_json_and_the_server_keeps_servi
     let config = testkit::bff_config(
         &stack,
         bff_edge::BffSpec {
+            version: "0.0.1",
             name: "bff-mobile",
             default_port: 8081,
             upstreams: &[],
