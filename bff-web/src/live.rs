@@ -42,7 +42,10 @@ use tokio::time::Instant;
 use uuid::Uuid;
 
 use crate::AppState;
-use crate::product::{PricingSection, WebInventory, inventory, pricing};
+use crate::product::{
+    PricingSection, WebInventory, inventory, pricing, pricing_section, product_section,
+    stock_section,
+};
 
 /// The scope a token needs to watch.
 const SCOPE: &str = "live";
@@ -427,14 +430,8 @@ impl Sources {
         let agg = Aggregation::new(self.fragments.clone(), self.deadlines, ROUTE).traced(false);
         let ctx = CallContext::detached();
         let (price, stock) = tokio::join!(
-            agg.optional("pricing")
-                .cached("price", format!("price:{id}"))
-                .tag(format!("product:{id}"))
-                .run(self.pricing.load(&ctx, id)),
-            agg.optional("inventory")
-                .cached("stock", format!("stock:{id}"))
-                .tag(format!("product:{id}"))
-                .run(self.inventory.load(&ctx, id)),
+            pricing_section(&agg, &self.pricing, &ctx, id),
+            stock_section(&agg, &self.inventory, &ctx, id),
         );
         let price = price.into_value().map(Arc::unwrap_or_clone);
         let stock = stock.into_value().map(Arc::unwrap_or_clone);
@@ -547,10 +544,7 @@ pub(crate) async fn live(
     // An unknown product is a 404 before anything is held or upgraded (a
     // product watched already is known).
     if !app.live.hub.is_open(&id) {
-        agg.critical("product")
-            .cached("product", format!("product:{id}"))
-            .tag(format!("product:{id}"))
-            .run(app.products.load(&ctx, id))
+        product_section(&agg, &app.products, &ctx, id)
             .await
             .required()?;
     }

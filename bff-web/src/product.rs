@@ -5,12 +5,14 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::{Path, State};
-use bff_aggregate::Metadata;
+use bff_aggregate::{Aggregation, Metadata, Section};
 use bff_auth::Claims;
 use bff_clients::models::{Price, Product, ReviewPage, Stock};
+use bff_clients::{InventoryClient, PricingClient, ProductClient};
 use bff_edge::extract::{Query, parse_bool, parse_uuid};
 use bff_edge::{Aggregate, RequestContext};
 use bff_problem::ApiError;
+use bff_upstream::CallContext;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -185,6 +187,49 @@ pub(crate) fn inventory(s: Stock) -> WebInventory {
     }
 }
 
+/// The product, cached and tagged as every view of a product reads it (the
+/// page, the live stream's existence check).
+pub(crate) async fn product_section(
+    agg: &Aggregation,
+    products: &ProductClient,
+    ctx: &CallContext,
+    id: Uuid,
+) -> Section<Product> {
+    agg.critical("product")
+        .cached("product", format!("product:{id}"))
+        .tag(format!("product:{id}"))
+        .run(products.load(ctx, id))
+        .await
+}
+
+/// The price, as the page and the live snapshot read it.
+pub(crate) async fn pricing_section(
+    agg: &Aggregation,
+    pricing: &PricingClient,
+    ctx: &CallContext,
+    id: Uuid,
+) -> Section<Price> {
+    agg.optional("pricing")
+        .cached("price", format!("price:{id}"))
+        .tag(format!("product:{id}"))
+        .run(pricing.load(ctx, id))
+        .await
+}
+
+/// The stock, as the page and the live snapshot read it.
+pub(crate) async fn stock_section(
+    agg: &Aggregation,
+    inventory: &InventoryClient,
+    ctx: &CallContext,
+    id: Uuid,
+) -> Section<Stock> {
+    agg.optional("inventory")
+        .cached("stock", format!("stock:{id}"))
+        .tag(format!("product:{id}"))
+        .run(inventory.load(ctx, id))
+        .await
+}
+
 /// A product page in one round trip: the product (critical), its price,
 /// latest reviews and stock (optional), fetched concurrently over gRPC,
 /// GraphQL and REST; partial when an optional section fails (`metadata`).
@@ -229,14 +274,8 @@ pub(crate) async fn product_page(
     };
 
     let (product_section, price, review_page, stock) = tokio::join!(
-        agg.critical("product")
-            .cached("product", format!("product:{id}"))
-            .tag(format!("product:{id}"))
-            .run(app.products.load(&ctx, id)),
-        agg.optional("pricing")
-            .cached("price", format!("price:{id}"))
-            .tag(format!("product:{id}"))
-            .run(app.pricing.load(&ctx, id)),
+        product_section(&agg, &app.products, &ctx, id),
+        pricing_section(&agg, &app.pricing, &ctx, id),
         async {
             if include_reviews {
                 let fetch = app.reviews.for_product(&ctx, id, REVIEWS);
@@ -253,14 +292,7 @@ pub(crate) async fn product_page(
         },
         async {
             if include_inventory {
-                let fetch = app.inventory.load(&ctx, id);
-                Some(
-                    agg.optional("inventory")
-                        .cached("stock", format!("stock:{id}"))
-                        .tag(format!("product:{id}"))
-                        .run(fetch)
-                        .await,
-                )
+                Some(stock_section(&agg, &app.inventory, &ctx, id).await)
             } else {
                 None
             }
