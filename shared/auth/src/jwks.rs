@@ -18,6 +18,10 @@ use sha2::{Digest, Sha256};
 
 use crate::claims::{ClaimSet, Claims, Tier};
 
+/// The largest JWKS document accepted (a provider's holds a few keys of a
+/// few hundred bytes each).
+const MAX_JWKS_BYTES: usize = 256 * 1024;
+
 /// One trusted identity provider: where its keys are and how to read its
 /// tokens.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -375,7 +379,7 @@ impl Issuer {
             .last_fetch = Some(Instant::now());
         let set: JwkSet = self
             .jwks
-            .get_json("jwks", &CallContext::detached(), &[], &[], None)
+            .get_json_within::<_, MAX_JWKS_BYTES>("jwks", &CallContext::detached(), &[])
             .await
             .map_err(|e| format!("JWKS fetch failed: {e}"))?;
         let keys = parse_jwks(&set);

@@ -169,3 +169,29 @@ async fn the_memory_of_verified_tokens_stays_under_its_ceiling() {
         auth.verify(token).await.expect("valid again");
     }
 }
+
+#[tokio::test]
+async fn an_oversized_jwks_is_refused_before_it_is_parsed() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("port");
+    let addr = listener.local_addr().expect("addr");
+    let body = format!(r#"{{"keys":[],"padding":"{}"}}"#, "x".repeat(300 * 1024));
+    let app = axum::Router::new().route(
+        "/jwks",
+        axum::routing::get(move || {
+            let body = body.clone();
+            async move { ([("content-type", "application/json")], body) }
+        }),
+    );
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    let auth = Authenticator::start(
+        AuthConfig::new(format!("http://{addr}/jwks"), TEST_ISSUER, AUD),
+        HttpClient::new(Duration::from_secs(1)).expect("client"),
+    );
+    let error = auth.refresh().await.expect_err("too large");
+    assert!(error.contains("over the 262144 accepted"), "{error}");
+    assert!(!auth.is_ready());
+}

@@ -124,6 +124,22 @@ impl std::fmt::Debug for UpstreamResponse {
     }
 }
 
+/// [`decode_json`] for documents that must be small: a body over `MAX`
+/// bytes is refused before it is parsed (a signing-key set, say, which no
+/// provider makes larger than a few kilobytes).
+pub fn decode_json_within<T, const MAX: usize>(body: &Bytes) -> Result<Decoded, (Failure, String)>
+where
+    T: serde::de::DeserializeOwned + Send + Sync + 'static,
+{
+    if body.len() > MAX {
+        return Err((
+            Failure::InvalidResponse,
+            format!("a {}-byte document, over the {MAX} accepted", body.len()),
+        ));
+    }
+    decode_json::<T>(body)
+}
+
 /// The JSON decoder for `T`.
 pub fn decode_json<T>(body: &Bytes) -> Result<Decoded, (Failure, String)>
 where

@@ -10,7 +10,10 @@ use reqwest::Url;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::call::{CallInfo, Decoded, Target, UpstreamRequest, decode_json, decode_prost};
+use crate::call::{
+    CallInfo, Decoded, Decoder, Target, UpstreamRequest, decode_json, decode_json_within,
+    decode_prost,
+};
 use crate::context::CallContext;
 use crate::error::{Failure, UpstreamError};
 use crate::stack::Upstream;
@@ -76,6 +79,45 @@ impl RestClient {
     where
         T: DeserializeOwned + Clone + Send + Sync + 'static,
     {
+        let decoded = self
+            .get(operation, ctx, path, query, subject, decode_json::<T>)
+            .await?;
+        take(self.upstream.name(), decoded)
+    }
+
+    /// [`get_json`](Self::get_json) of a document refused when larger than
+    /// `MAX` bytes, before it is parsed.
+    pub async fn get_json_within<T, const MAX: usize>(
+        &self,
+        operation: &'static str,
+        ctx: &CallContext,
+        path: &[&str],
+    ) -> Result<T, UpstreamError>
+    where
+        T: DeserializeOwned + Clone + Send + Sync + 'static,
+    {
+        let decoded = self
+            .get(
+                operation,
+                ctx,
+                path,
+                &[],
+                None,
+                decode_json_within::<T, MAX>,
+            )
+            .await?;
+        take(self.upstream.name(), decoded)
+    }
+
+    async fn get(
+        &self,
+        operation: &'static str,
+        ctx: &CallContext,
+        path: &[&str],
+        query: &[(&str, &str)],
+        subject: Option<Arc<str>>,
+        decode: Decoder,
+    ) -> Result<Decoded, UpstreamError> {
         let name = self.upstream.name();
         let mut url = Url::clone(&self.base);
         url.path_segments_mut()
@@ -95,12 +137,12 @@ impl RestClient {
                 target: Target::Url(url),
                 headers,
                 body: Bytes::new(),
-                info: CallInfo::new(operation, decode_json::<T>)
+                info: CallInfo::new(operation, decode)
                     .idempotent()
                     .for_subject(subject),
             })
             .await?;
-        take(name, response.decoded)
+        Ok(response.decoded)
     }
 }
 
