@@ -10,15 +10,7 @@ async fn sigterm_drains_and_exits_0() {
     testkit::check_sigterm_drains(
         env!("CARGO_BIN_EXE_bff-web"),
         &stack,
-        &[
-            ServiceName::User,
-            ServiceName::Order,
-            ServiceName::Recommendation,
-            ServiceName::Product,
-            ServiceName::Pricing,
-            ServiceName::Review,
-            ServiceName::Inventory,
-        ],
+        &testkit::upstreams_of(bff_web::SPEC),
         ServiceName::Product,
         &path,
         &token,

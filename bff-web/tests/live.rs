@@ -592,15 +592,7 @@ async fn shutdown_ends_streams_with_a_reason_within_the_drain_bound() {
     let process = testkit::BffProcess::start(
         env!("CARGO_BIN_EXE_bff-web"),
         &stack,
-        &[
-            ServiceName::User,
-            ServiceName::Order,
-            ServiceName::Recommendation,
-            ServiceName::Product,
-            ServiceName::Pricing,
-            ServiceName::Review,
-            ServiceName::Inventory,
-        ],
+        &testkit::upstreams_of(bff_web::SPEC),
         &[("BFF_SHUTDOWN_GRACE", "5s")],
     )
     .await;
@@ -637,4 +629,33 @@ async fn shutdown_ends_streams_with_a_reason_within_the_drain_bound() {
         "{:?}",
         started.elapsed()
     );
+}
+
+#[tokio::test]
+async fn with_redis_price_changes_arrive_on_its_channel() {
+    let Some(redis) = testkit::RedisServer::start().await else {
+        return;
+    };
+    let demo = DemoConfig {
+        redis_url: Some(redis.url()),
+        ..DemoConfig::ephemeral()
+    };
+    let (stack, server, token) = setup_with(demo, &[("REDIS_URL", &redis.url())]).await;
+    let id = product(&stack, 9);
+    let mut client = open(Transport::Sse, &server, id, &token, None).await;
+    assert_eq!(
+        client.next(SECOND * 5).await.expect("snapshot").kind,
+        "snapshot"
+    );
+    // With Redis the pricing service's own event stream is not followed:
+    // faulting the service (which cuts that stream) changes nothing, the
+    // change arrives over the Redis channel.
+    testkit::set_fault(&stack, "pricing", json!({ "error_rate": 1.0 })).await;
+    let changed = Instant::now();
+    set_price(&stack, id, 31_337).await;
+    client
+        .wait_for("price", SECOND, |d| d["current"] == 31_337)
+        .await
+        .expect("a price event over Redis within 1 s");
+    assert!(changed.elapsed() < SECOND);
 }

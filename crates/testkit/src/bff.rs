@@ -181,6 +181,20 @@ async fn serve_on(listener: tokio::net::TcpListener, app: Router) -> TestServer 
     panic!("the BFF at {addr} did not become ready");
 }
 
+/// The demo services `spec`'s BFF calls (what its binary must be pointed at).
+///
+/// # Panics
+/// When the spec declares an upstream the demo world does not have.
+pub fn upstreams_of(spec: BffSpec) -> Vec<demo_services::ServiceName> {
+    spec.upstreams
+        .iter()
+        .map(|decl| match demo_services::ServiceName::parse(decl.name) {
+            Some(service) => service,
+            None => panic!("no demo service for upstream {}", decl.name),
+        })
+        .collect()
+}
+
 /// An access token of demo user `username` for `audience`, from the demo
 /// identity provider.
 ///

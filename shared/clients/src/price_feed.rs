@@ -147,28 +147,33 @@ enum Followed {
     Failed { delivered: bool, error: String },
 }
 
+/// Connects within [`CONNECT_TIMEOUT`], or says why not.
+async fn connect<T, E: std::fmt::Display>(
+    what: &str,
+    connecting: impl std::future::Future<Output = Result<T, E>>,
+) -> Result<T, Followed> {
+    let error = match tokio::time::timeout(CONNECT_TIMEOUT, connecting).await {
+        Ok(Ok(connected)) => return Ok(connected),
+        Ok(Err(error)) => error.to_string(),
+        Err(_) => format!("timed out {what}"),
+    };
+    Err(Followed::Failed {
+        delivered: false,
+        error,
+    })
+}
+
 async fn follow_redis(client: &redis::Client, events: &mpsc::Sender<FeedEvent>) -> Followed {
     use futures::StreamExt;
-    let subscribed = tokio::time::timeout(CONNECT_TIMEOUT, async {
+    let subscribed = connect("subscribing", async {
         let mut pubsub = client.get_async_pubsub().await?;
         pubsub.subscribe(PRICE_EVENTS).await?;
         redis::RedisResult::Ok(pubsub)
     })
     .await;
     let pubsub = match subscribed {
-        Ok(Ok(pubsub)) => pubsub,
-        Ok(Err(error)) => {
-            return Followed::Failed {
-                delivered: false,
-                error: error.to_string(),
-            };
-        }
-        Err(_) => {
-            return Followed::Failed {
-                delivered: false,
-                error: "timed out subscribing".to_owned(),
-            };
-        }
+        Ok(pubsub) => pubsub,
+        Err(failed) => return failed,
     };
     if events.send(FeedEvent::Connected).await.is_err() {
         return Followed::Closed;
@@ -189,35 +194,17 @@ async fn follow_events(
     feed: &Url,
     events: &mpsc::Sender<FeedEvent>,
 ) -> Followed {
-    let connected = tokio::time::timeout(
-        CONNECT_TIMEOUT,
+    let connected = connect("connecting", async {
         http.get(feed.clone())
             .header(reqwest::header::ACCEPT, "text/event-stream")
-            .send(),
-    )
+            .send()
+            .await?
+            .error_for_status()
+    })
     .await;
     let mut response = match connected {
-        Ok(Ok(response)) => match response.error_for_status() {
-            Ok(response) => response,
-            Err(error) => {
-                return Followed::Failed {
-                    delivered: false,
-                    error: error.to_string(),
-                };
-            }
-        },
-        Ok(Err(error)) => {
-            return Followed::Failed {
-                delivered: false,
-                error: error.to_string(),
-            };
-        }
-        Err(_) => {
-            return Followed::Failed {
-                delivered: false,
-                error: "timed out connecting".to_owned(),
-            };
-        }
+        Ok(response) => response,
+        Err(failed) => return failed,
     };
     if events.send(FeedEvent::Connected).await.is_err() {
         return Followed::Closed;
