@@ -51,3 +51,45 @@ async fn sigterm_drains_and_exits_0() {
     )
     .await;
 }
+
+/// `--health-check` (the image's HEALTHCHECK) asks the BFF configured by the
+/// same environment for /readyz: 0 when it is ready, 1 naming what failed.
+#[tokio::test]
+async fn health_check_exits_0_only_when_the_configured_bff_is_ready() {
+    let stack = testkit::start_demo().await;
+    let upstreams = [
+        demo_services::ServiceName::User,
+        demo_services::ServiceName::Order,
+        demo_services::ServiceName::Recommendation,
+    ];
+    let process =
+        testkit::BffProcess::start(env!("CARGO_BIN_EXE_bff-mobile"), &stack, &upstreams, &[]).await;
+    let listen = process
+        .url("")
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_owned();
+    let probe = |listen: &str| {
+        bff()
+            .env("BFF_LISTEN", listen)
+            .arg("--health-check")
+            .output()
+            .expect("runs")
+    };
+    let ready = probe(&listen);
+    assert_eq!(
+        ready.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&ready.stderr)
+    );
+    let (code, _) = process.stop().await;
+    assert_eq!(code, Some(0));
+    let gone = probe(&listen);
+    assert_eq!(gone.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&gone.stderr);
+    assert!(
+        stderr.contains("not ready") && stderr.contains("/readyz"),
+        "{stderr}"
+    );
+}

@@ -23,6 +23,10 @@ struct Args {
     /// BASE+7, control API at BASE+99 (the contract's ports are BASE 7000).
     #[arg(long, env = "DEMO_PORT_BASE", default_value_t = 7000)]
     port_base: u16,
+    /// Ask the running control API whether it answers, exit 0 if so (a
+    /// container HEALTHCHECK); nothing is started.
+    #[arg(long)]
+    health_check: bool,
     /// Change a random product's stock this often (0 for never).
     #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
     stock_every: std::time::Duration,
@@ -31,6 +35,9 @@ struct Args {
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let args = Args::parse();
+    if args.health_check {
+        return health_check(&args);
+    }
     let export = match bff_telemetry::ExportConfig::from_env(|key| std::env::var(key).ok()) {
         Ok(export) => export,
         Err(error) => {
@@ -104,4 +111,27 @@ async fn run(args: Args) -> std::process::ExitCode {
     }
     stack.shutdown().await;
     std::process::ExitCode::SUCCESS
+}
+
+/// The control API is served by the same start-up as every service (all are
+/// bound before any is served): when it answers, the demo world is up.
+fn health_check(args: &Args) -> std::process::ExitCode {
+    let Some(port) = args.port_base.checked_add(99) else {
+        eprintln!(
+            "demo-services: --port-base {} leaves no room for the control API",
+            args.port_base
+        );
+        return std::process::ExitCode::from(2);
+    };
+    match bff_probe::get(
+        (args.host, port).into(),
+        "/faults",
+        std::time::Duration::from_secs(2),
+    ) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("demo-services: not ready: {error}");
+            std::process::ExitCode::FAILURE
+        }
+    }
 }

@@ -71,3 +71,17 @@ async fn metrics() -> Response {
     )
         .into_response()
 }
+
+/// `<bff> --health-check`: asks the BFF listening at `listen` for `/readyz`
+/// and says whether it answered 200. Container engines run this as the
+/// image's `HEALTHCHECK` (the runtime image carries no curl); it is plain
+/// blocking I/O because it runs as a process of its own, not on a runtime.
+///
+/// An unspecified listen address (`0.0.0.0`, `::`) is probed on the loopback
+/// of the same family.
+pub fn probe_ready(
+    listen: std::net::SocketAddr,
+    timeout: std::time::Duration,
+) -> Result<(), String> {
+    bff_probe::get(listen, "/readyz", timeout)
+}

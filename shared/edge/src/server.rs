@@ -178,7 +178,7 @@ where
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.iter().any(|a| a == "--help" || a == "-h") {
         println!(
-            "{name} {version}\n\nUsage: {name} [--config FILE]\n\nConfiguration comes from the environment (BFF_LISTEN, BFF_JWKS_URL, …; see the README), optionally from a TOML file; the environment wins.",
+            "{name} {version}\n\nUsage: {name} [--config FILE] [--health-check]\n\n--health-check asks the BFF configured so for /readyz and exits 0 when it is ready (a container HEALTHCHECK).\n\nConfiguration comes from the environment (BFF_LISTEN, BFF_JWKS_URL, …; see the README), optionally from a TOML file; the environment wins.",
             name = spec.name,
             version = spec.version
         );
@@ -188,6 +188,8 @@ where
         println!("{} {}", spec.name, spec.version);
         return ExitCode::SUCCESS;
     }
+    let health_check = args.iter().any(|a| a == "--health-check");
+    let args = args.into_iter().filter(|a| a != "--health-check");
     let config = match config_path_from_args(args)
         .and_then(|file| BffConfig::load(spec, file.as_deref(), std::env::vars()))
     {
@@ -197,6 +199,15 @@ where
             return ExitCode::from(2);
         }
     };
+    if health_check {
+        return match crate::health::probe_ready(config.listen, Duration::from_secs(2)) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => {
+                eprintln!("{}: not ready: {error}", spec.name);
+                ExitCode::FAILURE
+            }
+        };
+    }
     let telemetry = match bff_telemetry::init(&bff_telemetry::Options {
         service_name: spec.name.to_owned(),
         service_version: spec.version.to_owned(),
