@@ -41,6 +41,11 @@ pub enum Transport {
 
 #[derive(Debug, Default)]
 struct Received {
+    /// Whether whole exports are kept (tests) or only counted (the sink
+    /// binary, which runs for as long as a compose stack does).
+    keep: bool,
+    /// Spans received per `service.name`.
+    per_service: Mutex<std::collections::BTreeMap<String, u64>>,
     spans: Mutex<Vec<(Transport, ResourceSpans)>>,
     metrics: Mutex<Vec<(Transport, ResourceMetrics)>>,
     bytes: std::sync::atomic::AtomicU64,
@@ -96,11 +101,29 @@ impl Received {
     }
 
     fn keep_spans(&self, transport: Transport, request: ExportTraceServiceRequest) {
+        {
+            let mut per_service = self.per_service.lock().unwrap_or_else(|p| p.into_inner());
+            for resource in &request.resource_spans {
+                let service = resource
+                    .resource
+                    .as_ref()
+                    .and_then(|r| attribute(&r.attributes, "service.name"))
+                    .unwrap_or("unknown_service");
+                let spans: usize = resource.scope_spans.iter().map(|s| s.spans.len()).sum();
+                *per_service.entry(service.to_owned()).or_default() += spans as u64;
+            }
+        }
+        if !self.keep {
+            return;
+        }
         let mut spans = self.spans.lock().unwrap_or_else(|p| p.into_inner());
         spans.extend(request.resource_spans.into_iter().map(|r| (transport, r)));
     }
 
     fn keep_metrics(&self, transport: Transport, request: ExportMetricsServiceRequest) {
+        if !self.keep {
+            return;
+        }
         let mut metrics = self.metrics.lock().unwrap_or_else(|p| p.into_inner());
         metrics.extend(request.resource_metrics.into_iter().map(|r| (transport, r)));
     }
@@ -138,17 +161,11 @@ impl OtlpReceiver {
     /// # Panics
     /// When no port can be bound.
     pub async fn start() -> Self {
-        let received = Arc::new(Received::default());
-        let grpc = Grpc(received.clone());
-        let app = tonic::service::Routes::new(TraceServiceServer::new(grpc.clone()))
-            .add_service(MetricsServiceServer::new(grpc))
-            .into_axum_router()
-            .merge(
-                Router::new()
-                    .route("/v1/traces", post(http_traces))
-                    .route("/v1/metrics", post(http_metrics))
-                    .with_state(received.clone()),
-            );
+        let received = Arc::new(Received {
+            keep: true,
+            ..Received::default()
+        });
+        let app = app(received.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
@@ -204,6 +221,46 @@ impl OtlpReceiver {
         }
         true
     }
+}
+
+/// OTLP over gRPC and HTTP/protobuf on one router, and `GET /spans`: the
+/// spans received per `service.name`, as a JSON object.
+fn app(received: Arc<Received>) -> Router {
+    let grpc = Grpc(received.clone());
+    tonic::service::Routes::new(TraceServiceServer::new(grpc.clone()))
+        .add_service(MetricsServiceServer::new(grpc))
+        .into_axum_router()
+        .merge(
+            Router::new()
+                .route("/v1/traces", post(http_traces))
+                .route("/v1/metrics", post(http_metrics))
+                .route("/spans", axum::routing::get(per_service))
+                .with_state(received),
+        )
+}
+
+async fn per_service(State(received): State<Arc<Received>>) -> Response {
+    let counts = received
+        .per_service
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone();
+    axum::Json(counts).into_response()
+}
+
+/// Serves OTLP on every listener until the process ends, counting spans per
+/// service (`GET /spans`) and keeping nothing else: the `otlp-sink` binary,
+/// the collector's stand-in where no collector image can be had.
+pub async fn serve_counting(listeners: Vec<tokio::net::TcpListener>) -> std::io::Result<()> {
+    let app = app(Arc::new(Received::default()));
+    let mut servers = tokio::task::JoinSet::new();
+    for listener in listeners {
+        servers.spawn(axum::serve(listener, app.clone()).into_future());
+    }
+    while let Some(served) = servers.join_next().await {
+        served.map_err(std::io::Error::other)??;
+    }
+    Ok(())
 }
 
 /// The string value of attribute `key` among `attributes`.
