@@ -31,6 +31,8 @@ pub struct ControlState {
     pub identity: Arc<Identity>,
     /// Request counters.
     pub stats: Arc<Stats>,
+    /// The demo data (read by provider states).
+    pub data: Arc<crate::data::DemoData>,
 }
 
 /// The control API's routes.
@@ -45,6 +47,7 @@ pub fn router(state: ControlState) -> Router {
         .route("/stock/{product_id}", put(set_stock).get(get_stock))
         .route("/identity/rotate-keys", post(rotate_keys))
         .route("/stats", get(get_stats).delete(reset_stats))
+        .route("/provider-states", post(crate::states::provider_state))
         .with_state(state)
 }
 

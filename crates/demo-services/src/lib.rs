@@ -24,6 +24,7 @@ pub mod pricing;
 pub mod problem;
 pub mod rest;
 pub mod serve;
+pub mod states;
 pub mod stats;
 
 use std::collections::BTreeMap;
@@ -260,6 +261,7 @@ impl DemoStack {
             stock: stock.clone(),
             identity: identity.clone(),
             stats: stats.clone(),
+            data: data.clone(),
         })
         .route("/healthz", get(|| async { "ok" }))
         .fallback(not_found);

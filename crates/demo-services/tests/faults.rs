@@ -285,3 +285,57 @@ async fn bad_fault_requests_are_400_naming_the_problem() {
         "no bad request changed anything"
     );
 }
+
+/// `POST /provider-states`: a state that holds is set up (clearing faults),
+/// one that does not, or that nobody knows, is refused naming it.
+#[tokio::test]
+async fn provider_states_are_checked_against_the_data_and_clear_faults() {
+    let stack = testkit::start_demo().await;
+    let user = stack.data().users()[0].id.to_string();
+    let state = |state: &str, params: Value| {
+        let request = client()
+            .post(format!("{}/provider-states", stack.control_url()))
+            .json(&serde_json::json!({ "state": state, "params": params, "action": "setup" }));
+        async move {
+            let response = request.send().await.expect("the control API");
+            let status = response.status().as_u16();
+            (status, response.text().await.unwrap_or_default())
+        }
+    };
+    let faults = || async {
+        client()
+            .get(format!("{}/faults", stack.control_url()))
+            .send()
+            .await
+            .expect("faults")
+            .text()
+            .await
+            .expect("text")
+    };
+    set_fault(&stack, "user", serde_json::json!({ "error_rate": 1.0 })).await;
+    assert!(faults().await.contains("\"user\""), "the fault is set");
+    let (status, body) = state("a user exists", serde_json::json!({ "userId": user })).await;
+    assert_eq!(status, 200, "{body}");
+    let after = faults().await;
+    assert!(!after.contains("\"user\""), "faults cleared: {after}");
+
+    let (status, body) = state(
+        "a user does not exist",
+        serde_json::json!({ "userId": user }),
+    )
+    .await;
+    assert_eq!(status, 400);
+    assert!(
+        body.contains("does not hold") && body.contains(&user),
+        "{body}"
+    );
+    let (status, body) = state("a unicorn exists", serde_json::json!({})).await;
+    assert_eq!(status, 400);
+    assert!(
+        body.contains("unknown provider state") && body.contains("a unicorn exists"),
+        "{body}"
+    );
+    let (status, body) = state("a user exists", serde_json::json!({ "userId": "nope" })).await;
+    assert_eq!(status, 400);
+    assert!(body.contains("params.userId"), "{body}");
+}
