@@ -18,8 +18,9 @@ mod services;
 pub use price_feed::{FeedEvent, PriceChange, PriceFeed, follow_price_changes};
 
 pub use services::{
-    BATCH_WINDOW, Call, InventoryClient, MAX_BATCH, OrderClient, PricingClient, ProductClient,
-    RecommendationClient, ReviewClient, StockUpdate, StockWatch, UserClient,
+    BATCH_WINDOW, Call, InventoryClient, MAX_BATCH, OrderClient, PRICE_QUERY, PRICES_QUERY,
+    PricingClient, ProductClient, RecommendationClient, ReviewClient, StockUpdate, StockWatch,
+    UserClient,
 };
 
 /// The declarations of the domain services, for a BFF's spec.

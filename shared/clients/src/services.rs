@@ -557,8 +557,10 @@ struct PricingsData {
     pricings: Vec<Price>,
 }
 
-const PRICE_QUERY: &str = "query Price($id: ID!) { pricing(productId: $id) { productId current original currency discount } }";
-const PRICES_QUERY: &str = "query Prices($ids: [ID!]!) { pricings(productIds: $ids) { productId current original currency discount } }";
+/// The GraphQL query of one product's price (the `pricing` operation).
+pub const PRICE_QUERY: &str = "query Price($id: ID!) { pricing(productId: $id) { productId current original currency discount } }";
+/// The GraphQL query of many products' prices (the `pricings` operation).
+pub const PRICES_QUERY: &str = "query Prices($ids: [ID!]!) { pricings(productIds: $ids) { productId current original currency discount } }";
 
 impl PricingClient {
     /// The client of the declared upstream, batching loads over

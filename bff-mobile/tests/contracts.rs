@@ -1,0 +1,199 @@
+//! bff-mobile's contracts with the services it calls over HTTP (user, order,
+//! recommendation), written to `contracts/pacts/` and verified against the
+//! services by `crates/contracts`.
+//!
+//! The BFF's real app and clients run against Pact mock servers; every
+//! route it serves is exercised, every interaction must happen and nothing
+//! else may reach the mocks, and every client operation its metrics show
+//! must have an interaction of its own. The examples are the demo data read
+//! through the BFF's own models, so the matchers name exactly the fields it
+//! reads.
+
+use bff_clients::models::{OrderPage, RecommendationList, User};
+use contracts::{Providers, pact, shape, through};
+use pact_consumer::prelude::*;
+use serde_json::{Value, json};
+
+const CONSUMER: &str = "bff-mobile";
+/// No demo user has this id.
+const UNKNOWN_USER: &str = "00000000-0000-4000-8000-000000000000";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bff_mobile_reads_what_its_pacts_say() {
+    let stack = testkit::start_demo().await;
+    let data = stack.data();
+    let user = &data.users()[0];
+    let id = user.id.to_string();
+
+    let profile = through::<User>(serde_json::to_value(user).expect("a user"));
+    let orders: Vec<Value> = data
+        .orders_of(&user.id)
+        .expect("the demo user's orders")
+        .take(5)
+        .map(|o| serde_json::to_value(o).expect("an order"))
+        .collect();
+    let orders = through::<OrderPage>(json!({ "total": orders.len(), "orders": orders }));
+    let picks = data
+        .recommendations_for(&user.id)
+        .expect("the demo user's recommendations");
+    let picks =
+        through::<RecommendationList>(json!({ "recommendations": &picks[..3.min(picks.len())] }));
+    let not_found = |i: &mut pact_consumer::builders::InteractionBuilder| {
+        i.response
+            .status(404)
+            .content_type("application/problem+json")
+            .json_body(json_pattern!({ "status": 404, "title": like!("Not Found") }));
+    };
+    let user_exists = json!({ "userId": id });
+    let user_unknown = json!({ "userId": UNKNOWN_USER });
+
+    let mut users = pact(CONSUMER, "user");
+    users
+        .interaction("get_user: the profile of a user", "", |mut i| {
+            i.given_with_params("a user exists", &user_exists);
+            i.request.get().path(format!("/users/{id}"));
+            i.response
+                .ok()
+                .content_type("application/json")
+                .json_body(shape(&profile));
+            i
+        })
+        .interaction("get_user: a user the service does not know", "", |mut i| {
+            i.given_with_params("a user does not exist", &user_unknown);
+            i.request.get().path(format!("/users/{UNKNOWN_USER}"));
+            not_found(&mut i);
+            i
+        });
+    let mut order = pact(CONSUMER, "order");
+    order
+        .interaction("list_orders: a user's five latest orders", "", |mut i| {
+            i.given_with_params("a user exists with orders", &user_exists);
+            i.request
+                .get()
+                .path("/orders")
+                .query_param("user_id", id.as_str())
+                .query_param("limit", "5");
+            i.response
+                .ok()
+                .content_type("application/json")
+                .json_body(shape(&orders));
+            i
+        })
+        .interaction(
+            "list_orders: the orders of a user the service does not know",
+            "",
+            |mut i| {
+                i.given_with_params("a user does not exist", &user_unknown);
+                i.request
+                    .get()
+                    .path("/orders")
+                    .query_param("user_id", UNKNOWN_USER)
+                    .query_param("limit", "5");
+                not_found(&mut i);
+                i
+            },
+        );
+    let mut recommendation = pact(CONSUMER, "recommendation");
+    recommendation
+        .interaction(
+            "list_recommendations: a user's three best picks",
+            "",
+            |mut i| {
+                i.given_with_params("a user exists with recommendations", &user_exists);
+                i.request
+                    .get()
+                    .path("/recommendations")
+                    .query_param("user_id", id.as_str())
+                    .query_param("limit", "3");
+                i.response
+                    .ok()
+                    .content_type("application/json")
+                    .json_body(shape(&picks));
+                i
+            },
+        )
+        .interaction(
+            "list_recommendations: the picks of a user the service does not know",
+            "",
+            |mut i| {
+                i.given_with_params("a user does not exist", &user_unknown);
+                i.request
+                    .get()
+                    .path("/recommendations")
+                    .query_param("user_id", UNKNOWN_USER)
+                    .query_param("limit", "3");
+                not_found(&mut i);
+                i
+            },
+        );
+    let providers = Providers::start(
+        CONSUMER,
+        bff_mobile::SPEC.upstreams,
+        vec![
+            ("user", users),
+            ("order", order),
+            ("recommendation", recommendation),
+        ],
+    );
+
+    let jwks = testkit::JwksServer::start().await;
+    let jwks_url = jwks.jwks_url();
+    let mut env: Vec<(String, String)> = providers.env();
+    env.push(("BFF_JWKS_URL".into(), jwks_url));
+    env.push(("BFF_ISSUER".into(), testkit::TEST_ISSUER.into()));
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let server = testkit::start_bff(
+        testkit::bff_config_with(&stack, bff_mobile::SPEC, &env),
+        bff_mobile::app,
+    )
+    .await;
+    let http = reqwest::Client::new();
+    let token = |sub: &str| jwks.mint(&testkit::TestClaims::new(CONSUMER, sub, "profile"));
+
+    // Every route of the API, as a phone would call it.
+    let mut exercised = std::collections::BTreeSet::new();
+    let response = http
+        .get(server.url("/v1/dashboard"))
+        .bearer_auth(token(&id))
+        .send()
+        .await
+        .expect("the dashboard");
+    assert_eq!(response.status(), 200);
+    let body: Value = response.json().await.expect("JSON");
+    assert_eq!(body["user"]["id"], id, "{body}");
+    assert!(body["metadata"]["partialFailures"] == 0, "{body}");
+    let response = http
+        .get(server.url("/v1/dashboard"))
+        .bearer_auth(token(UNKNOWN_USER))
+        .send()
+        .await
+        .expect("the dashboard");
+    assert_eq!(response.status(), 404);
+    exercised.insert("/v1/dashboard".to_owned());
+    let doc: Value = http
+        .get(server.url("/openapi.json"))
+        .send()
+        .await
+        .expect("the OpenAPI document")
+        .json()
+        .await
+        .expect("JSON");
+    assert_eq!(
+        contracts::openapi_paths(&doc),
+        exercised,
+        "every route the BFF serves is exercised here"
+    );
+
+    // Every client operation the BFF made has an interaction of its own.
+    let metrics = server.get_text("/metrics").await;
+    let operations = contracts::client_operations(&metrics);
+    assert!(!operations.is_empty(), "no client operations in {metrics}");
+    drop(providers);
+    // The JWKS is the identity provider's standard document (RFC 7517), not
+    // a domain service's API: it is no pact's business.
+    let uncovered = contracts::uncovered(CONSUMER, &operations, &["jwks"]);
+    assert!(
+        uncovered.is_empty(),
+        "client operations without a pact: {uncovered:?}"
+    );
+}
