@@ -85,6 +85,7 @@ const COMPARED_MOBILE_PORT: u16 = 18_087;
 const WEB_PORT: u16 = 18_082;
 const PARTNER_PORT: u16 = 18_083;
 const NODE_PORT: u16 = 18_091;
+const FLOOR_PORT: u16 = 18_092;
 
 fn addr(port: u16) -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], port))
@@ -205,6 +206,9 @@ fn binaries(args: &Args) -> Result<PathBuf, String> {
                 "bff-web",
                 "-p",
                 "bff-partner",
+                // The I/O floor (src/bin/io-floor.rs), and the harness itself.
+                "-p",
+                "loadtest",
             ])
             .status()
             .map_err(|e| format!("cannot run cargo: {e}"))?;
@@ -488,6 +492,12 @@ async fn run(args: &Args) -> Result<Report, String> {
             cpu,
             "",
         ));
+        if mobile.is_some() {
+            io_floor(
+                &bin, &plan, &dashboard, &upstreams, args, bff_cpu, &mut rows, &mut notes,
+            )
+            .await?;
+        }
         if node_wanted(&args.node)? {
             let node = start_node(&plan)?;
             wait_http(NODE_PORT, "/healthz", "the Node.js baseline").await?;
@@ -778,6 +788,65 @@ async fn run(args: &Args) -> Result<Report, String> {
 
     let table = render(&rows, &notes, &plan, args);
     Ok(Report { rows, table })
+}
+
+/// Scenario 1 against the I/O floor: a minimal hyper server making the same
+/// three upstream calls without parsing them and answering a constant body
+/// of bff-mobile's size (`io-floor`), on the same CPU, in the same run.
+#[allow(clippy::too_many_arguments)]
+async fn io_floor(
+    bin: &Path,
+    plan: &Plan,
+    dashboard: &Arc<Vec<Target>>,
+    upstreams: &Arc<Vec<Target>>,
+    args: &Args,
+    bff_open_cpu: Option<f64>,
+    rows: &mut Vec<Row>,
+    notes: &mut Vec<String>,
+) -> Result<(), String> {
+    let (duration, rate, connections) = (args.duration, args.rate, args.connections);
+    let size = load::fetch(&dashboard[0]).await?.1.len();
+    let mut floor_args = vec![addr(FLOOR_PORT).to_string(), size.to_string()];
+    floor_args.extend(
+        upstreams
+            .iter()
+            .map(|t| format!("http://{}{}", t.addr, t.path)),
+    );
+    let floor_args: Vec<&str> = floor_args.iter().map(String::as_str).collect();
+    let floor = Proc::spawn(
+        "io-floor",
+        &bin.join("io-floor"),
+        &floor_args,
+        &[],
+        plan.bff_cpu,
+    )?;
+    wait_http(FLOOR_PORT, "/", "the I/O floor").await?;
+    let target = Arc::new(vec![Target::get(addr(FLOOR_PORT), "/v1/dashboard")]);
+    let (s, closed_cpu) = closed(Some(&floor), &target, connections, duration).await?;
+    rows.push(row(
+        "1 mobile dashboard",
+        "I/O floor (hyper, unparsed)",
+        format!("closed ×{connections}"),
+        &s,
+        closed_cpu,
+        &format!("{size} B constant body"),
+    ));
+    let (s, open_cpu) = open(Some(&floor), &target, rate, duration).await?;
+    rows.push(row(
+        "1 mobile dashboard",
+        "I/O floor (hyper, unparsed)",
+        format!("open {rate}/s"),
+        &s,
+        open_cpu,
+        "",
+    ));
+    if let (Some(b), Some(f)) = (bff_open_cpu, open_cpu) {
+        notes.push(format!(
+            "Scenario 1: CPU per request at {rate}/s open loop, bff-mobile ÷ I/O floor = {:.2}× ({b:.0} vs {f:.0} µs; target ≤ 1.5×)",
+            b / f
+        ));
+    }
+    Ok(())
 }
 
 async fn body_sizes(
