@@ -109,29 +109,5 @@ async fn bff_partner_reads_what_its_pact_says() {
         );
         exercised.insert(path.to_owned());
     }
-    let doc: Value = http
-        .get(server.url("/openapi.json"))
-        .send()
-        .await
-        .expect("the OpenAPI document")
-        .json()
-        .await
-        .expect("JSON");
-    assert_eq!(
-        contracts::openapi_paths(&doc),
-        exercised,
-        "every route the BFF serves is exercised here"
-    );
-
-    let metrics = server.get_text("/metrics").await;
-    let operations = contracts::client_operations(&metrics);
-    assert!(!operations.is_empty(), "no client operations in {metrics}");
-    drop(providers);
-    // The JWKS is the identity provider's standard document (RFC 7517), not
-    // a domain service's API: it is no pact's business.
-    let uncovered = contracts::uncovered(CONSUMER, &operations, &["jwks"]);
-    assert!(
-        uncovered.is_empty(),
-        "client operations without a pact: {uncovered:?}"
-    );
+    contracts::finish(CONSUMER, &server.url(""), &exercised, providers).await;
 }

@@ -271,6 +271,54 @@ pub fn interactions(consumer: &str, provider: &str) -> Vec<(String, Vec<String>)
         .unwrap_or_default()
 }
 
+/// The end of a BFF's contract test, against the BFF served at `base_url`:
+/// its OpenAPI document lists exactly the routes the test `exercised`; the
+/// mock servers are dropped (every interaction must have happened, nothing
+/// else may have; the pacts are written); and every client operation in its
+/// `/metrics` has an interaction of its own. The JWKS fetch is exempt: it
+/// is the identity provider's standard document (RFC 7517), not a domain
+/// service's API.
+///
+/// # Panics
+/// When any of that does not hold.
+pub async fn finish(
+    consumer: &str,
+    base_url: &str,
+    exercised: &BTreeSet<String>,
+    providers: Providers,
+) {
+    let http = reqwest::Client::new();
+    let get = |path: &str| {
+        let request = http.get(format!("{base_url}{path}"));
+        let path = path.to_owned();
+        async move {
+            request
+                .send()
+                .await
+                .unwrap_or_else(|e| panic!("{path}: {e}"))
+                .text()
+                .await
+                .unwrap_or_else(|e| panic!("{path}: {e}"))
+        }
+    };
+    let doc: Value = serde_json::from_str(&get("/openapi.json").await)
+        .unwrap_or_else(|e| panic!("/openapi.json: {e}"));
+    assert_eq!(
+        &openapi_paths(&doc),
+        exercised,
+        "every route the BFF serves is exercised by its contract test"
+    );
+    let metrics = get("/metrics").await;
+    let operations = client_operations(&metrics);
+    assert!(!operations.is_empty(), "no client operations in {metrics}");
+    drop(providers);
+    let uncovered = uncovered(consumer, &operations, &["jwks"]);
+    assert!(
+        uncovered.is_empty(),
+        "client operations without a pact: {uncovered:?}"
+    );
+}
+
 /// Every `(upstream, operation)` the BFF was seen to call that no interaction
 /// of its pact with that upstream's provider describes. An interaction
 /// describes an operation when its description starts with `operation:`.
