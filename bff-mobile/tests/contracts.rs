@@ -9,8 +9,7 @@
 //! through the BFF's own models, so the matchers name exactly the fields it
 //! reads.
 
-use bff_clients::models::{OrderPage, RecommendationList, User};
-use contracts::{Providers, pact, shape, through};
+use contracts::{Providers, examples, pact, shape};
 use pact_consumer::prelude::*;
 use serde_json::{Value, json};
 
@@ -25,19 +24,9 @@ async fn bff_mobile_reads_what_its_pacts_say() {
     let user = &data.users()[0];
     let id = user.id.to_string();
 
-    let profile = through::<User>(serde_json::to_value(user).expect("a user"));
-    let orders: Vec<Value> = data
-        .orders_of(&user.id)
-        .expect("the demo user's orders")
-        .take(5)
-        .map(|o| serde_json::to_value(o).expect("an order"))
-        .collect();
-    let orders = through::<OrderPage>(json!({ "total": orders.len(), "orders": orders }));
-    let picks = data
-        .recommendations_for(&user.id)
-        .expect("the demo user's recommendations");
-    let picks =
-        through::<RecommendationList>(json!({ "recommendations": &picks[..3.min(picks.len())] }));
+    let profile = examples::profile(data, user.id);
+    let orders = examples::latest_orders(data, user.id, 5);
+    let picks = examples::best_picks(data, user.id, 3);
     let not_found = |i: &mut pact_consumer::builders::InteractionBuilder| {
         i.response
             .status(404)
@@ -137,10 +126,7 @@ async fn bff_mobile_reads_what_its_pacts_say() {
     );
 
     let jwks = testkit::JwksServer::start().await;
-    let jwks_url = jwks.jwks_url();
-    let mut env: Vec<(String, String)> = providers.env();
-    env.push(("BFF_JWKS_URL".into(), jwks_url));
-    env.push(("BFF_ISSUER".into(), testkit::TEST_ISSUER.into()));
+    let env = providers.bff_env(&jwks.jwks_url(), testkit::TEST_ISSUER, false);
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     let server = testkit::start_bff(
         testkit::bff_config_with(&stack, bff_mobile::SPEC, &env),

@@ -64,15 +64,7 @@ async fn bff_partner_reads_what_its_pact_says() {
     );
 
     let jwks = testkit::JwksServer::start().await;
-    let jwks_url = jwks.jwks_url();
-    let mut env: Vec<(String, String)> = providers.env();
-    env.push(("BFF_JWKS_URL".into(), jwks_url));
-    env.push(("BFF_ISSUER".into(), testkit::TEST_ISSUER.into()));
-    // Price changes come over Redis here, as in every shared deployment, so
-    // the BFF does not open the pricing service's event stream: a stream is
-    // no request/response interaction (see contracts/README.md). Nothing
-    // listens on this port: the cache runs without Redis.
-    env.push(("REDIS_URL".into(), "redis://127.0.0.1:1".into()));
+    let env = providers.bff_env(&jwks.jwks_url(), testkit::TEST_ISSUER, true);
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     let server = testkit::start_bff(
         testkit::bff_config_with(&stack, bff_partner::SPEC, &env),

@@ -9,8 +9,8 @@
 //! else may reach the mocks, and every client operation its metrics show
 //! must have an interaction of its own.
 
-use bff_clients::models::{OrderPage, Price, RecommendationList, ReviewPage, User};
-use contracts::{Providers, UUID, pact, shape, through};
+use bff_clients::models::{Price, ReviewPage};
+use contracts::{Providers, UUID, examples, pact, shape, through};
 use pact_consumer::prelude::*;
 use serde_json::{Value, json};
 use testkit::live::{LiveClient, Transport};
@@ -35,19 +35,9 @@ async fn bff_web_reads_what_its_pacts_say() {
         .expect("a product without reviews");
     let (product, quiet) = (reviewed.id.to_string(), unreviewed.id.to_string());
 
-    let profile = through::<User>(serde_json::to_value(user).expect("a user"));
-    let orders: Vec<Value> = data
-        .orders_of(&user.id)
-        .expect("the demo user's orders")
-        .take(5)
-        .map(|o| serde_json::to_value(o).expect("an order"))
-        .collect();
-    let orders = through::<OrderPage>(json!({ "total": orders.len(), "orders": orders }));
-    let picks = data
-        .recommendations_for(&user.id)
-        .expect("the demo user's recommendations");
-    let picks =
-        through::<RecommendationList>(json!({ "recommendations": &picks[..10.min(picks.len())] }));
+    let profile = examples::profile(data, user.id);
+    let orders = examples::latest_orders(data, user.id, 5);
+    let picks = examples::best_picks(data, user.id, 10);
     let reviews = data.reviews_of(&reviewed.id).expect("reviews");
     let reviews = through::<ReviewPage>(json!({
         "average_rating": reviewed.rating_average,
@@ -180,15 +170,7 @@ async fn bff_web_reads_what_its_pacts_say() {
     );
 
     let jwks = testkit::JwksServer::start().await;
-    let jwks_url = jwks.jwks_url();
-    let mut env: Vec<(String, String)> = providers.env();
-    env.push(("BFF_JWKS_URL".into(), jwks_url));
-    env.push(("BFF_ISSUER".into(), testkit::TEST_ISSUER.into()));
-    // Price changes come over Redis here, as in every shared deployment, so
-    // the BFF does not open the pricing service's event stream: a stream is
-    // no request/response interaction (see contracts/README.md). Nothing
-    // listens on this port: the cache and the feed run without Redis.
-    env.push(("REDIS_URL".into(), "redis://127.0.0.1:1".into()));
+    let env = providers.bff_env(&jwks.jwks_url(), testkit::TEST_ISSUER, true);
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     let server = testkit::start_bff(
         testkit::bff_config_with(&stack, bff_web::SPEC, &env),

@@ -168,6 +168,77 @@ fn sorted(value: Value) -> Value {
     }
 }
 
+impl Providers {
+    /// The configuration a BFF needs to run against these mocks: their
+    /// URLs, tokens from `jwks_url` issued by `issuer`, and, when
+    /// `price_changes_over_redis`, `REDIS_URL` on a closed port. Price
+    /// changes then come over Redis, as in every shared deployment, so the
+    /// BFF does not open the pricing service's event stream against the
+    /// mock: a stream is no request/response interaction (see
+    /// `contracts/README.md`). Nothing listens there: the cache and the feed
+    /// run without Redis.
+    pub fn bff_env(
+        &self,
+        jwks_url: &str,
+        issuer: &str,
+        price_changes_over_redis: bool,
+    ) -> Vec<(String, String)> {
+        let mut env = self.env();
+        env.push(("BFF_JWKS_URL".into(), jwks_url.to_owned()));
+        env.push(("BFF_ISSUER".into(), issuer.to_owned()));
+        if price_changes_over_redis {
+            env.push(("REDIS_URL".into(), "redis://127.0.0.1:1".into()));
+        }
+        env
+    }
+}
+
+/// Examples from the demo data, as the services return them, read through
+/// the BFFs' models ([`through`]).
+pub mod examples {
+    use bff_clients::models::{OrderPage, RecommendationList, User};
+    use demo_services::data::DemoData;
+    use serde_json::{Value, json};
+    use uuid::Uuid;
+
+    use crate::through;
+
+    /// A user's profile.
+    ///
+    /// # Panics
+    /// When the user is unknown.
+    pub fn profile(data: &DemoData, user: Uuid) -> Value {
+        through::<User>(serde_json::to_value(data.user(&user)).expect("a user"))
+    }
+
+    /// A user's `limit` latest orders.
+    ///
+    /// # Panics
+    /// When the user is unknown.
+    pub fn latest_orders(data: &DemoData, user: Uuid, limit: usize) -> Value {
+        let orders: Vec<Value> = data
+            .orders_of(&user)
+            .expect("the user's orders")
+            .take(limit)
+            .map(|o| serde_json::to_value(o).expect("an order"))
+            .collect();
+        through::<OrderPage>(json!({ "total": orders.len(), "orders": orders }))
+    }
+
+    /// A user's `limit` best recommendations.
+    ///
+    /// # Panics
+    /// When the user is unknown.
+    pub fn best_picks(data: &DemoData, user: Uuid, limit: usize) -> Value {
+        let picks = data
+            .recommendations_for(&user)
+            .expect("the user's recommendations");
+        through::<RecommendationList>(
+            json!({ "recommendations": &picks[..limit.min(picks.len())] }),
+        )
+    }
+}
+
 /// The paths of an OpenAPI document (`/v1/dashboard`, …).
 pub fn openapi_paths(doc: &Value) -> BTreeSet<String> {
     doc["paths"]
