@@ -46,8 +46,8 @@ pub struct Args {
     /// Closed-loop concurrent connections.
     #[arg(long, default_value_t = 32)]
     pub connections: usize,
-    /// Scenarios to run (1–9).
-    #[arg(long, value_delimiter = ',', default_value = "1,2,3,4,5,6,7,8,9")]
+    /// Scenarios to run (1–10).
+    #[arg(long, value_delimiter = ',', default_value = "1,2,3,4,5,6,7,8,9,10")]
     pub scenarios: Vec<u8>,
     /// Scenario 9: idle live streams held open at once.
     #[arg(long, default_value_t = 10_000)]
@@ -70,6 +70,19 @@ pub struct Args {
     /// Also write the results as JSON here.
     #[arg(long)]
     pub json: Option<PathBuf>,
+    /// Scenario 10: requests each static upstream connection serves before
+    /// it answers `Connection: close` (nginx's `keepalive_requests`).
+    #[arg(long, default_value_t = 100)]
+    pub upstream_keepalive: u32,
+    /// Scenario 10: closed-loop connections.
+    #[arg(long, default_value_t = 64)]
+    pub static_connections: usize,
+    /// Scenario 10: record each measurement with `perf` and draw it as a
+    /// flame graph (`DIR/<target>-<load>.svg`; needs perf and inferno).
+    /// The recorded processes pay for the sampling: their CPU figures in
+    /// such a run are not for comparison.
+    #[arg(long)]
+    pub perf: Option<PathBuf>,
     /// Another bff-mobile binary (e.g. the previous commit's) to measure in
     /// scenario 1 against this one, alternately, in the same run.
     #[arg(long)]
@@ -86,6 +99,10 @@ const WEB_PORT: u16 = 18_082;
 const PARTNER_PORT: u16 = 18_083;
 const NODE_PORT: u16 = 18_091;
 const FLOOR_PORT: u16 = 18_092;
+const STATIC_MOBILE_PORT: u16 = 18_088;
+const STATIC_FLOOR_PORT: u16 = 18_093;
+/// The static upstream stand-ins of scenario 10: user, order, recommendation.
+const STATIC_BASE: u16 = 17_201;
 
 fn addr(port: u16) -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], port))
@@ -765,6 +782,11 @@ async fn run(args: &Args) -> Result<Report, String> {
         ));
     }
 
+    if wants(10) {
+        notes
+            .extend(static_upstreams(&bin, &plan, &user_token, &upstreams, args, &mut rows).await?);
+    }
+
     if wants(8)
         && let Some(m) = &mobile
     {
@@ -847,6 +869,199 @@ async fn io_floor(
         ));
     }
     Ok(())
+}
+
+/// The largest resident set of `proc` while `work` runs (sampled every
+/// 50 ms), with what `work` returned.
+async fn peak_rss<T>(proc: &Proc, work: impl std::future::Future<Output = T>) -> (T, u64) {
+    let mut peak = proc.rss_kib().unwrap_or(0);
+    let mut work = std::pin::pin!(work);
+    let mut tick = tokio::time::interval(Duration::from_millis(50));
+    loop {
+        tokio::select! {
+            out = &mut work => return (out, peak.max(proc.rss_kib().unwrap_or(0))),
+            _ = tick.tick() => peak = peak.max(proc.rss_kib().unwrap_or(0)),
+        }
+    }
+}
+
+/// Scenario 10: the mobile dashboard against static upstream stand-ins
+/// (`static-upstream`: the demo world's recorded bodies, connections closed
+/// after `--upstream-keepalive` requests like nginx's), bff-mobile and the
+/// I/O floor side by side, closed loop over `--static-connections` and open
+/// loop at `--rate`. Coalescing is off so that bff-mobile makes every call
+/// the floor makes: no figure here depends on the demo services' behaviour
+/// or on many clients asking for one user at once.
+async fn static_upstreams(
+    bin: &Path,
+    plan: &Plan,
+    user_token: &str,
+    upstreams: &Arc<Vec<Target>>,
+    args: &Args,
+    rows: &mut Vec<Row>,
+) -> Result<Vec<String>, String> {
+    let (duration, rate, connections) = (args.duration, args.rate, args.static_connections);
+    let dir = std::env::temp_dir().join(format!("loadtest-static-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let mut routes = Vec::new();
+    let mut statics = Vec::new();
+    for (i, t) in upstreams.iter().enumerate() {
+        let (status, body) = load::fetch(t).await?;
+        if status != 200 {
+            return Err(format!("recording {}: status {status}", t.path));
+        }
+        let file = dir.join(format!("{i}.json"));
+        std::fs::write(&file, &body).map_err(|e| format!("{}: {e}", file.display()))?;
+        let port = STATIC_BASE + i as u16;
+        routes.push(format!("{}={}={}", addr(port), file.display(), t.path));
+        statics.push(Target::get(addr(port), t.path.clone()));
+    }
+    let mut static_args = vec![args.upstream_keepalive.to_string(), "5000".to_owned()];
+    static_args.extend(routes);
+    let static_args: Vec<&str> = static_args.iter().map(String::as_str).collect();
+    let _static = Proc::spawn(
+        "static-upstream",
+        &bin.join("static-upstream"),
+        &static_args,
+        &[],
+        plan.other_cpu,
+    )?;
+    for t in &statics {
+        wait_http(t.addr.port(), &t.path, "the static upstreams").await?;
+    }
+    let statics = Arc::new(statics);
+
+    let mut env = bff_env(STATIC_MOBILE_PORT);
+    for (name, port) in [
+        ("BFF_UPSTREAM_USER", STATIC_BASE),
+        ("BFF_UPSTREAM_ORDER", STATIC_BASE + 1),
+        ("BFF_UPSTREAM_RECOMMENDATION", STATIC_BASE + 2),
+    ] {
+        env.retain(|(k, _)| k != name);
+        env.push((name.into(), format!("http://{}", addr(port))));
+    }
+    env.push(("BFF_UPSTREAM_ALL_COALESCE".into(), "false".into()));
+    let mobile = Proc::spawn(
+        "bff-mobile (static upstreams)",
+        &bin.join("bff-mobile"),
+        &[],
+        &env,
+        plan.bff_cpu,
+    )?;
+    wait_http(
+        STATIC_MOBILE_PORT,
+        "/readyz",
+        "bff-mobile (static upstreams)",
+    )
+    .await?;
+    let dashboard = Arc::new(vec![
+        Target::get(addr(STATIC_MOBILE_PORT), "/v1/dashboard")
+            .header("authorization", &format!("Bearer {user_token}")),
+    ]);
+    let size = load::fetch(&dashboard[0]).await?.1.len();
+    let mut floor_args = vec![addr(STATIC_FLOOR_PORT).to_string(), size.to_string()];
+    floor_args.extend(
+        statics
+            .iter()
+            .map(|t| format!("http://{}{}", t.addr, t.path)),
+    );
+    let floor_args: Vec<&str> = floor_args.iter().map(String::as_str).collect();
+    let floor = Proc::spawn(
+        "io-floor (static upstreams)",
+        &bin.join("io-floor"),
+        &floor_args,
+        &[],
+        plan.bff_cpu,
+    )?;
+    wait_http(STATIC_FLOOR_PORT, "/", "the I/O floor").await?;
+    let floor_target = Arc::new(vec![Target::get(addr(STATIC_FLOOR_PORT), "/v1/dashboard")]);
+
+    let scenario = "10 static upstreams";
+    let keepalive = args.upstream_keepalive;
+    let (s, _) = closed(None, &statics, connections, duration).await?;
+    rows.push(row(
+        scenario,
+        "upstreams alone (3 calls)",
+        format!("closed ×{connections}"),
+        &s,
+        None,
+        &format!("close after {keepalive} requests per connection"),
+    ));
+    let mut cpu = [[None; 2]; 2];
+    let mut rss = [[0u64; 2]; 2];
+    if let Some(dir) = &args.perf {
+        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    }
+    let profile = |proc: &Proc, file: &str, title: String| {
+        args.perf
+            .as_ref()
+            .map(|dir| procs::Profile::start(proc.pid(), &dir.join(file), &title))
+            .transpose()
+    };
+    for (i, (name, file, proc, target)) in [
+        ("bff-mobile", "bff-mobile", &mobile, &dashboard),
+        (
+            "I/O floor (hyper, unparsed)",
+            "io-floor",
+            &floor,
+            &floor_target,
+        ),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let recording = profile(
+            proc,
+            &format!("{file}-closed-{connections}.svg"),
+            format!("{name}, static upstreams, closed loop x{connections}"),
+        )?;
+        let (result, peak) =
+            peak_rss(proc, closed(Some(proc), target, connections, duration)).await;
+        recording.map(procs::Profile::finish).transpose()?;
+        let (stats, c) = result?;
+        (cpu[i][0], rss[i][0]) = (c, peak);
+        rows.push(row(
+            scenario,
+            name,
+            format!("closed ×{connections}"),
+            &stats,
+            c,
+            &format!("peak RSS {:.1} MiB", peak as f64 / 1024.0),
+        ));
+        let recording = profile(
+            proc,
+            &format!("{file}-open-{rate}.svg"),
+            format!("{name}, static upstreams, open loop {rate}/s"),
+        )?;
+        let (result, peak) = peak_rss(proc, open(Some(proc), target, rate, duration)).await;
+        recording.map(procs::Profile::finish).transpose()?;
+        let (stats, c) = result?;
+        (cpu[i][1], rss[i][1]) = (c, peak);
+        rows.push(row(
+            scenario,
+            name,
+            format!("open {rate}/s"),
+            &stats,
+            c,
+            &format!("peak RSS {:.1} MiB", peak as f64 / 1024.0),
+        ));
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    let mut notes = Vec::new();
+    for (j, load) in [format!("closed ×{connections}"), format!("open {rate}/s")]
+        .iter()
+        .enumerate()
+    {
+        if let (Some(b), Some(f)) = (cpu[0][j], cpu[1][j]) {
+            notes.push(format!(
+                "Scenario 10 ({load}, static upstreams): CPU per request, bff-mobile ÷ I/O floor = {:.2}× ({b:.0} vs {f:.0} µs; target ≤ 1.5×); peak RSS {:.1} vs {:.1} MiB",
+                b / f,
+                rss[0][j] as f64 / 1024.0,
+                rss[1][j] as f64 / 1024.0,
+            ));
+        }
+    }
+    Ok(notes)
 }
 
 async fn body_sizes(

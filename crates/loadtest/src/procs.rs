@@ -157,3 +157,85 @@ impl Drop for Proc {
         }
     }
 }
+
+/// A `perf record` of one process, made into a flame graph when finished
+/// (`--perf DIR`): perf samples the call stacks (DWARF unwinding, so
+/// frames of code built without frame pointers are kept), inferno folds
+/// and draws them.
+#[derive(Debug)]
+pub struct Profile {
+    perf: Child,
+    data: std::path::PathBuf,
+    svg: std::path::PathBuf,
+    title: String,
+}
+
+fn installed(program: &str) -> bool {
+    Command::new(program)
+        .arg("--help")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+impl Profile {
+    /// Starts sampling `pid`; the flame graph will be `svg`.
+    pub fn start(pid: u32, svg: &Path, title: &str) -> Result<Self, String> {
+        if !installed("perf") {
+            return Err("--perf needs `perf` (linux-perf / linux-tools)".into());
+        }
+        if !installed("inferno-flamegraph") {
+            return Err("--perf needs inferno (cargo install inferno)".into());
+        }
+        let data = svg.with_extension("perf.data");
+        let perf = Command::new("perf")
+            .args([
+                "record",
+                "-F",
+                "997",
+                "--call-graph",
+                "dwarf,16384",
+                "-q",
+                "-o",
+            ])
+            .arg(&data)
+            .args(["-p", &pid.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| format!("cannot start perf: {e}"))?;
+        Ok(Profile {
+            perf,
+            data,
+            svg: svg.to_owned(),
+            title: title.to_owned(),
+        })
+    }
+
+    /// Stops sampling and draws the flame graph.
+    pub fn finish(mut self) -> Result<(), String> {
+        let _ = Command::new("kill")
+            .args(["-INT", &self.perf.id().to_string()])
+            .status();
+        let _ = self.perf.wait();
+        // The folded stacks are kept beside the graph (to sum by frame).
+        let folded = self.svg.with_extension("folded");
+        let script = format!(
+            "perf script -i '{data}' 2>/dev/null | inferno-collapse-perf > '{folded}' && inferno-flamegraph --minwidth 0.2 --title '{title}' < '{folded}' > '{svg}'",
+            data = self.data.display(),
+            folded = folded.display(),
+            title = self.title.replace('\'', ""),
+            svg = self.svg.display()
+        );
+        let status = Command::new("sh")
+            .args(["-c", &script])
+            .status()
+            .map_err(|e| format!("cannot run sh: {e}"))?;
+        let _ = std::fs::remove_file(&self.data);
+        if !status.success() {
+            return Err(format!("drawing {} failed", self.svg.display()));
+        }
+        Ok(())
+    }
+}
