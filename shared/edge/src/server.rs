@@ -228,13 +228,35 @@ where
     code
 }
 
+/// The runtime: one worker per CPU this process may use (its affinity mask
+/// and cgroup quota, or `TOKIO_WORKER_THREADS`), and on one CPU a
+/// current-thread runtime. With a single worker, the multi-threaded
+/// scheduler only adds cost: the accept loop runs on the main thread, and
+/// every hand-over between it, the worker and the I/O driver is a wake-up
+/// through the kernel (measured: the dashboard's CPU per request, open loop,
+/// in BENCHMARKS.md). On one thread, the thread that polls epoll runs the
+/// tasks it wakes.
+fn runtime() -> tokio::runtime::Builder {
+    let workers = std::env::var("TOKIO_WORKER_THREADS")
+        .ok()
+        .and_then(|n| n.trim().parse::<usize>().ok())
+        .filter(|n| *n > 0)
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    if workers == 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut builder = tokio::runtime::Builder::new_multi_thread();
+        builder.worker_threads(workers);
+        builder
+    }
+}
+
 fn serve_until_signal<F, Fut>(spec: BffSpec, config: BffConfig, build: F) -> ExitCode
 where
     F: FnOnce(Shared) -> Fut,
     Fut: Future<Output = Result<Router, StartError>>,
 {
-    let mut builder = tokio::runtime::Builder::new_multi_thread();
-    let runtime = match builder.enable_all().build() {
+    let runtime = match runtime().enable_all().build() {
         Ok(runtime) => runtime,
         Err(error) => {
             eprintln!("{}: cannot start the runtime: {error}", spec.name);
