@@ -12,6 +12,11 @@ use crate::call::{Target, UpstreamRequest, UpstreamResponse};
 use crate::error::{Failure, UpstreamError};
 use crate::layers::{CallFuture, fail};
 
+/// Idle connections kept per upstream host.
+const POOL_MAX_IDLE_PER_HOST: usize = 32;
+/// How long an idle upstream connection is kept.
+const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(4);
+
 /// The one pooled HTTP client of a BFF process, shared by every REST and
 /// GraphQL upstream: connections are reused across requests and upstreams.
 #[derive(Debug, Clone)]
@@ -25,8 +30,13 @@ impl HttpClient {
         let inner = reqwest::Client::builder()
             .connect_timeout(connect_timeout)
             .tcp_nodelay(true)
-            .pool_idle_timeout(Duration::from_secs(90))
-            .pool_max_idle_per_host(512)
+            // Idle connections are kept for the next burst, but not beyond
+            // what a host's calls use at once (each costs its buffers: about
+            // 30 KiB), and not so long that servers' own keep-alive timeouts
+            // (nginx 75 s, Node 5 s) close them under a request first: 4 s, as
+            // undici does.
+            .pool_idle_timeout(POOL_IDLE_TIMEOUT)
+            .pool_max_idle_per_host(POOL_MAX_IDLE_PER_HOST)
             .redirect(reqwest::redirect::Policy::none())
             .user_agent(concat!("bff-gateway/", env!("CARGO_PKG_VERSION")))
             .build()?;
