@@ -2,12 +2,11 @@
 
 use std::sync::Arc;
 
-use axum::Json;
+use crate::sources::{Order, OrderPage, Profile, Recommendation, RecommendationList};
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use bff_aggregate::Metadata;
 use bff_auth::Claims;
-use bff_clients::models::{Order, Recommendation, User};
 use bff_edge::etag::strong_etag;
 use bff_edge::extract::Query;
 use bff_edge::{Aggregate, RequestContext};
@@ -78,7 +77,7 @@ pub(crate) struct DashboardQuery {
     dpr: Option<String>,
 }
 
-fn shape_user(user: &User, images: &ImageSizing) -> MobileUser {
+fn shape_user(user: &Profile, images: &ImageSizing) -> MobileUser {
     MobileUser {
         id: user.id,
         name: user.display_name.clone(),
@@ -119,6 +118,40 @@ fn shape_recommendation(r: &Recommendation, images: &ImageSizing) -> SlimRecomme
     }
 }
 
+/// What the ETag covers: the content, not the metadata's generation
+/// timestamp (an unchanged dashboard must revalidate as unchanged).
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Content<'a> {
+    user: &'a MobileUser,
+    recent_orders: &'a Option<Vec<SlimOrder>>,
+    recommendations: &'a Option<Vec<SlimRecommendation>>,
+}
+
+/// The body as sent, serialised once, and its strong ETag: a hash of the
+/// sent bytes up to the metadata, and of which sections failed.
+fn serialise(body: &Dashboard) -> Result<(Vec<u8>, HeaderValue), serde_json::Error> {
+    let mut bytes = Vec::with_capacity(4096);
+    serde_json::to_writer(
+        &mut bytes,
+        &Content {
+            user: &body.user,
+            recent_orders: &body.recent_orders,
+            recommendations: &body.recommendations,
+        },
+    )?;
+    // `{…content…}` becomes `{…content…,"metadata":{…}}`.
+    bytes.pop();
+    let content = bytes.len();
+    serde_json::to_writer(&mut bytes, &(&body.metadata.degraded, &body.metadata.stale))?;
+    let etag = strong_etag(&bytes);
+    bytes.truncate(content);
+    bytes.extend_from_slice(b",\"metadata\":");
+    serde_json::to_writer(&mut bytes, &body.metadata)?;
+    bytes.push(b'}');
+    Ok((bytes, etag))
+}
+
 /// The signed-in user's dashboard, slimmed for the app: profile, latest
 /// orders and recommendations in one answer, partial when an optional
 /// section fails (`metadata`), with an ETag.
@@ -153,16 +186,20 @@ pub(crate) async fn dashboard(
     let (user, orders, recommendations) = tokio::join!(
         agg.critical("user")
             .cached("user", format!("user:{user_id}"))
-            .run(app.users.get(&ctx, user_id)),
+            .run(app.users.get_as::<Profile>(&ctx, user_id)),
         agg.optional("orders")
             .cached("orders", format!("orders:{user_id}:{ORDERS}"))
-            .run(app.orders.recent(&ctx, user_id, ORDERS)),
+            .run(app.orders.recent_as::<OrderPage>(&ctx, user_id, ORDERS)),
         agg.optional("recommendations")
             .cached(
                 "recommendations",
                 format!("recommendations:{user_id}:{RECOMMENDATIONS}")
             )
-            .run(app.recommendations.for_user(&ctx, user_id, RECOMMENDATIONS)),
+            .run(app.recommendations.for_user_as::<RecommendationList>(
+                &ctx,
+                user_id,
+                RECOMMENDATIONS
+            )),
     );
     let user = user.required()?;
     let body = Dashboard {
@@ -183,22 +220,20 @@ pub(crate) async fn dashboard(
         }),
         metadata: agg.metadata()?,
     };
-    // The tag covers the content and what went wrong, not the generation
-    // timestamp: an unchanged dashboard must revalidate as unchanged.
-    let identity = serde_json::to_vec(&(
-        &body.user,
-        &body.recent_orders,
-        &body.recommendations,
-        &body.metadata.degraded,
-        &body.metadata.stale,
-    ))
-    .map_err(|error| {
+    let (bytes, etag) = serialise(&body).map_err(|error| {
         tracing::error!(%error, "dashboard does not serialise");
         ApiError::internal()
     })?;
-    let mut response = Json(body).into_response();
+    let mut response = (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        bytes,
+    )
+        .into_response();
     let headers = response.headers_mut();
-    headers.insert(header::ETAG, strong_etag(&identity));
+    headers.insert(header::ETAG, etag);
     headers.insert(
         header::VARY,
         HeaderValue::from_static("DPR, Sec-CH-DPR, Save-Data"),

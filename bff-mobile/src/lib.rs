@@ -13,6 +13,7 @@ use std::sync::Arc;
 
 mod dashboard;
 mod images;
+mod sources;
 
 use axum::Router;
 use axum::middleware::from_fn;

@@ -12,6 +12,7 @@ use bff_upstream::{
     RestClient, Upstream, UpstreamError,
 };
 use serde::Deserialize;
+use serde::de::DeserializeOwned;
 use uuid::Uuid;
 
 use crate::models::{
@@ -50,6 +51,16 @@ impl UserClient {
 
     /// A user's profile.
     pub fn get(&self, ctx: &CallContext, id: Uuid) -> Call<User> {
+        self.get_as(ctx, id)
+    }
+
+    /// A user's profile decoded as `T`: a BFF that reads a few fields
+    /// names only those, and the rest of the document is skipped without
+    /// being kept.
+    pub fn get_as<T>(&self, ctx: &CallContext, id: Uuid) -> Call<T>
+    where
+        T: DeserializeOwned + Clone + Send + Sync + 'static,
+    {
         let (rest, ctx) = (self.0.clone(), ctx.clone());
         Box::pin(async move {
             rest.get_json(
@@ -81,6 +92,14 @@ impl OrderClient {
 
     /// A user's latest `limit` orders.
     pub fn recent(&self, ctx: &CallContext, user: Uuid, limit: u32) -> Call<OrderPage> {
+        self.recent_as(ctx, user, limit)
+    }
+
+    /// [`recent`](Self::recent) decoded as `T` (the fields a BFF reads).
+    pub fn recent_as<T>(&self, ctx: &CallContext, user: Uuid, limit: u32) -> Call<T>
+    where
+        T: DeserializeOwned + Clone + Send + Sync + 'static,
+    {
         let (rest, ctx) = (self.0.clone(), ctx.clone());
         Box::pin(async move {
             let (id, limit) = (user.to_string(), limit.to_string());
@@ -115,6 +134,14 @@ impl RecommendationClient {
 
     /// The best `limit` recommendations for a user.
     pub fn for_user(&self, ctx: &CallContext, user: Uuid, limit: u32) -> Call<RecommendationList> {
+        self.for_user_as(ctx, user, limit)
+    }
+
+    /// [`for_user`](Self::for_user) decoded as `T` (the fields a BFF reads).
+    pub fn for_user_as<T>(&self, ctx: &CallContext, user: Uuid, limit: u32) -> Call<T>
+    where
+        T: DeserializeOwned + Clone + Send + Sync + 'static,
+    {
         let (rest, ctx) = (self.0.clone(), ctx.clone());
         Box::pin(async move {
             let (id, limit) = (user.to_string(), limit.to_string());
