@@ -1,9 +1,8 @@
 //! The mobile BFF binary.
 
-/// glibc's allocator spends a fifth of a request's CPU in malloc/free under
-/// load (measured with perf); mimalloc keeps per-thread free lists.
+/// mimalloc, configured by `run_main` (see `bff_alloc` for why).
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: bff_alloc::Allocator = bff_alloc::Allocator;
 
 fn main() -> std::process::ExitCode {
     bff_edge::server::run_main(bff_mobile::SPEC, bff_mobile::app)
