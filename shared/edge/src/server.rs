@@ -167,8 +167,7 @@ impl AsyncWrite for CountedIo {
     }
 }
 
-/// The whole life of a BFF binary: the allocator's configuration
-/// ([`bff_alloc::configure`]), arguments and configuration (exit 2 on a
+/// The whole life of a BFF binary: arguments and configuration (exit 2 on a
 /// bad value), logging, the app from `build`, bind (exit 1 on failure),
 /// serve until SIGTERM, drain, exit 0.
 pub fn run_main<F, Fut>(spec: BffSpec, build: F) -> ExitCode
@@ -176,7 +175,6 @@ where
     F: FnOnce(Shared) -> Fut,
     Fut: Future<Output = Result<Router, StartError>>,
 {
-    bff_alloc::configure();
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.iter().any(|a| a == "--help" || a == "-h") {
         println!(
