@@ -301,8 +301,6 @@ fn bff_env(port: u16) -> Vec<(String, String)> {
         ("BFF_UPSTREAM_INVENTORY".into(), base(7)),
         ("BFF_LOG_FORMAT".into(), "json".into()),
         ("RUST_LOG".into(), "warn".into()),
-        // As the images set it (deploy/docker/Dockerfile).
-        ("MIMALLOC_PURGE_DELAY".into(), "0".into()),
         // One token makes every request: quotas it never reaches, so each
         // request pays for its check and none is refused. (Run with
         // BFF_RATE_LIMITS=off in the environment to measure without.)
