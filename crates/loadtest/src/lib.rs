@@ -828,22 +828,7 @@ async fn io_floor(
 ) -> Result<(), String> {
     let (duration, rate, connections) = (args.duration, args.rate, args.connections);
     let size = load::fetch(&dashboard[0]).await?.1.len();
-    let mut floor_args = vec![addr(FLOOR_PORT).to_string(), size.to_string()];
-    floor_args.extend(
-        upstreams
-            .iter()
-            .map(|t| format!("http://{}{}", t.addr, t.path)),
-    );
-    let floor_args: Vec<&str> = floor_args.iter().map(String::as_str).collect();
-    let floor = Proc::spawn(
-        "io-floor",
-        &bin.join("io-floor"),
-        &floor_args,
-        &[],
-        plan.bff_cpu,
-    )?;
-    wait_http(FLOOR_PORT, "/", "the I/O floor").await?;
-    let target = Arc::new(vec![Target::get(addr(FLOOR_PORT), "/v1/dashboard")]);
+    let (floor, target) = start_floor(bin, plan, "io-floor", FLOOR_PORT, size, upstreams).await?;
     let (s, closed_cpu) = closed(Some(&floor), &target, connections, duration).await?;
     rows.push(row(
         "1 mobile dashboard",
@@ -869,6 +854,31 @@ async fn io_floor(
         ));
     }
     Ok(())
+}
+
+/// Starts the I/O floor (`io-floor`) on `port`, on the BFF's CPU, making
+/// the calls of `upstreams` and answering `size` bytes; with its dashboard.
+async fn start_floor(
+    bin: &Path,
+    plan: &Plan,
+    name: &str,
+    port: u16,
+    size: usize,
+    upstreams: &[Target],
+) -> Result<(Proc, Arc<Vec<Target>>), String> {
+    let mut args = vec![addr(port).to_string(), size.to_string()];
+    args.extend(
+        upstreams
+            .iter()
+            .map(|t| format!("http://{}{}", t.addr, t.path)),
+    );
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let floor = Proc::spawn(name, &bin.join("io-floor"), &args, &[], plan.bff_cpu)?;
+    wait_http(port, "/", "the I/O floor").await?;
+    Ok((
+        floor,
+        Arc::new(vec![Target::get(addr(port), "/v1/dashboard")]),
+    ))
 }
 
 /// The largest resident set of `proc` while `work` runs (sampled every
@@ -959,22 +969,15 @@ async fn static_upstreams(
             .header("authorization", &format!("Bearer {user_token}")),
     ]);
     let size = load::fetch(&dashboard[0]).await?.1.len();
-    let mut floor_args = vec![addr(STATIC_FLOOR_PORT).to_string(), size.to_string()];
-    floor_args.extend(
-        statics
-            .iter()
-            .map(|t| format!("http://{}{}", t.addr, t.path)),
-    );
-    let floor_args: Vec<&str> = floor_args.iter().map(String::as_str).collect();
-    let floor = Proc::spawn(
+    let (floor, floor_target) = start_floor(
+        bin,
+        plan,
         "io-floor (static upstreams)",
-        &bin.join("io-floor"),
-        &floor_args,
-        &[],
-        plan.bff_cpu,
-    )?;
-    wait_http(STATIC_FLOOR_PORT, "/", "the I/O floor").await?;
-    let floor_target = Arc::new(vec![Target::get(addr(STATIC_FLOOR_PORT), "/v1/dashboard")]);
+        STATIC_FLOOR_PORT,
+        size,
+        &statics,
+    )
+    .await?;
 
     let scenario = "10 static upstreams";
     let keepalive = args.upstream_keepalive;
