@@ -1,10 +1,20 @@
-//! HTTP transport (REST and GraphQL) over the process's one reqwest pool.
+//! HTTP transport (REST and GraphQL) over the process's one connection pool.
+//!
+//! Calls go through hyper's pooled client directly: reqwest parses each
+//! call's URL twice more and merges its default headers on every request,
+//! which the profile of the mobile dashboard showed as a tenth of the BFF's
+//! own work. HTTPS upstreams (and streamed bodies) keep reqwest, for its
+//! platform-verified TLS and HTTP/2 negotiation.
 
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use http::{HeaderValue, StatusCode};
+use http::{HeaderValue, StatusCode, Uri};
+use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tower::Service;
 
 use super::{DEADLINE_HEADER, MAX_BODY_BYTES, decode};
@@ -16,34 +26,53 @@ use crate::layers::{CallFuture, fail};
 const POOL_MAX_IDLE_PER_HOST: usize = 32;
 /// How long an idle upstream connection is kept.
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(4);
+/// The content type of a request body.
+const JSON: HeaderValue = HeaderValue::from_static("application/json");
+/// What the BFF calls itself to its upstreams.
+const USER_AGENT: HeaderValue =
+    HeaderValue::from_static(concat!("bff-gateway/", env!("CARGO_PKG_VERSION")));
+
+type Pool = Client<HttpConnector, Full<Bytes>>;
 
 /// The one pooled HTTP client of a BFF process, shared by every REST and
 /// GraphQL upstream: connections are reused across requests and upstreams.
 #[derive(Debug, Clone)]
 pub struct HttpClient {
+    /// Plain-HTTP upstreams (services inside the cluster): hyper's pool.
+    plain: Pool,
+    /// HTTPS upstreams (verified with the platform's roots, HTTP/2 when the
+    /// server offers it) and long-lived streams that read a body as it comes.
     inner: reqwest::Client,
 }
 
 impl HttpClient {
-    /// Builds the pool. Call once per process.
+    /// Builds the pools. Call once per process.
     pub fn new(connect_timeout: Duration) -> Result<Self, reqwest::Error> {
+        // Idle connections are kept for the next burst, but not beyond what
+        // a host's calls use at once (each costs its buffers: about 30 KiB),
+        // and not so long that servers' own keep-alive timeouts (nginx 75 s,
+        // Node 5 s) close them under a request first: 4 s, as undici does.
         let inner = reqwest::Client::builder()
             .connect_timeout(connect_timeout)
             .tcp_nodelay(true)
-            // Idle connections are kept for the next burst, but not beyond
-            // what a host's calls use at once (each costs its buffers: about
-            // 30 KiB), and not so long that servers' own keep-alive timeouts
-            // (nginx 75 s, Node 5 s) close them under a request first: 4 s, as
-            // undici does.
             .pool_idle_timeout(POOL_IDLE_TIMEOUT)
             .pool_max_idle_per_host(POOL_MAX_IDLE_PER_HOST)
             .redirect(reqwest::redirect::Policy::none())
-            .user_agent(concat!("bff-gateway/", env!("CARGO_PKG_VERSION")))
+            .user_agent(USER_AGENT)
             .build()?;
-        Ok(HttpClient { inner })
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(connect_timeout));
+        let plain = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(POOL_IDLE_TIMEOUT)
+            .pool_max_idle_per_host(POOL_MAX_IDLE_PER_HOST)
+            .pool_timer(TokioTimer::new())
+            .build(connector);
+        Ok(HttpClient { plain, inner })
     }
 
-    /// The underlying client.
+    /// The reqwest client (HTTPS upstreams, streamed bodies), with the same
+    /// timeouts and pool sizes.
     pub fn reqwest(&self) -> &reqwest::Client {
         &self.inner
     }
@@ -62,21 +91,42 @@ pub fn classify_status(status: StatusCode) -> Option<Failure> {
     })
 }
 
-fn transport_failure(upstream: &'static str, error: &reqwest::Error) -> UpstreamError {
-    let failure = if error.is_timeout() {
+/// A failure to reach the upstream or to read its answer. `timed_out`
+/// says whether the client gave up waiting (connecting); the chain of
+/// causes names what happened (refused, reset, truncated body).
+fn transport_failure(
+    upstream: &'static str,
+    error: &(dyn std::error::Error + 'static),
+    timed_out: bool,
+) -> UpstreamError {
+    let failure = if timed_out {
         Failure::Timeout
     } else {
         Failure::Unavailable
     };
-    // The chain names the cause (refused, reset, truncated body).
     let mut detail = error.to_string();
-    let mut source = std::error::Error::source(error);
+    let mut source = error.source();
     while let Some(cause) = source {
         detail.push_str(": ");
         detail.push_str(&cause.to_string());
         source = cause.source();
     }
     UpstreamError::new(upstream, failure, detail)
+}
+
+/// Whether any cause in `error`'s chain is an I/O timeout (hyper's
+/// connector reports its connect timeout so).
+fn timed_out(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cause = Some(error);
+    while let Some(e) = cause {
+        if e.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut)
+        {
+            return true;
+        }
+        cause = e.source();
+    }
+    false
 }
 
 /// The transport of a REST or GraphQL upstream.
@@ -111,49 +161,137 @@ impl Service<UpstreamRequest> for HttpTransport {
                 "a gRPC method sent to an HTTP upstream",
             ));
         };
-        let mut builder = self
-            .client
-            .inner
-            .request(request.method, url)
-            .headers(request.headers);
-        if let Some(left) = request.info.remaining() {
-            builder = builder.header(DEADLINE_HEADER, HeaderValue::from(left.as_millis() as u64));
-        }
-        if !request.body.is_empty() {
-            builder = builder
-                .header(http::header::CONTENT_TYPE, "application/json")
-                .body(request.body);
-        }
+        let deadline = request
+            .info
+            .remaining()
+            .map(|left| HeaderValue::from(left.as_millis() as u64));
         let decoder = request.info.decode;
+        if url.scheme() != "http" {
+            return self.call_reqwest(
+                request.method,
+                url,
+                request.headers,
+                request.body,
+                deadline,
+                decoder,
+            );
+        }
+        let uri = match Uri::try_from(url.as_str()) {
+            Ok(uri) => uri,
+            Err(e) => {
+                return fail(UpstreamError::new(
+                    upstream,
+                    Failure::Unavailable,
+                    format!("{url}: {e}"),
+                ));
+            }
+        };
+        let has_body = !request.body.is_empty();
+        let mut call = http::Request::new(Full::new(request.body));
+        *call.method_mut() = request.method;
+        *call.uri_mut() = uri;
+        *call.headers_mut() = request.headers;
+        let headers = call.headers_mut();
+        headers.insert(http::header::USER_AGENT, USER_AGENT);
+        if let Some(left) = deadline {
+            headers.insert(DEADLINE_HEADER, left);
+        }
+        if has_body {
+            headers.insert(http::header::CONTENT_TYPE, JSON);
+        }
+        let sent = self.client.plain.request(call);
         Box::pin(async move {
-            let exchange = async {
-                let response = builder
-                    .send()
-                    .await
-                    .map_err(|e| transport_failure(upstream, &e))?;
-                let status = response.status();
-                if let Some(failure) = classify_status(status) {
-                    return Err(UpstreamError::new(
-                        upstream,
-                        failure,
-                        format!("status {status}"),
-                    ));
-                }
-                let body = read_body(upstream, response).await?;
-                let decoded = decode(upstream, decoder, &body)?;
-                Ok(UpstreamResponse { status, decoded })
-            };
-            exchange.await
+            let response = sent
+                .await
+                .map_err(|e| transport_failure(upstream, &e, timed_out(&e)))?;
+            let status = response.status();
+            if let Some(failure) = classify_status(status) {
+                return Err(UpstreamError::new(
+                    upstream,
+                    failure,
+                    format!("status {status}"),
+                ));
+            }
+            let body = read_incoming(upstream, response).await?;
+            let decoded = decode(upstream, decoder, &body)?;
+            Ok(UpstreamResponse { status, decoded })
         })
     }
 }
 
-/// Reads a body up to [`MAX_BODY_BYTES`].
+impl HttpTransport {
+    /// An HTTPS call, through reqwest.
+    fn call_reqwest(
+        &self,
+        method: http::Method,
+        url: reqwest::Url,
+        headers: http::HeaderMap,
+        body: Bytes,
+        deadline: Option<HeaderValue>,
+        decoder: crate::call::Decoder,
+    ) -> CallFuture {
+        let upstream = self.upstream;
+        let mut builder = self.client.inner.request(method, url).headers(headers);
+        if let Some(left) = deadline {
+            builder = builder.header(DEADLINE_HEADER, left);
+        }
+        if !body.is_empty() {
+            builder = builder.header(http::header::CONTENT_TYPE, JSON).body(body);
+        }
+        Box::pin(async move {
+            let response = builder
+                .send()
+                .await
+                .map_err(|e| transport_failure(upstream, &e, e.is_timeout()))?;
+            let status = response.status();
+            if let Some(failure) = classify_status(status) {
+                return Err(UpstreamError::new(
+                    upstream,
+                    failure,
+                    format!("status {status}"),
+                ));
+            }
+            let body = read_body(upstream, response).await?;
+            let decoded = decode(upstream, decoder, &body)?;
+            Ok(UpstreamResponse { status, decoded })
+        })
+    }
+}
+
+fn too_large(upstream: &'static str) -> UpstreamError {
+    UpstreamError::new(upstream, Failure::InvalidResponse, "body too large")
+}
+
+/// Reads a hyper body up to [`MAX_BODY_BYTES`]; one that arrives in one
+/// piece is not copied.
+async fn read_incoming(
+    upstream: &'static str,
+    response: http::Response<hyper::body::Incoming>,
+) -> Result<Bytes, UpstreamError> {
+    let length = response
+        .headers()
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if length.is_some_and(|n| n > MAX_BODY_BYTES as u64) {
+        return Err(too_large(upstream));
+    }
+    match Limited::new(response.into_body(), MAX_BODY_BYTES)
+        .collect()
+        .await
+    {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if e.is::<LengthLimitError>() => Err(too_large(upstream)),
+        Err(e) => Err(transport_failure(upstream, &*e, timed_out(&*e))),
+    }
+}
+
+/// Reads a reqwest body up to [`MAX_BODY_BYTES`].
 async fn read_body(
     upstream: &'static str,
     mut response: reqwest::Response,
 ) -> Result<Bytes, UpstreamError> {
-    let too_large = || UpstreamError::new(upstream, Failure::InvalidResponse, "body too large");
+    let too_large = || too_large(upstream);
     if response
         .content_length()
         .is_some_and(|n| n as usize > MAX_BODY_BYTES)
@@ -165,7 +303,7 @@ async fn read_body(
     while let Some(chunk) = response
         .chunk()
         .await
-        .map_err(|e| transport_failure(upstream, &e))?
+        .map_err(|e| transport_failure(upstream, &e, e.is_timeout()))?
     {
         if body.len() + chunk.len() > MAX_BODY_BYTES {
             return Err(too_large());
