@@ -416,7 +416,38 @@ fn start_node(plan: &Plan) -> Result<Proc, String> {
     )
 }
 
+/// Refuses to start when a port the harness serves on is taken: a server
+/// left over from an earlier run would answer in place of the one under
+/// test (its readiness check passes) and every figure would be someone
+/// else's.
+fn ports_free() -> Result<(), String> {
+    let servers = [
+        MOBILE_PORT,
+        CACHED_MOBILE_PORT,
+        EXPORTING_MOBILE_PORT,
+        SAMPLED_MOBILE_PORT,
+        COMPARED_MOBILE_PORT,
+        WEB_PORT,
+        PARTNER_PORT,
+        NODE_PORT,
+        FLOOR_PORT,
+        STATIC_MOBILE_PORT,
+        STATIC_FLOOR_PORT,
+    ];
+    let demo = (0..8).chain([99]).map(|offset| DEMO_BASE + offset);
+    let statics = (0..3).map(|offset| STATIC_BASE + offset);
+    for port in servers.into_iter().chain(demo).chain(statics) {
+        if let Err(e) = std::net::TcpListener::bind(addr(port)) {
+            return Err(format!(
+                "port {port} is not free ({e}): a process of an earlier run? (`ss -ltnp | grep :{port}`)"
+            ));
+        }
+    }
+    Ok(())
+}
+
 async fn run(args: &Args) -> Result<Report, String> {
+    ports_free()?;
     let bin = binaries(args)?;
     let plan = plan();
     let demo_args = ["--port-base", "17000", "--stock-every", "0s"];
