@@ -205,13 +205,7 @@ impl Service<UpstreamRequest> for HttpTransport {
                 .await
                 .map_err(|e| transport_failure(upstream, &e, timed_out(&e)))?;
             let status = response.status();
-            if let Some(failure) = classify_status(status) {
-                return Err(UpstreamError::new(
-                    upstream,
-                    failure,
-                    format!("status {status}"),
-                ));
-            }
+            successful(upstream, status)?;
             let body = read_incoming(upstream, response).await?;
             let decoded = decode(upstream, decoder, &body)?;
             Ok(UpstreamResponse { status, decoded })
@@ -244,17 +238,24 @@ impl HttpTransport {
                 .await
                 .map_err(|e| transport_failure(upstream, &e, e.is_timeout()))?;
             let status = response.status();
-            if let Some(failure) = classify_status(status) {
-                return Err(UpstreamError::new(
-                    upstream,
-                    failure,
-                    format!("status {status}"),
-                ));
-            }
+            successful(upstream, status)?;
             let body = read_body(upstream, response).await?;
             let decoded = decode(upstream, decoder, &body)?;
             Ok(UpstreamResponse { status, decoded })
         })
+    }
+}
+
+/// A status the classifier counts as a failure fails the call before its
+/// body is read.
+fn successful(upstream: &'static str, status: StatusCode) -> Result<(), UpstreamError> {
+    match classify_status(status) {
+        Some(failure) => Err(UpstreamError::new(
+            upstream,
+            failure,
+            format!("status {status}"),
+        )),
+        None => Ok(()),
     }
 }
 
