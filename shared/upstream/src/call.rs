@@ -4,8 +4,9 @@
 //! [`UpstreamResponse`]: a buffered body (`Bytes`, cheap to clone for a
 //! retry or a coalesced waiter) plus [`CallInfo`], what the policies need to
 //! know (operation, idempotency, who the data belongs to, the deadline). The
-//! transports at the bottom translate to reqwest (REST, GraphQL) or to a
-//! tonic channel (gRPC), and decode the answer *inside* the stack, so that a
+//! transports at the bottom translate to hyper's client (REST, GraphQL;
+//! reqwest for HTTPS) or to a tonic channel (gRPC), and decode the answer
+//! *inside* the stack, so that a
 //! malformed or oversized body is a failure the breaker and the metrics see,
 //! and a coalesced answer is decoded once for all its waiters.
 

@@ -11,7 +11,7 @@
 //! | [`layers::retry`] | idempotent calls retried with jittered backoff under a budget |
 //! | [`layers::breaker`] | failure-rate and slow-call-rate circuit breaker ([`circuit`]) |
 //! | [`layers::bulkhead`] | calls in flight bounded, optional ones shed first |
-//! | [`transport`] | reqwest (REST, GraphQL) or a tonic channel (gRPC); classifies and decodes |
+//! | [`transport`] | hyper's pooled client (REST, GraphQL; reqwest for HTTPS) or a tonic channel (gRPC); classifies and decodes |
 //!
 //! The layers see one request type ([`UpstreamRequest`]) whatever the
 //! protocol, which is what lets one policy serve REST, GraphQL and gRPC
