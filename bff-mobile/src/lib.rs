@@ -16,7 +16,6 @@ mod images;
 mod sources;
 
 use axum::Router;
-use axum::middleware::from_fn;
 use bff_clients::{OrderClient, RecommendationClient, UserClient, fragments, upstreams};
 use bff_edge::{BffSpec, EdgeBuilder, Shared, StartError};
 
@@ -56,7 +55,7 @@ pub async fn app(shared: Shared) -> Result<Router, StartError> {
     };
     let (api, doc) = OpenApiRouter::new()
         .routes(routes!(dashboard::dashboard))
-        .layer(from_fn(bff_edge::etag::etag))
+        .layer(bff_edge::etag::EtagLayer)
         .with_state(Arc::new(state))
         .split_for_parts();
     Ok(EdgeBuilder::new(shared)

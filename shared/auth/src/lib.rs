@@ -47,18 +47,32 @@ pub async fn require_auth(
     mut request: Request,
     next: Next,
 ) -> Response {
-    let token = match bearer(&request) {
+    match authenticate(&auth, &mut request).await {
+        Ok(()) => next.run(request).await,
+        Err(refused) => refused.into_response(),
+    }
+}
+
+/// What [`require_auth`] does before the handler, for a middleware of
+/// one's own: verifies the bearer token of `request` and stores its
+/// [`Claims`] in the request's extensions, or says why it is refused (a
+/// 401 problem with its RFC 6750 challenge). Counts refusals by reason and
+/// names the caller in the current span by a pseudonym.
+pub async fn authenticate<B>(
+    auth: &Authenticator,
+    request: &mut http::Request<B>,
+) -> Result<(), ApiError> {
+    let token = match bearer(request.headers()) {
         Ok(token) => token,
         Err((reason, detail)) => {
             metrics::counter!(bff_telemetry::names::AUTH_REJECTED, "reason" => reason).increment(1);
             // RFC 6750 §3.1: a request without credentials gets the
             // challenge without an error code; a malformed one is an
             // invalid token.
-            return match reason {
+            return Err(match reason {
                 "missing" | "not_bearer" => ApiError::unauthenticated(auth.realm(), detail),
                 _ => ApiError::invalid_token(auth.realm(), detail),
-            }
-            .into_response();
+            });
         }
     };
     match auth.verify(token).await {
@@ -69,23 +83,25 @@ pub async fn require_auth(
                 span.record("enduser.pseudo.id", bff_telemetry::pseudonym(&claims.sub));
             }
             request.extensions_mut().insert(claims);
-            next.run(request).await
+            Ok(())
         }
         Err(error) => {
             metrics::counter!(bff_telemetry::names::AUTH_REJECTED, "reason" => error.reason())
                 .increment(1);
             tracing::debug!(%error, "token rejected");
-            ApiError::invalid_token(auth.realm(), error.client_message()).into_response()
+            Err(ApiError::invalid_token(
+                auth.realm(),
+                error.client_message(),
+            ))
         }
     }
 }
 
 /// The token of an `Authorization: Bearer …` header, or why there is none:
 /// a metrics label and what the client is told.
-fn bearer(request: &Request) -> Result<&str, (&'static str, &'static str)> {
+fn bearer(headers: &http::HeaderMap) -> Result<&str, (&'static str, &'static str)> {
     let refuse = |reason, detail| (reason, detail);
-    let value = request
-        .headers()
+    let value = headers
         .get(AUTHORIZATION)
         .ok_or_else(|| refuse("missing", "an Authorization: Bearer token is required"))?;
     let value = value

@@ -8,17 +8,23 @@
 //! ([`bff_aggregate::Reuse`]): `private` when any of them is per-user data,
 //! `max-age` the shortest freshness left, `no-store` on a partial answer.
 
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
 use std::ops::Deref;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 
-use axum::extract::{FromRequestParts, MatchedPath, Request};
-use axum::middleware::Next;
-use axum::response::Response;
+use axum::extract::{ConnectInfo, FromRequestParts, MatchedPath, Request};
+use axum::response::{IntoResponse, Response};
 use bff_aggregate::{Aggregation, ReuseHandle};
+use bff_auth::Claims;
 use bff_problem::ApiError;
 use http::request::Parts;
 use http::{HeaderMap, HeaderValue, StatusCode, header};
 
+use crate::ratelimit;
 use crate::shared::Shared;
 
 /// The `Prefer` header (RFC 7240).
@@ -86,23 +92,112 @@ impl<S: Send + Sync> FromRequestParts<S> for Aggregate {
 }
 
 /// Where the request's aggregation leaves its [`ReuseHandle`] for
-/// [`api_context`] to read once the handler is done.
+/// [`ApiLayer`] to read once the handler is done.
 #[derive(Clone, Default)]
 struct ReuseSlot(Arc<Mutex<Option<ReuseHandle>>>);
 
-/// Middleware of the API routes: makes [`Shared`] reachable for
-/// [`Aggregate`], and says `Preference-Applied: handling=strict` when the
-/// client asked for it (every API route honours it).
-pub(crate) async fn api_context(
-    shared: axum::extract::State<Shared>,
-    mut request: Request,
-    next: Next,
-) -> Response {
-    let strict = prefers_strict(request.headers());
-    let slot = ReuseSlot::default();
-    request.extensions_mut().insert(shared.0);
-    request.extensions_mut().insert(slot.clone());
-    let mut response = next.run(request).await;
+/// Layer of the authenticated API routes, in one step per request so the
+/// route is wrapped once (every layer on an axum route is one more boxed
+/// service, cloned and boxed again per request). From the outside in:
+///
+/// 1. makes [`Shared`] reachable for [`Aggregate`], and on the way out sets
+///    `Cache-Control` from what the sections served and says
+///    `Preference-Applied: handling=strict` when the client asked for it
+///    (every API route honours it);
+/// 2. refuses a client address over its `anonymous` quota, and counts a
+///    failed authentication against it ([`crate::ratelimit`]);
+/// 3. verifies the bearer token ([`bff_auth::authenticate`]);
+/// 4. counts the request against its caller's quota.
+#[derive(Debug, Clone)]
+pub(crate) struct ApiLayer {
+    shared: Shared,
+}
+
+impl ApiLayer {
+    pub(crate) fn new(shared: Shared) -> Self {
+        ApiLayer { shared }
+    }
+}
+
+impl<S> tower::Layer<S> for ApiLayer {
+    type Service = ApiService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        ApiService {
+            inner,
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+/// The service of [`ApiLayer`].
+#[derive(Debug, Clone)]
+pub(crate) struct ApiService<S> {
+    inner: S,
+    shared: Shared,
+}
+
+impl<S> tower::Service<Request> for ApiService<S>
+where
+    S: tower::Service<Request, Response = Response, Error = Infallible> + Clone + Send + 'static,
+    S::Future: Send,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: Request) -> Self::Future {
+        // The ready service goes with the request; a clone stays for the
+        // next one (tower's convention).
+        let clone = self.inner.clone();
+        let inner = std::mem::replace(&mut self.inner, clone);
+        let shared = self.shared.clone();
+        let strict = prefers_strict(request.headers());
+        let slot = ReuseSlot::default();
+        request.extensions_mut().insert(shared.clone());
+        request.extensions_mut().insert(slot.clone());
+        Box::pin(async move {
+            let response = guarded(&shared, request, inner).await;
+            Ok(finish(response, &slot, strict))
+        })
+    }
+}
+
+/// Steps 2 to 4 of [`ApiLayer`], and the handler.
+async fn guarded<S>(shared: &Shared, mut request: Request, mut inner: S) -> Response
+where
+    S: tower::Service<Request, Response = Response, Error = Infallible>,
+{
+    let peer = request.extensions().get::<ConnectInfo<SocketAddr>>();
+    let ip = match ratelimit::anonymous_before(shared, peer) {
+        Ok(ip) => ip,
+        Err(refused) => return *refused,
+    };
+    let response = match bff_auth::authenticate(shared.auth(), &mut request).await {
+        Err(refused) => refused.into_response(),
+        Ok(()) => match ratelimit::per_caller(shared, request.extensions().get::<Claims>()).await {
+            Err(refused) => refused,
+            Ok(decision) => {
+                let response = match inner.call(request).await {
+                    Ok(response) => response,
+                    Err(never) => match never {},
+                };
+                ratelimit::with_fields(response, decision.as_ref())
+            }
+        },
+    };
+    match ip {
+        Some(ip) => ratelimit::anonymous_after(shared, ip, response).await,
+        None => response,
+    }
+}
+
+/// Step 1 of [`ApiLayer`] on the way out.
+fn finish(mut response: Response, slot: &ReuseSlot, strict: bool) -> Response {
     let status = response.status();
     if (status.is_success() || status == StatusCode::NOT_MODIFIED)
         && !response.headers().contains_key(header::CACHE_CONTROL)

@@ -1,13 +1,15 @@
 //! The request context: request id and trace context, established once per
 //! request at the edge and carried to every upstream call.
 
+use std::future::Future;
 use std::ops::Deref;
-
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Instant;
 
 use axum::extract::{FromRequestParts, MatchedPath, Request, State};
 use axum::middleware::Next;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use bff_telemetry::TraceContext;
 use bff_upstream::CallContext;
 use http::HeaderValue;
@@ -65,17 +67,18 @@ fn new_request_id() -> HeaderValue {
         .unwrap_or_else(|_| HeaderValue::from_static("invalid"))
 }
 
-/// Middleware: establishes the [`RequestContext`], runs the request inside
-/// its span (the trace's server span when spans are exported: route,
-/// client, pseudonymous subject, status), writes one log line per request
-/// at `info` (path without its query, never a header), echoes
-/// `x-request-id`, and turns every error response into problem+json with
-/// the ids ([`rescue`]). `client` is the BFF's name.
-pub async fn request_context(
-    State(client): State<&'static str>,
-    mut request: Request,
-    next: Next,
-) -> Response {
+/// What [`RequestContextLayer`] keeps from the request for its response.
+struct Begun {
+    started: Instant,
+    request_id: HeaderValue,
+    trace: TraceContext,
+    span: tracing::Span,
+}
+
+/// Establishes the request's context: the request id (the client's when
+/// valid), its span and trace context, and the [`RequestContext`]
+/// extension.
+fn begin<B>(client: &'static str, request: &mut http::Request<B>) -> Begun {
     let started = Instant::now();
     let request_id = request
         .headers()
@@ -119,7 +122,23 @@ pub async fn request_context(
         request_id: request_id.clone(),
         trace: trace.clone(),
     }));
-    let response = next.run(request).instrument(span.clone()).await;
+    Begun {
+        started,
+        request_id,
+        trace,
+        span,
+    }
+}
+
+/// Rescues an error response, records the status in the span, writes the
+/// request's log line and echoes the request id.
+fn finish(begun: Begun, response: Response) -> Response {
+    let Begun {
+        started,
+        request_id,
+        trace,
+        span,
+    } = begun;
     let mut response = rescue::rescue(response, request_id.to_str().unwrap_or_default(), &trace);
     if !span.is_disabled() {
         let status = response.status().as_u16();
@@ -136,6 +155,112 @@ pub async fn request_context(
     }
     response.headers_mut().insert(REQUEST_ID, request_id);
     response
+}
+
+/// Middleware: establishes the [`RequestContext`], runs the request inside
+/// its span (the trace's server span when spans are exported: route,
+/// client, pseudonymous subject, status), writes one log line per request
+/// at `info` (path without its query, never a header), echoes
+/// `x-request-id`, and turns every error response into problem+json with
+/// the ids ([`rescue`]). `client` is the BFF's name.
+///
+/// The same as [`RequestContextLayer`], for `axum::middleware::from_fn`;
+/// the layer costs no allocation per request.
+pub async fn request_context(
+    State(client): State<&'static str>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    let begun = begin(client, &mut request);
+    let span = begun.span.clone();
+    let response = next.run(request).instrument(span).await;
+    finish(begun, response)
+}
+
+/// Layer doing what [`request_context`] does, with a named future: the
+/// outermost layer of every BFF, so it must not box or clone per request.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestContextLayer {
+    client: &'static str,
+}
+
+impl RequestContextLayer {
+    /// The layer of the BFF named `client`.
+    pub fn new(client: &'static str) -> Self {
+        RequestContextLayer { client }
+    }
+}
+
+impl<S> tower::Layer<S> for RequestContextLayer {
+    type Service = RequestContextService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        RequestContextService {
+            inner,
+            client: self.client,
+        }
+    }
+}
+
+/// The service of [`RequestContextLayer`].
+#[derive(Debug, Clone)]
+pub struct RequestContextService<S> {
+    inner: S,
+    client: &'static str,
+}
+
+impl<S, B, R> tower::Service<http::Request<B>> for RequestContextService<S>
+where
+    S: tower::Service<http::Request<B>, Response = R>,
+    R: IntoResponse,
+{
+    type Response = Response;
+    type Error = S::Error;
+    type Future = RequestContextFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
+        let begun = begin(self.client, &mut request);
+        // Whatever the services below do when called runs in the span too.
+        let inner = {
+            let _entered = begun.span.enter();
+            self.inner.call(request)
+        };
+        RequestContextFuture {
+            inner: inner.instrument(begun.span.clone()),
+            begun: Some(begun),
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The response future of [`RequestContextService`].
+    pub struct RequestContextFuture<F> {
+        #[pin]
+        inner: tracing::instrument::Instrumented<F>,
+        begun: Option<Begun>,
+    }
+}
+
+impl<F, R, E> Future for RequestContextFuture<F>
+where
+    F: Future<Output = Result<R, E>>,
+    R: IntoResponse,
+{
+    type Output = Result<Response, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let response = std::task::ready!(this.inner.poll(cx))?.into_response();
+        Poll::Ready(Ok(match this.begun.take() {
+            Some(begun) => finish(begun, response),
+            // Polled again after it completed: the response passes as is.
+            None => response,
+        }))
+    }
 }
 
 #[cfg(test)]

@@ -11,6 +11,10 @@
 //! that suffix, so a client's tag still gets its 304 whatever the encoding
 //! of the next answer, and the 304 repeats the tag the client holds.
 
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
 use axum::body::{Body, to_bytes};
 use axum::extract::Request;
 use axum::middleware::Next;
@@ -69,37 +73,36 @@ pub fn if_none_match(headers: &HeaderMap, etag: &HeaderValue) -> bool {
     matching(headers, etag).is_some()
 }
 
-/// Middleware outside compression: a compressed 200 gets its coding in
-/// its tag (`"…-br"`), and a 304 repeats the tag the client sent.
-pub async fn per_encoding(request: Request, next: Next) -> Response {
-    let conditional = request
-        .headers()
-        .get(header::IF_NONE_MATCH)
-        .is_some()
-        .then(|| {
-            let mut h = HeaderMap::new();
-            for value in request.headers().get_all(header::IF_NONE_MATCH) {
-                h.append(header::IF_NONE_MATCH, value.clone());
-            }
-            h
-        });
-    let mut response = next.run(request).await;
-    let Some(tag) = response.headers().get(header::ETAG).cloned() else {
-        return response;
+/// The `If-None-Match` fields of a request, kept for its response; `None`
+/// (no allocation) when it has none.
+fn conditional(headers: &HeaderMap) -> Option<HeaderMap> {
+    headers.get(header::IF_NONE_MATCH).is_some().then(|| {
+        let mut h = HeaderMap::new();
+        for value in headers.get_all(header::IF_NONE_MATCH) {
+            h.append(header::IF_NONE_MATCH, value.clone());
+        }
+        h
+    })
+}
+
+/// What [`per_encoding`] does to a response: a compressed 200 gets its
+/// coding in its tag, a 304 the tag the client sent.
+fn tag_encoding<B>(conditional: Option<&HeaderMap>, response: &mut http::Response<B>) {
+    let Some(tag) = response.headers().get(header::ETAG) else {
+        return;
     };
     if tag.as_bytes().starts_with(b"W/") {
-        return response;
+        return;
     }
     if response.status() == StatusCode::NOT_MODIFIED {
         if let Some(candidate) = conditional
-            .as_ref()
-            .and_then(|h| matching(h, &tag))
+            .and_then(|h| matching(h, tag))
             .filter(|c| *c != b"*")
             .and_then(|c| HeaderValue::from_bytes(c).ok())
         {
             response.headers_mut().insert(header::ETAG, candidate);
         }
-        return response;
+        return;
     }
     let coding = response
         .headers()
@@ -116,7 +119,82 @@ pub async fn per_encoding(request: Request, next: Next) -> Response {
             response.headers_mut().insert(header::ETAG, value);
         }
     }
+}
+
+/// Middleware outside compression: a compressed 200 gets its coding in
+/// its tag (`"…-br"`), and a 304 repeats the tag the client sent.
+///
+/// The same as [`PerEncodingLayer`], for `axum::middleware::from_fn`.
+pub async fn per_encoding(request: Request, next: Next) -> Response {
+    let conditional = conditional(request.headers());
+    let mut response = next.run(request).await;
+    tag_encoding(conditional.as_ref(), &mut response);
     response
+}
+
+/// Layer doing what [`per_encoding`] does, with a named future (no
+/// allocation per request unless the request is conditional). It goes
+/// outside the compression layer, whose `Content-Encoding` it reads.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PerEncodingLayer;
+
+impl<S> tower::Layer<S> for PerEncodingLayer {
+    type Service = PerEncoding<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        PerEncoding { inner }
+    }
+}
+
+/// The service of [`PerEncodingLayer`].
+#[derive(Debug, Clone)]
+pub struct PerEncoding<S> {
+    inner: S,
+}
+
+impl<S, B, R> tower::Service<http::Request<B>> for PerEncoding<S>
+where
+    S: tower::Service<http::Request<B>, Response = http::Response<R>>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = PerEncodingFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        PerEncodingFuture {
+            conditional: conditional(request.headers()),
+            inner: self.inner.call(request),
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The response future of [`PerEncoding`].
+    pub struct PerEncodingFuture<F> {
+        #[pin]
+        inner: F,
+        conditional: Option<HeaderMap>,
+    }
+}
+
+impl<F, R, E> Future for PerEncodingFuture<F>
+where
+    F: Future<Output = Result<http::Response<R>, E>>,
+{
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let mut result = std::task::ready!(this.inner.poll(cx));
+        if let Ok(response) = &mut result {
+            tag_encoding(this.conditional.as_ref(), response);
+        }
+        Poll::Ready(result)
+    }
 }
 
 /// Middleware: tags every 200 with a strong ETag and answers a matching
@@ -125,15 +203,28 @@ pub async fn per_encoding(request: Request, next: Next) -> Response {
 /// A handler may set the ETag itself, computed over what identifies its
 /// content (leaving out, say, a generation timestamp that would make every
 /// response unique); otherwise the tag is the hash of the whole body.
+///
+/// The same as [`EtagLayer`], for `axum::middleware::from_fn`.
 pub async fn etag(request: Request, next: Next) -> Response {
     // Only the validators are needed after the handler ran.
-    let mut conditional = HeaderMap::new();
-    for value in request.headers().get_all(header::IF_NONE_MATCH) {
-        conditional.append(header::IF_NONE_MATCH, value.clone());
-    }
+    let conditional = conditional(request.headers());
     let response = next.run(request).await;
+    match tag_response(conditional.as_ref(), response) {
+        Ok(response) => response,
+        Err((parts, body)) => tag_body(conditional, parts, body).await,
+    }
+}
+
+/// Sets `Cache-Control` and answers 304 on a 200 whose handler set its
+/// ETag; a 200 without one comes back in parts, to be tagged from its
+/// body ([`tag_body`]).
+#[allow(clippy::result_large_err)] // the parts are the response, moved on
+fn tag_response(
+    conditional: Option<&HeaderMap>,
+    response: Response,
+) -> Result<Response, (http::response::Parts, Body)> {
     if response.status() != StatusCode::OK {
-        return response;
+        return Ok(response);
     }
     let (mut parts, body) = response.into_parts();
     if !parts.headers.contains_key(header::CACHE_CONTROL) {
@@ -143,12 +234,22 @@ pub async fn etag(request: Request, next: Next) -> Response {
             HeaderValue::from_static("private, no-cache"),
         );
     }
-    if let Some(tag) = parts.headers.get(header::ETAG).cloned() {
-        if if_none_match(&conditional, &tag) {
-            return not_modified(parts);
-        }
-        return Response::from_parts(parts, body);
+    let Some(tag) = parts.headers.get(header::ETAG) else {
+        return Err((parts, body));
+    };
+    if conditional.is_some_and(|c| if_none_match(c, tag)) {
+        return Ok(not_modified(parts));
     }
+    Ok(Response::from_parts(parts, body))
+}
+
+/// Tags a 200 with the hash of its body (read whole, up to
+/// [`MAX_TAGGED_BODY`]).
+async fn tag_body(
+    conditional: Option<HeaderMap>,
+    mut parts: http::response::Parts,
+    body: Body,
+) -> Response {
     let bytes = match to_bytes(body, MAX_TAGGED_BODY).await {
         Ok(bytes) => bytes,
         Err(error) => {
@@ -158,10 +259,92 @@ pub async fn etag(request: Request, next: Next) -> Response {
     };
     let tag = strong_etag(&bytes);
     parts.headers.insert(header::ETAG, tag.clone());
-    if if_none_match(&conditional, &tag) {
+    if conditional.is_some_and(|c| if_none_match(&c, &tag)) {
         return not_modified(parts);
     }
     Response::from_parts(parts, Body::from(bytes))
+}
+
+/// Layer doing what [`etag`] does, with a named future: a response whose
+/// handler set its tag costs no allocation here; only one to be tagged
+/// from its body boxes the reading of it.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct EtagLayer;
+
+impl<S> tower::Layer<S> for EtagLayer {
+    type Service = Etag<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        Etag { inner }
+    }
+}
+
+/// The service of [`EtagLayer`].
+#[derive(Debug, Clone)]
+pub struct Etag<S> {
+    inner: S,
+}
+
+impl<S, B> tower::Service<http::Request<B>> for Etag<S>
+where
+    S: tower::Service<http::Request<B>>,
+    S::Response: IntoResponse,
+{
+    type Response = Response;
+    type Error = S::Error;
+    type Future = EtagFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        EtagFuture::Handler {
+            conditional: conditional(request.headers()),
+            inner: self.inner.call(request),
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The response future of [`Etag`].
+    #[project = EtagProjection]
+    #[allow(missing_docs)] // The macro takes no doc comments on fields.
+    pub enum EtagFuture<F> {
+        /// Waiting for the response.
+        Handler {
+            #[pin]
+            inner: F,
+            conditional: Option<HeaderMap>,
+        },
+        /// Reading a body to tag it.
+        Body {
+            tagging: Pin<Box<dyn Future<Output = Response> + Send>>,
+        },
+    }
+}
+
+impl<F, R, E> Future for EtagFuture<F>
+where
+    F: Future<Output = Result<R, E>>,
+    R: IntoResponse,
+{
+    type Output = Result<Response, E>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let tagging = match self.as_mut().project() {
+            EtagProjection::Handler { inner, conditional } => {
+                let response = std::task::ready!(inner.poll(cx))?.into_response();
+                match tag_response(conditional.as_ref(), response) {
+                    Ok(response) => return Poll::Ready(Ok(response)),
+                    Err((parts, body)) => Box::pin(tag_body(conditional.take(), parts, body)),
+                }
+            }
+            EtagProjection::Body { tagging } => return tagging.as_mut().poll(cx).map(Ok),
+        };
+        self.set(EtagFuture::Body { tagging });
+        self.poll(cx)
+    }
 }
 
 fn not_modified(mut parts: http::response::Parts) -> Response {

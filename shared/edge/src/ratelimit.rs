@@ -1,7 +1,7 @@
 //! Rate limits at the edge, the same in every BFF.
 //!
-//! Two middlewares around authentication: inside it, every request is
-//! counted against its caller's tier (`free`, `standard`, `premium`; the
+//! Two steps of the API routes' layer around authentication: inside it,
+//! every request is counted against its caller's tier (`free`, `standard`, `premium`; the
 //! token's subject is the caller, a partner's client id included); around
 //! it, a request that fails authentication is counted against its client
 //! IP address under the `anonymous` policy, so guessing tokens is limited
@@ -13,8 +13,7 @@
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use axum::extract::{ConnectInfo, Request, State};
-use axum::middleware::Next;
+use axum::extract::ConnectInfo;
 use axum::response::{IntoResponse, Response};
 use bff_auth::Claims;
 use bff_problem::ApiError;
@@ -65,60 +64,65 @@ fn client_label(subject: &str) -> &str {
     }
 }
 
-/// Middleware inside authentication: the caller's tier and subject.
+/// Inside authentication: counts the request against its caller's tier
+/// and subject. `Err` is the refusal (429); `Ok` the decision whose fields
+/// go on the response, if the caller is limited.
 pub(crate) async fn per_caller(
-    State(shared): State<Shared>,
-    request: Request,
-    next: Next,
-) -> Response {
-    let (Some(limiter), Some(claims)) = (shared.limiter(), request.extensions().get::<Claims>())
-    else {
-        return next.run(request).await;
+    shared: &Shared,
+    claims: Option<&Claims>,
+) -> Result<Option<Decision>, Response> {
+    let (Some(limiter), Some(claims)) = (shared.limiter(), claims) else {
+        return Ok(None);
     };
     let Some(decision) = limiter.check(claims.tier.as_str(), &claims.sub).await else {
-        return next.run(request).await;
+        return Ok(None);
     };
     if !decision.allowed {
-        let client = client_label(&claims.sub).to_owned();
-        return refused(&shared, &decision, &client);
+        return Err(refused(shared, &decision, client_label(&claims.sub)));
     }
-    let mut response = next.run(request).await;
-    set_fields(&mut response, &decision);
+    Ok(Some(decision))
+}
+
+/// Adds the `RateLimit` fields of `decision` to `response`.
+pub(crate) fn with_fields(mut response: Response, decision: Option<&Decision>) -> Response {
+    if let Some(decision) = decision {
+        set_fields(&mut response, decision);
+    }
     response
 }
 
-/// Middleware around authentication: a failed authentication costs the
-/// client IP one request of the `anonymous` quota; while that quota is used
-/// up, the address is refused before its token is even looked at.
-pub(crate) async fn anonymous(
-    State(shared): State<Shared>,
-    request: Request,
-    next: Next,
-) -> Response {
-    let ip = request
-        .extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| c.0.ip());
-    let (Some(limiter), Some(ip)) = (shared.limiter(), ip) else {
-        return next.run(request).await;
+/// Around authentication, before it: the client address whose failed
+/// authentications are counted (none without a limiter), or its refusal
+/// while its `anonymous` quota is used up (before its token is even looked
+/// at).
+pub(crate) fn anonymous_before(
+    shared: &Shared,
+    peer: Option<&ConnectInfo<SocketAddr>>,
+) -> Result<Option<IpAddr>, Box<Response>> {
+    let (Some(_), Some(ip)) = (shared.limiter(), peer.map(|c| c.0.ip())) else {
+        return Ok(None);
     };
-    if let Some(decision) = shared.blocked(ip) {
-        return refused(&shared, &decision, ANONYMOUS);
+    match shared.blocked(ip) {
+        Some(decision) => Err(Box::new(refused(shared, &decision, ANONYMOUS))),
+        None => Ok(Some(ip)),
     }
-    let response = next.run(request).await;
+}
+
+/// Around authentication, after it: a 401 costs the client address one
+/// request of the `anonymous` quota.
+pub(crate) async fn anonymous_after(shared: &Shared, ip: IpAddr, response: Response) -> Response {
+    let Some(limiter) = shared.limiter() else {
+        return response;
+    };
     if response.status() != StatusCode::UNAUTHORIZED {
         return response;
     }
     match limiter.check(ANONYMOUS, &ip.to_string()).await {
         Some(decision) if !decision.allowed => {
             shared.block(ip, &decision);
-            refused(&shared, &decision, ANONYMOUS)
+            refused(shared, &decision, ANONYMOUS)
         }
-        Some(decision) => {
-            let mut response = response;
-            set_fields(&mut response, &decision);
-            response
-        }
+        Some(decision) => with_fields(response, Some(&decision)),
         None => response,
     }
 }

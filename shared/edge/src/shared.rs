@@ -4,7 +4,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::middleware::{from_fn, from_fn_with_state};
 use axum::response::{IntoResponse, Response};
 use bff_auth::{AuthConfig, Authenticator, IssuerConfig};
 use bff_cache::tiered::{FragmentStore, TieredCache, TieredConfig, TieredError};
@@ -19,7 +18,10 @@ use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::set_header::SetResponseHeaderLayer;
 
 use crate::config::BffConfig;
-use crate::{context, health, metrics_layer, ratelimit};
+use crate::context::RequestContextLayer;
+use crate::etag::PerEncodingLayer;
+use crate::metrics_layer::MetricsLayer;
+use crate::{health, ratelimit};
 
 /// Why a BFF could not start.
 #[derive(Debug, thiserror::Error)]
@@ -198,15 +200,8 @@ impl EdgeBuilder {
     /// Adds routes that require a verified bearer token, rate-limited per
     /// caller (and, for failed authentications, per client address).
     pub fn authenticated(mut self, routes: Router) -> Self {
-        let auth = self.shared.auth().clone();
-        let shared = self.shared.clone();
-        self.api = self.api.merge(
-            routes
-                .route_layer(from_fn_with_state(shared.clone(), ratelimit::per_caller))
-                .route_layer(from_fn_with_state(auth, bff_auth::require_auth))
-                .route_layer(from_fn_with_state(shared.clone(), ratelimit::anonymous))
-                .route_layer(from_fn_with_state(shared, crate::aggregate::api_context)),
-        );
+        let layer = crate::aggregate::ApiLayer::new(self.shared.clone());
+        self.api = self.api.merge(routes.route_layer(layer));
         self
     }
 
@@ -234,27 +229,32 @@ impl EdgeBuilder {
             .map(crate::openapi::router)
             .unwrap_or_default();
         let cors = cors(&self.shared.config().cors_origins);
+        // One layer on the routes, not one per middleware: axum wraps a
+        // route in a boxed service per `layer` call, and each of those is
+        // cloned and boxed again on every request.
+        let edge = tower::ServiceBuilder::new()
+            .layer(RequestContextLayer::new(name))
+            .layer(MetricsLayer)
+            .layer(PerEncodingLayer)
+            .layer(CompressionLayer::new().br(true).gzip(true))
+            .layer(RequestBodyLimitLayer::new(body_limit))
+            .option_layer(cors)
+            .layer(SetResponseHeaderLayer::if_not_present(
+                header::REFERRER_POLICY,
+                HeaderValue::from_static("no-referrer"),
+            ))
+            .layer(SetResponseHeaderLayer::if_not_present(
+                header::X_CONTENT_TYPE_OPTIONS,
+                HeaderValue::from_static("nosniff"),
+            ))
+            .layer(CatchPanicLayer::custom(panicked as fn(_) -> Response));
         Router::new()
             .merge(self.api)
             .merge(admin)
             .merge(document)
             .merge(health::router(self.shared))
             .fallback(|| async { ApiError::not_found("no such resource") })
-            .layer(CatchPanicLayer::custom(panicked))
-            .layer(SetResponseHeaderLayer::if_not_present(
-                header::X_CONTENT_TYPE_OPTIONS,
-                HeaderValue::from_static("nosniff"),
-            ))
-            .layer(SetResponseHeaderLayer::if_not_present(
-                header::REFERRER_POLICY,
-                HeaderValue::from_static("no-referrer"),
-            ))
-            .layer(tower::util::option_layer(cors))
-            .layer(RequestBodyLimitLayer::new(body_limit))
-            .layer(CompressionLayer::new().br(true).gzip(true))
-            .layer(from_fn(crate::etag::per_encoding))
-            .layer(from_fn(metrics_layer::record))
-            .layer(from_fn_with_state(name, context::request_context))
+            .layer(edge)
     }
 }
 

@@ -333,6 +333,25 @@ pub const BUCKETS: &[f64] = &[
     1.0, 2.5, 5.0, 7.5, 10.0,
 ];
 
+/// The `http.request.method` attribute of `method`: the method when it is
+/// one of HTTP's nine, else `_OTHER` (as the semantic conventions ask), so
+/// a client cannot create series by inventing methods. `'static`, so the
+/// label costs no allocation.
+pub fn method_label(method: &http::Method) -> &'static str {
+    match *method {
+        http::Method::GET => "GET",
+        http::Method::POST => "POST",
+        http::Method::PUT => "PUT",
+        http::Method::DELETE => "DELETE",
+        http::Method::PATCH => "PATCH",
+        http::Method::HEAD => "HEAD",
+        http::Method::OPTIONS => "OPTIONS",
+        http::Method::CONNECT => "CONNECT",
+        http::Method::TRACE => "TRACE",
+        _ => "_OTHER",
+    }
+}
+
 static PROMETHEUS: OnceLock<PrometheusHandle> = OnceLock::new();
 
 /// The process-wide Prometheus recorder, installed on first use (without
@@ -404,6 +423,26 @@ impl LogFormat {
             "json" => Some(LogFormat::Json),
             "pretty" => Some(LogFormat::Pretty),
             _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::method_label;
+    use http::Method;
+
+    #[test]
+    fn method_labels_are_bounded() {
+        for method in [
+            "GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS", "CONNECT", "TRACE",
+        ] {
+            let parsed = Method::from_bytes(method.as_bytes()).expect("method");
+            assert_eq!(method_label(&parsed), method);
+        }
+        for invented in ["PURGE", "get", "X-ANYTHING"] {
+            let parsed = Method::from_bytes(invented.as_bytes()).expect("method");
+            assert_eq!(method_label(&parsed), "_OTHER", "{invented}");
         }
     }
 }

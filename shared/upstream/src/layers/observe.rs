@@ -209,7 +209,7 @@ impl<S: CallService> Service<UpstreamRequest> for Observe<S> {
             Target::GrpcMethod(path) => path.trim_start_matches('/'),
             Target::Url(_) => "",
         };
-        let method = http_method(&request.method);
+        let method = bff_telemetry::method_label(&request.method);
         let grpc = layer.protocol == Protocol::Grpc;
         // A call of a trace the sampler dropped gets no span (its
         // `traceparent` already says "not sampled" to the upstream).
@@ -271,18 +271,6 @@ fn sampled(headers: &http::HeaderMap) -> bool {
                 .and_then(|flags| u8::from_str_radix(flags, 16).ok())
                 .is_some_and(|flags| flags & 1 == 1)
     })
-}
-
-fn http_method(method: &http::Method) -> &'static str {
-    match *method {
-        http::Method::GET => "GET",
-        http::Method::POST => "POST",
-        http::Method::PUT => "PUT",
-        http::Method::DELETE => "DELETE",
-        http::Method::PATCH => "PATCH",
-        http::Method::HEAD => "HEAD",
-        _ => "_OTHER",
-    }
 }
 
 pin_project_lite::pin_project! {
