@@ -140,6 +140,34 @@ where
     }
 }
 
+/// Serves `routes` as the authenticated API of a bare BFF (`bff-mobile`,
+/// no upstreams) with every edge layer, for tests of the edge itself; with
+/// a user token it accepts.
+///
+/// # Panics
+/// When the BFF cannot be built.
+pub async fn serve_edge(stack: &DemoStack, routes: Router) -> (TestServer, String) {
+    let config = bff_config(
+        stack,
+        BffSpec {
+            version: "0.0.1",
+            name: "bff-mobile",
+            default_port: 8081,
+            upstreams: &[],
+            fragments: &[],
+        },
+    );
+    let shared = match Shared::new(config) {
+        Ok(shared) => shared,
+        Err(e) => panic!("shared: {e}"),
+    };
+    let app = bff_edge::EdgeBuilder::new(shared)
+        .authenticated(routes)
+        .build();
+    let token = user_token(stack, "user0001", "bff-mobile", None);
+    (serve_bff(app).await, token)
+}
+
 /// Serves `app` on a free port and waits until `/readyz` says ready (the
 /// signing keys are loaded).
 ///

@@ -27,17 +27,6 @@ fn client() -> reqwest::Client {
 
 async fn serve() -> (demo_services::DemoStack, testkit::TestServer, String) {
     let stack = testkit::start_demo().await;
-    let config = testkit::bff_config(
-        &stack,
-        bff_edge::BffSpec {
-            version: "0.0.1",
-            name: "bff-mobile",
-            default_port: 8081,
-            upstreams: &[],
-            fragments: &[],
-        },
-    );
-    let shared = bff_edge::Shared::new(config).expect("shared");
     let routes = Router::new()
         .route("/plain", get(|| async { body() }))
         .route(
@@ -50,11 +39,7 @@ async fn serve() -> (demo_services::DemoStack, testkit::TestServer, String) {
             }),
         )
         .layer(EtagLayer);
-    let app = bff_edge::EdgeBuilder::new(shared)
-        .authenticated(routes)
-        .build();
-    let server = testkit::serve_bff(app).await;
-    let token = testkit::user_token(&stack, "user0001", "bff-mobile", None);
+    let (server, token) = testkit::serve_edge(&stack, routes).await;
     (stack, server, token)
 }
 

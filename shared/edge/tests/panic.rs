@@ -8,17 +8,6 @@ use serde_json::Value;
 #[tokio::test]
 async fn a_panicking_handler_answers_500_problem_json_and_the_server_keeps_serving() {
     let stack = testkit::start_demo().await;
-    let config = testkit::bff_config(
-        &stack,
-        bff_edge::BffSpec {
-            version: "0.0.1",
-            name: "bff-mobile",
-            default_port: 8081,
-            upstreams: &[],
-            fragments: &[],
-        },
-    );
-    let shared = bff_edge::Shared::new(config).expect("shared");
     let routes = Router::new()
         .route(
             "/boom",
@@ -29,11 +18,7 @@ async fn a_panicking_handler_answers_500_problem_json_and_the_server_keeps_servi
             }),
         )
         .route("/fine", get(|| async { "fine" }));
-    let app = bff_edge::EdgeBuilder::new(shared)
-        .authenticated(routes)
-        .build();
-    let server = testkit::serve_bff(app).await;
-    let token = testkit::user_token(&stack, "user0001", "bff-mobile", None);
+    let (server, token) = testkit::serve_edge(&stack, routes).await;
     let client = reqwest::Client::new();
     for _ in 0..3 {
         let response = client
