@@ -1032,13 +1032,20 @@ async fn static_upstreams(
             .map(|dir| procs::Profile::start(proc.pid(), &dir.join(file), &title))
             .transpose()
     };
-    for (i, (name, file, proc, target)) in [
-        ("bff-mobile", "bff-mobile", &mobile, &dashboard),
+    for (i, (name, file, proc, target, metrics)) in [
+        (
+            "bff-mobile",
+            "bff-mobile",
+            &mobile,
+            &dashboard,
+            Some(STATIC_MOBILE_PORT),
+        ),
         (
             "I/O floor (hyper, unparsed)",
             "io-floor",
             &floor,
             &floor_target,
+            None,
         ),
     ]
     .into_iter()
@@ -1067,17 +1074,47 @@ async fn static_upstreams(
             &format!("{file}-open-{rate}.svg"),
             format!("{name}, static upstreams, open loop {rate}/s"),
         )?;
+        let before = match metrics {
+            Some(port) => Some(Degradation::of(port).await?),
+            None => None,
+        };
         let (result, peak) = peak_rss(proc, open(Some(proc), target, rate, duration)).await;
         recording.map(procs::Profile::finish).transpose()?;
         let (stats, c) = result?;
         (cpu[i][1], rss[i][1]) = (c, peak);
+        let mut note = format!("peak RSS {:.1} MiB", peak as f64 / 1024.0);
+        if let (Some(port), Some(before)) = (metrics, before) {
+            let during = Degradation::of(port).await?.since(&before);
+            let _ = write!(
+                note,
+                "; {} partial responses, {} upstream calls shed",
+                during.partial, during.shed
+            );
+        }
+        if stats.late > Duration::from_millis(5) {
+            let _ = write!(
+                note,
+                "; arrivals sent up to {:.1} ms late",
+                stats.late.as_secs_f64() * 1000.0
+            );
+        }
+        if !stats.stalled.is_empty() {
+            let _ = write!(
+                note,
+                "; stalled {} ms (answers over {} ms in {} windows of {} ms)",
+                stats.stalled_for().as_millis(),
+                load::STALL_LATENCY.as_millis(),
+                stats.stalled.len(),
+                load::STALL_WINDOW.as_millis(),
+            );
+        }
         rows.push(row(
             scenario,
             name,
             format!("open {rate}/s"),
             &stats,
             c,
-            &format!("peak RSS {:.1} MiB", peak as f64 / 1024.0),
+            &note,
         ));
     }
     let _ = std::fs::remove_dir_all(&dir);
@@ -1149,6 +1186,51 @@ fn open_circuit_p99(metrics: &str, upstream: &str) -> Option<f64> {
         .iter()
         .find(|(_, n)| *n >= total * 0.99)
         .map(|(le, _)| *le)
+}
+
+/// What a BFF's counters say it degraded: dashboards answered in part,
+/// upstream calls shed by a full bulkhead. A partial dashboard is a 200, so
+/// the harness's own error count does not see it.
+struct Degradation {
+    partial: u64,
+    shed: u64,
+}
+
+impl Degradation {
+    /// The BFF's counters now (its `/metrics` on `port`).
+    async fn of(port: u16) -> Result<Self, String> {
+        let (status, body) = load::fetch(&Target::get(addr(port), "/metrics")).await?;
+        if status != 200 {
+            return Err(format!("GET /metrics on port {port}: status {status}"));
+        }
+        let text = String::from_utf8_lossy(&body);
+        Ok(Degradation {
+            partial: counter_total(&text, "bff_aggregate_partial_responses_total"),
+            shed: counter_total(&text, "bff_upstream_shed_total"),
+        })
+    }
+
+    /// What was counted after `before`.
+    fn since(&self, before: &Degradation) -> Degradation {
+        Degradation {
+            partial: self.partial.saturating_sub(before.partial),
+            shed: self.shed.saturating_sub(before.shed),
+        }
+    }
+}
+
+/// The sum of every series of the counter `name` in Prometheus text.
+fn counter_total(metrics: &str, name: &str) -> u64 {
+    metrics
+        .lines()
+        .filter_map(|line| {
+            let rest = line.strip_prefix(name)?;
+            if !rest.starts_with(['{', ' ']) {
+                return None;
+            }
+            rest.rsplit(' ').next()?.parse::<f64>().ok()
+        })
+        .sum::<f64>() as u64
 }
 
 fn render(rows: &[Row], notes: &[String], plan: &Plan, args: &Args) -> String {
@@ -1380,4 +1462,26 @@ async fn alternate(
         }
     }
     Ok(cpu)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::counter_total;
+
+    #[test]
+    fn counter_totals_sum_every_series_of_that_counter_only() {
+        let text = "\
+# TYPE bff_upstream_shed_total counter
+bff_upstream_shed_total{upstream=\"user\"} 612
+bff_upstream_shed_total{upstream=\"order\"} 1004
+bff_upstream_shed_total_other 7
+bff_aggregate_partial_responses_total{route=\"/v1/dashboard\"} 1080
+";
+        assert_eq!(counter_total(text, "bff_upstream_shed_total"), 1616);
+        assert_eq!(
+            counter_total(text, "bff_aggregate_partial_responses_total"),
+            1080
+        );
+        assert_eq!(counter_total(text, "bff_circuit_transitions_total"), 0);
+    }
 }

@@ -80,7 +80,19 @@ pub struct Stats {
     pub elapsed: Duration,
     /// Response bytes received.
     pub bytes: u64,
+    /// Open loop: the `STALL_WINDOW`s of the run (by scheduled arrival) in
+    /// which some arrival waited over `STALL_LATENCY` for its answer. A
+    /// tail made of a few such windows is a stall the server fell into and
+    /// worked off, not a slow request now and then.
+    pub stalled: std::collections::BTreeSet<u64>,
+    /// Open loop: the most an arrival was sent after its scheduled time.
+    pub late: Duration,
 }
+
+/// The width of the windows `Stats::stalled` counts.
+pub const STALL_WINDOW: Duration = Duration::from_millis(250);
+/// The latency that marks a window as stalled.
+pub const STALL_LATENCY: Duration = Duration::from_millis(50);
 
 impl Stats {
     fn new() -> Self {
@@ -92,6 +104,8 @@ impl Stats {
             dropped: 0,
             elapsed: Duration::ZERO,
             bytes: 0,
+            stalled: std::collections::BTreeSet::new(),
+            late: Duration::ZERO,
         }
     }
 
@@ -101,6 +115,13 @@ impl Stats {
         self.errors += other.errors;
         self.dropped += other.dropped;
         self.bytes += other.bytes;
+        self.stalled.extend(&other.stalled);
+        self.late = self.late.max(other.late);
+    }
+
+    /// How long the open-loop run was stalled (see `stalled`).
+    pub fn stalled_for(&self) -> Duration {
+        STALL_WINDOW * self.stalled.len() as u32
     }
 
     /// Completed iterations per second.
@@ -239,6 +260,14 @@ pub async fn open_loop(
     for i in 0..arrivals {
         let due = started + period.mul_f64(i as f64);
         tokio::time::sleep_until(due).await;
+        // A generator that wakes late sends the arrivals it owes at once:
+        // a burst the server sees, said in the report.
+        let late = due.elapsed();
+        if let Ok(mut s) = stats.lock()
+            && late > s.late
+        {
+            s.late = late;
+        }
         let Ok(permit) = outstanding.clone().try_acquire_owned() else {
             if let Ok(mut s) = stats.lock() {
                 s.dropped += 1;
@@ -254,9 +283,14 @@ pub async fn open_loop(
                 .and_then(|mut p| p.pop())
                 .unwrap_or_else(|| Worker::new(targets.len()));
             let (ok, bytes) = worker.iterate(&targets).await;
-            let latency = due.elapsed().as_micros().max(1) as u64;
+            let waited = due.elapsed();
+            let latency = waited.as_micros().max(1) as u64;
             if let Ok(mut s) = stats.lock() {
                 let _ = s.latency.record(latency);
+                if waited > STALL_LATENCY {
+                    let window = (due - started).as_millis() / STALL_WINDOW.as_millis();
+                    s.stalled.insert(window as u64);
+                }
                 s.bytes += bytes;
                 if ok { s.ok += 1 } else { s.errors += 1 }
             }
