@@ -147,7 +147,19 @@ where
 /// # Panics
 /// When the BFF cannot be built.
 pub async fn serve_edge(stack: &DemoStack, routes: Router) -> (TestServer, String) {
-    let config = bff_config(
+    serve_edge_with(stack, routes, |_| {}).await
+}
+
+/// [`serve_edge`] with the configuration changed by `configure` first.
+///
+/// # Panics
+/// When the BFF cannot be built.
+pub async fn serve_edge_with(
+    stack: &DemoStack,
+    routes: Router,
+    configure: impl FnOnce(&mut BffConfig),
+) -> (TestServer, String) {
+    let mut config = bff_config(
         stack,
         BffSpec {
             version: "0.0.1",
@@ -157,6 +169,7 @@ pub async fn serve_edge(stack: &DemoStack, routes: Router) -> (TestServer, Strin
             fragments: &[],
         },
     );
+    configure(&mut config);
     let shared = match Shared::new(config) {
         Ok(shared) => shared,
         Err(e) => panic!("shared: {e}"),

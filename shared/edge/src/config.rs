@@ -123,6 +123,10 @@ pub struct BffConfig {
     pub rate_limits: Vec<Policy>,
     /// Largest request body accepted.
     pub body_limit: usize,
+    /// `BFF_MAX_IN_FLIGHT`: API requests worked on at once; more wait, in
+    /// arrival order, until one ends (`None`: `off`, no bound). Probes,
+    /// metrics and the OpenAPI document are never held.
+    pub max_in_flight: Option<usize>,
     /// How long in-flight requests may take to finish after SIGTERM.
     pub shutdown_grace: Duration,
     /// Log line format.
@@ -145,6 +149,23 @@ pub struct BffConfig {
     pub send_buffer: Option<usize>,
     /// Things worth a warning once logging is up (unknown variables, …).
     pub warnings: Vec<String>,
+}
+
+/// API requests a BFF works on at once, per CPU it may use, unless
+/// `BFF_MAX_IN_FLIGHT` says otherwise. Past its CPU, a BFF that starts every
+/// request it reads only makes each one slower: more upstream connections
+/// opened, more memory touched, every request's turn further away, until
+/// the bulkheads shed. Measured (BENCHMARKS.md, scenario 10 at 3,000/s on
+/// one CPU): without a bound, a short hiccup grew into seconds of 200–300 ms
+/// answers and hundreds of partial dashboards; with 64, the requests past
+/// it wait a moment, p99 stays in tens of milliseconds and none is partial.
+/// Size it up for slow upstreams: rate × upstream latency is the least a
+/// BFF needs (3,000/s against 50 ms upstreams: 150).
+const MAX_IN_FLIGHT_PER_CPU: usize = 64;
+
+fn default_max_in_flight() -> Option<usize> {
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    Some(MAX_IN_FLIGHT_PER_CPU * cpus)
 }
 
 /// Each policy's default quota: requests per window (seconds). Absent tier
@@ -561,38 +582,48 @@ impl BffConfig {
             linger: s.duration_or_zero("BFF_LIVE_LINGER", live_default.linger)?,
             write_timeout: s.duration("BFF_LIVE_WRITE_TIMEOUT", live_default.write_timeout)?,
         };
-        let config = BffConfig {
-            version: spec.version,
-            name: spec.name,
-            listen,
-            jwks_url,
-            issuer,
-            audience,
-            jwks_refresh,
-            jwks_min_refetch,
-            upstreams,
-            connect_timeout: s.duration("BFF_CONNECT_TIMEOUT", Duration::from_millis(500))?,
-            deadlines,
-            cache_stale_for,
-            cache_max_bytes: s.positive("BFF_CACHE_MAX_BYTES", 64 * 1024 * 1024)?,
-            fragments,
-            cache_lock_for: s.duration("BFF_CACHE_LOCK_FOR", Duration::from_millis(200))?,
-            redis_timeout: s.duration("BFF_REDIS_TIMEOUT", Duration::from_millis(50))?,
-            admin_token,
-            cors_origins,
-            rate_limits,
-            body_limit: s.positive("BFF_BODY_LIMIT", 64 * 1024)? as usize,
-            shutdown_grace: s.duration("BFF_SHUTDOWN_GRACE", Duration::from_secs(10))?,
-            log_format,
-            log_filter: s.take("RUST_LOG").unwrap_or_else(|| "info".to_owned()),
-            redis_url: s.take("REDIS_URL"),
-            telemetry,
-            extra_issuers,
-            auth_cache_bytes,
-            live,
-            send_buffer,
-            warnings: Vec::new(),
-        };
+        let config =
+            BffConfig {
+                version: spec.version,
+                name: spec.name,
+                listen,
+                jwks_url,
+                issuer,
+                audience,
+                jwks_refresh,
+                jwks_min_refetch,
+                upstreams,
+                connect_timeout: s.duration("BFF_CONNECT_TIMEOUT", Duration::from_millis(500))?,
+                deadlines,
+                cache_stale_for,
+                cache_max_bytes: s.positive("BFF_CACHE_MAX_BYTES", 64 * 1024 * 1024)?,
+                fragments,
+                cache_lock_for: s.duration("BFF_CACHE_LOCK_FOR", Duration::from_millis(200))?,
+                redis_timeout: s.duration("BFF_REDIS_TIMEOUT", Duration::from_millis(50))?,
+                admin_token,
+                cors_origins,
+                rate_limits,
+                body_limit: s.positive("BFF_BODY_LIMIT", 64 * 1024)? as usize,
+                max_in_flight: s.parse("BFF_MAX_IN_FLIGHT", default_max_in_flight(), |raw| {
+                    match raw {
+                        "off" => Ok(None),
+                        n => match n.parse::<usize>() {
+                            Ok(n) if (1..=1_000_000).contains(&n) => Ok(Some(n)),
+                            _ => Err("expected off or a whole number from 1 to 1000000".to_owned()),
+                        },
+                    }
+                })?,
+                shutdown_grace: s.duration("BFF_SHUTDOWN_GRACE", Duration::from_secs(10))?,
+                log_format,
+                log_filter: s.take("RUST_LOG").unwrap_or_else(|| "info".to_owned()),
+                redis_url: s.take("REDIS_URL"),
+                telemetry,
+                extra_issuers,
+                auth_cache_bytes,
+                live,
+                send_buffer,
+                warnings: Vec::new(),
+            };
         let (file_unknown, env_unknown) = s.leftovers();
         if let Some(key) = file_unknown.first() {
             return Err(ConfigError::new(
@@ -869,6 +900,8 @@ mod tests {
             ("BFF_DEADLINE_CRITICAL", "10s"),
             ("BFF_LOG_FORMAT", "xml"),
             ("BFF_BODY_LIMIT", "big"),
+            ("BFF_MAX_IN_FLIGHT", "0"),
+            ("BFF_MAX_IN_FLIGHT", "many"),
         ];
         for (key, value) in cases {
             let err = BffConfig::load(SPEC, None, env(&[(key, value)])).expect_err(key);

@@ -11,6 +11,7 @@ use bff_problem::ApiError;
 use bff_ratelimit::{Decision, LimiterConfig, LimiterError, RateLimiter};
 use bff_upstream::{Registry, RegistryError};
 use http::{HeaderValue, Method, header};
+use tower::limit::GlobalConcurrencyLimitLayer;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::compression::CompressionLayer;
 use tower_http::cors::{AllowOrigin, CorsLayer};
@@ -248,8 +249,19 @@ impl EdgeBuilder {
                 HeaderValue::from_static("nosniff"),
             ))
             .layer(CatchPanicLayer::custom(panicked as fn(_) -> Response));
+        // Bounded in-flight API requests (see `BffConfig::max_in_flight`):
+        // one semaphore for every route, waiters served in arrival order,
+        // probes and metrics outside it.
+        let api = match self.shared.config().max_in_flight {
+            Some(n) => self
+                .api
+                .layer(GlobalConcurrencyLimitLayer::with_semaphore(Arc::new(
+                    tokio::sync::Semaphore::new(n),
+                ))),
+            None => self.api,
+        };
         Router::new()
-            .merge(self.api)
+            .merge(api)
             .merge(admin)
             .merge(document)
             .merge(health::router(self.shared))

@@ -1,0 +1,105 @@
+//! `BFF_MAX_IN_FLIGHT`: API requests over the bound wait for one to end,
+//! in arrival order, and are then served; the probes are never held.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::routing::get;
+
+/// How long the slow route works on a request.
+const WORK: Duration = Duration::from_millis(300);
+
+/// Requests being worked on now, and the most seen at once.
+#[derive(Default)]
+struct Gauge {
+    now: AtomicUsize,
+    most: AtomicUsize,
+}
+
+fn slow_route(gauge: Arc<Gauge>) -> Router {
+    Router::new().route(
+        "/slow",
+        get(move || {
+            let gauge = gauge.clone();
+            async move {
+                let now = gauge.now.fetch_add(1, Ordering::SeqCst) + 1;
+                gauge.most.fetch_max(now, Ordering::SeqCst);
+                tokio::time::sleep(WORK).await;
+                gauge.now.fetch_sub(1, Ordering::SeqCst);
+                "done"
+            }
+        }),
+    )
+}
+
+/// Five concurrent GETs of `/slow`, answered in any order.
+async fn five_slow_requests(
+    client: &reqwest::Client,
+    server: &testkit::TestServer,
+    token: &str,
+) -> Vec<reqwest::Result<reqwest::Response>> {
+    let mut requests = tokio::task::JoinSet::new();
+    for _ in 0..5 {
+        let request = client.get(server.url("/slow")).bearer_auth(token).send();
+        requests.spawn(request);
+    }
+    let mut answers = Vec::new();
+    while let Some(answer) = requests.join_next().await {
+        answers.push(answer.expect("the request task"));
+    }
+    answers
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_over_the_bound_wait_their_turn_and_probes_are_not_held() {
+    let stack = testkit::start_demo().await;
+    let gauge = Arc::new(Gauge::default());
+    let (server, token) = testkit::serve_edge_with(&stack, slow_route(gauge.clone()), |c| {
+        c.max_in_flight = Some(2);
+    })
+    .await;
+    let client = reqwest::Client::new();
+
+    let started = Instant::now();
+    let all = five_slow_requests(&client, &server, &token);
+    // While the API is busy (and requests wait), the probes answer at once.
+    let probe = async {
+        tokio::time::sleep(WORK / 3).await;
+        let asked = Instant::now();
+        let ready = client.get(server.url("/healthz")).send().await;
+        (ready.map(|r| r.status().as_u16()), asked.elapsed())
+    };
+    let (answers, (probe_status, probe_took)) = tokio::join!(all, probe);
+    let took = started.elapsed();
+
+    for answer in answers {
+        let answer = answer.expect("an answer");
+        assert_eq!(answer.status(), 200);
+        assert_eq!(answer.text().await.expect("a body"), "done");
+    }
+    assert_eq!(gauge.most.load(Ordering::SeqCst), 2, "at most two at once");
+    // Five requests two at a time: three turns of the slow route.
+    assert!(
+        took >= WORK * 3,
+        "served in {took:?}, faster than three turns"
+    );
+    assert_eq!(probe_status.expect("a probe answer"), 200);
+    assert!(probe_took < WORK, "the probe waited {probe_took:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn off_means_no_bound() {
+    let stack = testkit::start_demo().await;
+    let gauge = Arc::new(Gauge::default());
+    let (server, token) = testkit::serve_edge_with(&stack, slow_route(gauge.clone()), |c| {
+        c.max_in_flight = None;
+    })
+    .await;
+    let client = reqwest::Client::new();
+    for answer in five_slow_requests(&client, &server, &token).await {
+        assert_eq!(answer.expect("an answer").status(), 200);
+    }
+    assert_eq!(gauge.most.load(Ordering::SeqCst), 5, "all five at once");
+}
