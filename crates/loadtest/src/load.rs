@@ -256,18 +256,14 @@ pub async fn open_loop(
     let period = Duration::from_secs_f64(1.0 / rate.max(0.001));
     let arrivals = (rate * duration.as_secs_f64()).round() as u64;
     let started = tokio::time::Instant::now();
+    let mut latest = Duration::ZERO;
     let mut tasks = tokio::task::JoinSet::new();
     for i in 0..arrivals {
         let due = started + period.mul_f64(i as f64);
         tokio::time::sleep_until(due).await;
         // A generator that wakes late sends the arrivals it owes at once:
         // a burst the server sees, said in the report.
-        let late = due.elapsed();
-        if let Ok(mut s) = stats.lock()
-            && late > s.late
-        {
-            s.late = late;
-        }
+        latest = latest.max(due.elapsed());
         let Ok(permit) = outstanding.clone().try_acquire_owned() else {
             if let Ok(mut s) = stats.lock() {
                 s.dropped += 1;
@@ -310,6 +306,7 @@ pub async fn open_loop(
         .map(|s| s.clone())
         .unwrap_or_else(|_| Stats::new());
     result.elapsed = started.elapsed();
+    result.late = latest;
     result
 }
 
