@@ -23,6 +23,7 @@ use bff_auth::Claims;
 use bff_problem::ApiError;
 use http::request::Parts;
 use http::{HeaderMap, HeaderValue, StatusCode, header};
+use tokio::sync::Semaphore;
 
 use crate::ratelimit;
 use crate::shared::Shared;
@@ -98,8 +99,12 @@ struct ReuseSlot(Arc<Mutex<Option<ReuseHandle>>>);
 
 /// Layer of the authenticated API routes, in one step per request so the
 /// route is wrapped once (every layer on an axum route is one more boxed
-/// service, cloned and boxed again per request). From the outside in:
+/// service, and each of those is cloned, with every boxed service inside
+/// it, on every request). From the outside in:
 ///
+/// 0. waits for a place among the API requests in flight
+///    ([`crate::BffConfig::max_in_flight`]; one bound for every API route,
+///    waiters served in arrival order) before any work is done;
 /// 1. makes [`Shared`] reachable for [`Aggregate`], and on the way out sets
 ///    `Cache-Control` from what the sections served and says
 ///    `Preference-Applied: handling=strict` when the client asked for it
@@ -111,11 +116,13 @@ struct ReuseSlot(Arc<Mutex<Option<ReuseHandle>>>);
 #[derive(Debug, Clone)]
 pub(crate) struct ApiLayer {
     shared: Shared,
+    in_flight: Option<Arc<Semaphore>>,
 }
 
 impl ApiLayer {
-    pub(crate) fn new(shared: Shared) -> Self {
-        ApiLayer { shared }
+    /// `in_flight` is shared by every route the layer is applied to.
+    pub(crate) fn new(shared: Shared, in_flight: Option<Arc<Semaphore>>) -> Self {
+        ApiLayer { shared, in_flight }
     }
 }
 
@@ -126,6 +133,7 @@ impl<S> tower::Layer<S> for ApiLayer {
         ApiService {
             inner,
             shared: self.shared.clone(),
+            in_flight: self.in_flight.clone(),
         }
     }
 }
@@ -135,6 +143,7 @@ impl<S> tower::Layer<S> for ApiLayer {
 pub(crate) struct ApiService<S> {
     inner: S,
     shared: Shared,
+    in_flight: Option<Arc<Semaphore>>,
 }
 
 impl<S> tower::Service<Request> for ApiService<S>
@@ -156,11 +165,18 @@ where
         let clone = self.inner.clone();
         let inner = std::mem::replace(&mut self.inner, clone);
         let shared = self.shared.clone();
-        let strict = prefers_strict(request.headers());
-        let slot = ReuseSlot::default();
-        request.extensions_mut().insert(shared.clone());
-        request.extensions_mut().insert(slot.clone());
+        let in_flight = self.in_flight.clone();
         Box::pin(async move {
+            // The semaphore is never closed; were it, requests would go on
+            // unbounded rather than fail.
+            let _place = match &in_flight {
+                Some(bound) => bound.acquire().await.ok(),
+                None => None,
+            };
+            let strict = prefers_strict(request.headers());
+            let slot = ReuseSlot::default();
+            request.extensions_mut().insert(shared.clone());
+            request.extensions_mut().insert(slot.clone());
             let response = guarded(&shared, request, inner).await;
             Ok(finish(response, &slot, strict))
         })

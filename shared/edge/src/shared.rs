@@ -11,7 +11,6 @@ use bff_problem::ApiError;
 use bff_ratelimit::{Decision, LimiterConfig, LimiterError, RateLimiter};
 use bff_upstream::{Registry, RegistryError};
 use http::{HeaderValue, Method, header};
-use tower::limit::GlobalConcurrencyLimitLayer;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::compression::CompressionLayer;
 use tower_http::cors::{AllowOrigin, CorsLayer};
@@ -185,23 +184,32 @@ impl Shared {
 pub struct EdgeBuilder {
     shared: Shared,
     api: Router,
+    /// The bound on API requests in flight (`BffConfig::max_in_flight`),
+    /// one for every authenticated route; probes and metrics are outside.
+    in_flight: Option<Arc<tokio::sync::Semaphore>>,
     document: Option<serde_json::Value>,
 }
 
 impl EdgeBuilder {
     /// A builder over `shared`.
     pub fn new(shared: Shared) -> Self {
+        let in_flight = shared
+            .config()
+            .max_in_flight
+            .map(|n| Arc::new(tokio::sync::Semaphore::new(n)));
         EdgeBuilder {
             shared,
             api: Router::new(),
+            in_flight,
             document: None,
         }
     }
 
     /// Adds routes that require a verified bearer token, rate-limited per
-    /// caller (and, for failed authentications, per client address).
+    /// caller (and, for failed authentications, per client address), within
+    /// the bound on API requests in flight.
     pub fn authenticated(mut self, routes: Router) -> Self {
-        let layer = crate::aggregate::ApiLayer::new(self.shared.clone());
+        let layer = crate::aggregate::ApiLayer::new(self.shared.clone(), self.in_flight.clone());
         self.api = self.api.merge(routes.route_layer(layer));
         self
     }
@@ -249,19 +257,8 @@ impl EdgeBuilder {
                 HeaderValue::from_static("nosniff"),
             ))
             .layer(CatchPanicLayer::custom(panicked as fn(_) -> Response));
-        // Bounded in-flight API requests (see `BffConfig::max_in_flight`):
-        // one semaphore for every route, waiters served in arrival order,
-        // probes and metrics outside it.
-        let api = match self.shared.config().max_in_flight {
-            Some(n) => self
-                .api
-                .layer(GlobalConcurrencyLimitLayer::with_semaphore(Arc::new(
-                    tokio::sync::Semaphore::new(n),
-                ))),
-            None => self.api,
-        };
         Router::new()
-            .merge(api)
+            .merge(self.api)
             .merge(admin)
             .merge(document)
             .merge(health::router(self.shared))
