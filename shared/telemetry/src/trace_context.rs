@@ -127,6 +127,27 @@ pub fn continue_trace(span: &tracing::Span, headers: &HeaderMap) {
     }
 }
 
+/// `00-{trace id}-{span id}-{flags}` in lowercase hex, as W3C Trace
+/// Context writes it, without formatting machinery.
+fn traceparent(trace_id: [u8; 16], span_id: [u8; 8], flags: u8) -> [u8; 55] {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut out = [b'-'; 55];
+    let mut at = 0;
+    let mut put = |bytes: &[u8], at: &mut usize| {
+        for b in bytes {
+            out[*at] = HEX[usize::from(b >> 4)];
+            out[*at + 1] = HEX[usize::from(b & 0x0f)];
+            *at += 2;
+        }
+        *at += 1;
+    };
+    put(&[0], &mut at);
+    put(&trace_id, &mut at);
+    put(&span_id, &mut at);
+    put(&[flags], &mut at);
+    out
+}
+
 /// The trace a request belongs to, and the span of this hop.
 #[derive(Debug, Clone)]
 pub struct TraceContext {
@@ -214,17 +235,16 @@ impl TraceContext {
             }
         }
         // Nothing recorded: the hop's trace with a fresh span id, written
-        // directly (one string, no context to allocate); W3C format as the
+        // directly (on the stack, no context to allocate); W3C format as the
         // propagator writes it.
         let span = self.cx.span();
         let hop = span.span_context();
-        let traceparent = format!(
-            "00-{}-{}-{:02x}",
-            hop.trace_id(),
-            RandomIdGenerator::default().new_span_id(),
-            hop.trace_flags() & TraceFlags::SAMPLED
+        let traceparent = traceparent(
+            hop.trace_id().to_bytes(),
+            RandomIdGenerator::default().new_span_id().to_bytes(),
+            (hop.trace_flags() & TraceFlags::SAMPLED).to_u8(),
         );
-        if let Ok(value) = HeaderValue::try_from(traceparent) {
+        if let Ok(value) = HeaderValue::from_bytes(&traceparent) {
             headers.insert(TRACEPARENT, value);
         }
         let state = hop.trace_state().header();
@@ -252,6 +272,24 @@ mod tests {
         h.insert("tracestate", HeaderValue::from_static("vendor=abc"));
         h.insert("baggage", HeaderValue::from_static("tenant=acme"));
         h
+    }
+
+    /// The hand-written `traceparent` is the one the format machinery
+    /// (and OpenTelemetry's propagator) writes, for any ids and flags.
+    #[test]
+    fn traceparent_is_written_as_w3c_formats_it() {
+        let ids = RandomIdGenerator::default();
+        for flags in [0u8, 1, 0xab] {
+            let (trace, span) = (ids.new_trace_id(), ids.new_span_id());
+            let written = traceparent(trace.to_bytes(), span.to_bytes(), flags);
+            let expected = format!("00-{trace}-{span}-{flags:02x}");
+            assert_eq!(std::str::from_utf8(&written), Ok(expected.as_str()));
+        }
+        let written = traceparent([0xff; 16], [0x0f; 8], 1);
+        assert_eq!(
+            std::str::from_utf8(&written),
+            Ok("00-ffffffffffffffffffffffffffffffff-0f0f0f0f0f0f0f0f-01")
+        );
     }
 
     #[test]
