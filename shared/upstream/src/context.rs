@@ -1,7 +1,11 @@
 //! What every upstream call carries from the client request.
 
 use bff_telemetry::TraceContext;
-use http::{HeaderMap, HeaderValue};
+use http::{HeaderMap, HeaderName, HeaderValue};
+
+/// Named once: a header name given as a `&str` that is not one of HTTP's
+/// standard names is copied into a new allocation on every insert.
+const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// The request id and trace context of the client request on whose behalf
 /// a call is made; sent upstream as `x-request-id`, `traceparent` and
@@ -27,7 +31,7 @@ impl CallContext {
     /// when spans are exported, the call's own span replaces it).
     pub fn headers(&self) -> HeaderMap {
         let mut headers = HeaderMap::with_capacity(4);
-        headers.insert("x-request-id", self.request_id.clone());
+        headers.insert(X_REQUEST_ID, self.request_id.clone());
         self.trace.inject_into(&mut headers);
         headers
     }
