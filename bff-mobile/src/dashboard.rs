@@ -16,59 +16,67 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::AppState;
-use crate::images::ImageSizing;
+use crate::images::{ImageSizing, SizedImage};
 
 const ORDERS: u32 = 5;
 const RECOMMENDATIONS: u32 = 3;
 
+// The slim views borrow every string from the upstream documents they are
+// shaped from, and sized image URLs write themselves into the body: shaping
+// copies nothing, the body is the only thing built per request. (Doc
+// comments here are the OpenAPI descriptions.)
+
 /// The dashboard as the app renders it.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
-pub(crate) struct Dashboard {
-    user: MobileUser,
-    recent_orders: Option<Vec<SlimOrder>>,
-    recommendations: Option<Vec<SlimRecommendation>>,
+pub(crate) struct Dashboard<'a> {
+    user: MobileUser<'a>,
+    recent_orders: Option<Vec<SlimOrder<'a>>>,
+    recommendations: Option<Vec<SlimRecommendation<'a>>>,
     metadata: Metadata,
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
-struct MobileUser {
+struct MobileUser<'a> {
     id: Uuid,
-    name: String,
-    avatar_url: String,
-    preferences: MobilePreferences,
+    name: &'a str,
+    #[schema(value_type = String)]
+    avatar_url: SizedImage<'a>,
+    preferences: MobilePreferences<'a>,
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
-struct MobilePreferences {
-    language: String,
-    currency: String,
-    theme: String,
+struct MobilePreferences<'a> {
+    language: &'a str,
+    currency: &'a str,
+    theme: &'a str,
     push: bool,
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
-struct SlimOrder {
+struct SlimOrder<'a> {
     id: Uuid,
-    status: String,
-    placed_at: String,
+    status: &'a str,
+    placed_at: &'a str,
     total_minor: u64,
-    currency: String,
+    currency: &'a str,
     item_count: u32,
-    thumbnail_url: Option<String>,
+    #[schema(value_type = Option<String>)]
+    thumbnail_url: Option<SizedImage<'a>>,
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
-struct SlimRecommendation {
+struct SlimRecommendation<'a> {
     product_id: Uuid,
-    name: String,
+    name: &'a str,
     price_minor: u64,
-    currency: String,
-    image_url: String,
+    currency: &'a str,
+    #[schema(value_type = String)]
+    image_url: SizedImage<'a>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -77,44 +85,40 @@ pub(crate) struct DashboardQuery {
     dpr: Option<String>,
 }
 
-fn shape_user(user: &Profile, images: &ImageSizing) -> MobileUser {
+fn shape_user<'a>(user: &'a Profile, images: ImageSizing) -> MobileUser<'a> {
     MobileUser {
         id: user.id,
-        name: user.display_name.clone(),
-        avatar_url: images.url(&user.avatar_url, 48),
+        name: &user.display_name,
+        avatar_url: images.sized(&user.avatar_url, 48),
         preferences: MobilePreferences {
-            language: user.preferences.language.clone(),
-            currency: user.preferences.currency.clone(),
-            theme: user.preferences.theme.clone(),
+            language: &user.preferences.language,
+            currency: &user.preferences.currency,
+            theme: &user.preferences.theme,
             push: user.preferences.notifications.push,
         },
     }
 }
 
-fn shape_order(order: &Order, images: &ImageSizing) -> SlimOrder {
+fn shape_order(order: &Order, images: ImageSizing) -> SlimOrder<'_> {
     SlimOrder {
         id: order.id,
-        status: order.status.clone(),
+        status: &order.status,
         // The app shows the day only.
-        placed_at: order
-            .created_at
-            .get(..10)
-            .unwrap_or(&order.created_at)
-            .to_owned(),
+        placed_at: order.created_at.get(..10).unwrap_or(&order.created_at),
         total_minor: order.total_minor,
-        currency: order.currency.clone(),
+        currency: &order.currency,
         item_count: order.items.iter().map(|i| i.quantity).sum(),
-        thumbnail_url: order.items.first().map(|i| images.url(&i.image_url, 40)),
+        thumbnail_url: order.items.first().map(|i| images.sized(&i.image_url, 40)),
     }
 }
 
-fn shape_recommendation(r: &Recommendation, images: &ImageSizing) -> SlimRecommendation {
+fn shape_recommendation(r: &Recommendation, images: ImageSizing) -> SlimRecommendation<'_> {
     SlimRecommendation {
         product_id: r.product_id,
-        name: r.name.clone(),
+        name: &r.name,
         price_minor: r.price_minor,
-        currency: r.currency.clone(),
-        image_url: images.url(&r.image_url, 120),
+        currency: &r.currency,
+        image_url: images.sized(&r.image_url, 120),
     }
 }
 
@@ -122,15 +126,15 @@ fn shape_recommendation(r: &Recommendation, images: &ImageSizing) -> SlimRecomme
 /// timestamp (an unchanged dashboard must revalidate as unchanged).
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
-struct Content<'a> {
-    user: &'a MobileUser,
-    recent_orders: &'a Option<Vec<SlimOrder>>,
-    recommendations: &'a Option<Vec<SlimRecommendation>>,
+struct Content<'a, 'b> {
+    user: &'b MobileUser<'a>,
+    recent_orders: &'b Option<Vec<SlimOrder<'a>>>,
+    recommendations: &'b Option<Vec<SlimRecommendation<'a>>>,
 }
 
 /// The body as sent, serialised once, and its strong ETag: a hash of the
 /// sent bytes up to the metadata, and of which sections failed.
-fn serialise(body: &Dashboard) -> Result<(Vec<u8>, HeaderValue), serde_json::Error> {
+fn serialise(body: &Dashboard<'_>) -> Result<(Vec<u8>, HeaderValue), serde_json::Error> {
     let mut bytes = Vec::with_capacity(4096);
     serde_json::to_writer(
         &mut bytes,
@@ -165,7 +169,7 @@ fn serialise(body: &Dashboard) -> Result<(Vec<u8>, HeaderValue), serde_json::Err
         ("If-None-Match" = Option<String>, Header, description = "ETags of earlier answers: 304 when unchanged"),
     ),
     responses(
-        (status = 200, description = "The dashboard", body = Dashboard,
+        (status = 200, description = "The dashboard", body = Dashboard<'static>,
             headers(("ETag" = String, description = "Strong validator of the content"))),
         (status = 304, description = "Unchanged since an ETag given in `If-None-Match`"),
         (status = 404, description = "The user does not exist"),
@@ -202,20 +206,21 @@ pub(crate) async fn dashboard(
             )),
     );
     let user = user.required()?;
+    let (orders, recommendations) = (orders.into_value(), recommendations.into_value());
     let body = Dashboard {
-        user: shape_user(&user, &images),
-        recent_orders: orders.into_value().map(|page| {
+        user: shape_user(&user, images),
+        recent_orders: orders.as_deref().map(|page| {
             page.orders
                 .iter()
                 .take(ORDERS as usize)
-                .map(|o| shape_order(o, &images))
+                .map(|o| shape_order(o, images))
                 .collect()
         }),
-        recommendations: recommendations.into_value().map(|list| {
+        recommendations: recommendations.as_deref().map(|list| {
             list.recommendations
                 .iter()
                 .take(RECOMMENDATIONS as usize)
-                .map(|r| shape_recommendation(r, &images))
+                .map(|r| shape_recommendation(r, images))
                 .collect()
         }),
         metadata: agg.metadata()?,

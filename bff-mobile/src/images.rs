@@ -47,11 +47,41 @@ impl ImageSizing {
     }
 
     /// `url` resized to `points` wide at this density.
+    #[cfg(test)]
     pub(crate) fn url(&self, url: &str, points: u32) -> String {
-        let width = (f64::from(points) * self.dpr).round() as u32;
-        let quality = if self.save_data { 50 } else { 75 };
-        let sep = if url.contains('?') { '&' } else { '?' };
-        format!("{url}{sep}w={width}&q={quality}")
+        self.sized(url, points).to_string()
+    }
+
+    /// `url` resized to `points` wide at this density, as a value that
+    /// writes itself where it is serialised (no `String` per image).
+    pub(crate) fn sized(self, url: &str, points: u32) -> SizedImage<'_> {
+        SizedImage {
+            url,
+            width: (f64::from(points) * self.dpr).round() as u32,
+            quality: if self.save_data { 50 } else { 75 },
+        }
+    }
+}
+
+/// An image URL with its size parameters (`…?w=96&q=75`). It serialises
+/// as that string, written into the body directly.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct SizedImage<'a> {
+    url: &'a str,
+    width: u32,
+    quality: u8,
+}
+
+impl std::fmt::Display for SizedImage<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let sep = if self.url.contains('?') { '&' } else { '?' };
+        write!(f, "{}{sep}w={}&q={}", self.url, self.width, self.quality)
+    }
+}
+
+impl serde::Serialize for SizedImage<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
     }
 }
 
