@@ -10,7 +10,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use http::{HeaderValue, StatusCode, Uri};
+use http::{HeaderName, HeaderValue, StatusCode, Uri};
 use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -28,6 +28,9 @@ const POOL_MAX_IDLE_PER_HOST: usize = 32;
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(4);
 /// The content type of a request body.
 const JSON: HeaderValue = HeaderValue::from_static("application/json");
+/// [`DEADLINE_HEADER`] as a name, built once (a `&str` name outside HTTP's
+/// standard ones is copied into a new allocation on every insert).
+const DEADLINE: HeaderName = HeaderName::from_static(DEADLINE_HEADER);
 /// What the BFF calls itself to its upstreams.
 const USER_AGENT: HeaderValue =
     HeaderValue::from_static(concat!("bff-gateway/", env!("CARGO_PKG_VERSION")));
@@ -194,7 +197,7 @@ impl Service<UpstreamRequest> for HttpTransport {
         let headers = call.headers_mut();
         headers.insert(http::header::USER_AGENT, USER_AGENT);
         if let Some(left) = deadline {
-            headers.insert(DEADLINE_HEADER, left);
+            headers.insert(DEADLINE, left);
         }
         if has_body {
             headers.insert(http::header::CONTENT_TYPE, JSON);
