@@ -423,11 +423,22 @@ async fn a_thousand_clients_of_one_product_cost_one_watch_stock_call() {
     .await;
     let id = product(&stack, 5);
     let url = live_url(&server, id);
-    // The first watcher opens the product; 999 more arrive at once.
+    // The first watcher opens the product, and its stock stream delivers;
+    // then 999 more arrive at once. (Waiting for the stream first keeps a
+    // slow open on a loaded machine, past the BFF's 3 s open timeout and so
+    // retried, from counting as a second watch: this test is about the
+    // watchers sharing one stream, not about how long opening may take.)
     let mut first = open(Transport::Sse, &server, id, &token, None).await;
     assert_eq!(
         first.next(SECOND * 5).await.expect("snapshot").kind,
         "snapshot"
+    );
+    assert!(
+        first
+            .wait_for("stock", SECOND * 10, |_| true)
+            .await
+            .is_some(),
+        "the stock stream delivers"
     );
     let mut opening = Vec::new();
     for n in 1..1000 {
