@@ -168,6 +168,17 @@ fn default_max_in_flight() -> Option<usize> {
     Some(MAX_IN_FLIGHT_PER_CPU * cpus)
 }
 
+/// `BFF_MAX_IN_FLIGHT`: `off`, or a bound from 1 to 1,000,000.
+fn parse_max_in_flight(raw: &str) -> Result<Option<usize>, String> {
+    match raw {
+        "off" => Ok(None),
+        n => match n.parse::<usize>() {
+            Ok(n) if (1..=1_000_000).contains(&n) => Ok(Some(n)),
+            _ => Err("expected off or a whole number from 1 to 1000000".to_owned()),
+        },
+    }
+}
+
 /// Each policy's default quota: requests per window (seconds). Absent tier
 /// in a token means `standard` (the contract).
 const DEFAULT_RATE_LIMITS: [(&str, u32, u64); 4] = [
@@ -582,48 +593,43 @@ impl BffConfig {
             linger: s.duration_or_zero("BFF_LIVE_LINGER", live_default.linger)?,
             write_timeout: s.duration("BFF_LIVE_WRITE_TIMEOUT", live_default.write_timeout)?,
         };
-        let config =
-            BffConfig {
-                version: spec.version,
-                name: spec.name,
-                listen,
-                jwks_url,
-                issuer,
-                audience,
-                jwks_refresh,
-                jwks_min_refetch,
-                upstreams,
-                connect_timeout: s.duration("BFF_CONNECT_TIMEOUT", Duration::from_millis(500))?,
-                deadlines,
-                cache_stale_for,
-                cache_max_bytes: s.positive("BFF_CACHE_MAX_BYTES", 64 * 1024 * 1024)?,
-                fragments,
-                cache_lock_for: s.duration("BFF_CACHE_LOCK_FOR", Duration::from_millis(200))?,
-                redis_timeout: s.duration("BFF_REDIS_TIMEOUT", Duration::from_millis(50))?,
-                admin_token,
-                cors_origins,
-                rate_limits,
-                body_limit: s.positive("BFF_BODY_LIMIT", 64 * 1024)? as usize,
-                max_in_flight: s.parse("BFF_MAX_IN_FLIGHT", default_max_in_flight(), |raw| {
-                    match raw {
-                        "off" => Ok(None),
-                        n => match n.parse::<usize>() {
-                            Ok(n) if (1..=1_000_000).contains(&n) => Ok(Some(n)),
-                            _ => Err("expected off or a whole number from 1 to 1000000".to_owned()),
-                        },
-                    }
-                })?,
-                shutdown_grace: s.duration("BFF_SHUTDOWN_GRACE", Duration::from_secs(10))?,
-                log_format,
-                log_filter: s.take("RUST_LOG").unwrap_or_else(|| "info".to_owned()),
-                redis_url: s.take("REDIS_URL"),
-                telemetry,
-                extra_issuers,
-                auth_cache_bytes,
-                live,
-                send_buffer,
-                warnings: Vec::new(),
-            };
+        let config = BffConfig {
+            version: spec.version,
+            name: spec.name,
+            listen,
+            jwks_url,
+            issuer,
+            audience,
+            jwks_refresh,
+            jwks_min_refetch,
+            upstreams,
+            connect_timeout: s.duration("BFF_CONNECT_TIMEOUT", Duration::from_millis(500))?,
+            deadlines,
+            cache_stale_for,
+            cache_max_bytes: s.positive("BFF_CACHE_MAX_BYTES", 64 * 1024 * 1024)?,
+            fragments,
+            cache_lock_for: s.duration("BFF_CACHE_LOCK_FOR", Duration::from_millis(200))?,
+            redis_timeout: s.duration("BFF_REDIS_TIMEOUT", Duration::from_millis(50))?,
+            admin_token,
+            cors_origins,
+            rate_limits,
+            body_limit: s.positive("BFF_BODY_LIMIT", 64 * 1024)? as usize,
+            max_in_flight: s.parse(
+                "BFF_MAX_IN_FLIGHT",
+                default_max_in_flight(),
+                parse_max_in_flight,
+            )?,
+            shutdown_grace: s.duration("BFF_SHUTDOWN_GRACE", Duration::from_secs(10))?,
+            log_format,
+            log_filter: s.take("RUST_LOG").unwrap_or_else(|| "info".to_owned()),
+            redis_url: s.take("REDIS_URL"),
+            telemetry,
+            extra_issuers,
+            auth_cache_bytes,
+            live,
+            send_buffer,
+            warnings: Vec::new(),
+        };
         let (file_unknown, env_unknown) = s.leftovers();
         if let Some(key) = file_unknown.first() {
             return Err(ConfigError::new(
