@@ -46,12 +46,6 @@ impl ImageSizing {
         })
     }
 
-    /// `url` resized to `points` wide at this density.
-    #[cfg(test)]
-    pub(crate) fn url(&self, url: &str, points: u32) -> String {
-        self.sized(url, points).to_string()
-    }
-
     /// `url` resized to `points` wide at this density, as a value that
     /// writes itself where it is serialised (no `String` per image).
     pub(crate) fn sized(self, url: &str, points: u32) -> SizedImage<'_> {
@@ -90,33 +84,48 @@ mod tests {
     use super::*;
     use http::HeaderValue;
 
+    /// A sized URL serialises as the JSON string of what it displays,
+    /// escaped like any other string.
+    #[test]
+    fn a_sized_url_serialises_as_an_escaped_string() {
+        let sizing = ImageSizing::from_request(None, &HeaderMap::new()).expect("ok");
+        assert_eq!(
+            serde_json::to_string(&sizing.sized("a\"b.jpg?v=1", 48)).expect("json"),
+            r#""a\"b.jpg?v=1&w=96&q=75""#
+        );
+    }
+
     #[test]
     fn density_from_query_hints_and_save_data() {
         let mut h = HeaderMap::new();
         assert_eq!(
             ImageSizing::from_request(None, &h)
                 .expect("ok")
-                .url("a.jpg", 48),
+                .sized("a.jpg", 48)
+                .to_string(),
             "a.jpg?w=96&q=75"
         );
         assert_eq!(
             ImageSizing::from_request(Some("3"), &h)
                 .expect("ok")
-                .url("a.jpg?v=1", 48),
+                .sized("a.jpg?v=1", 48)
+                .to_string(),
             "a.jpg?v=1&w=144&q=75"
         );
         h.insert("dpr", HeaderValue::from_static("1.5"));
         assert_eq!(
             ImageSizing::from_request(None, &h)
                 .expect("ok")
-                .url("a.jpg", 48),
+                .sized("a.jpg", 48)
+                .to_string(),
             "a.jpg?w=72&q=75"
         );
         h.insert("save-data", HeaderValue::from_static("on"));
         assert_eq!(
             ImageSizing::from_request(Some("3"), &h)
                 .expect("ok")
-                .url("a.jpg", 48),
+                .sized("a.jpg", 48)
+                .to_string(),
             "a.jpg?w=48&q=50"
         );
         for bad in ["0", "5", "x", "NaN"] {
