@@ -230,7 +230,7 @@ impl HttpTransport {
         let upstream = self.upstream;
         let mut builder = self.client.inner.request(method, url).headers(headers);
         if let Some(left) = deadline {
-            builder = builder.header(DEADLINE_HEADER, left);
+            builder = builder.header(DEADLINE, left);
         }
         if !body.is_empty() {
             builder = builder.header(http::header::CONTENT_TYPE, JSON).body(body);
