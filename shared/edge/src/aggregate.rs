@@ -23,8 +23,8 @@ use bff_auth::Claims;
 use bff_problem::ApiError;
 use http::request::Parts;
 use http::{HeaderMap, HeaderValue, StatusCode, header};
-use tokio::sync::Semaphore;
 
+use crate::in_flight::InFlight;
 use crate::ratelimit;
 use crate::shared::Shared;
 
@@ -103,8 +103,9 @@ struct ReuseSlot(Arc<Mutex<Option<ReuseHandle>>>);
 /// it, on every request). From the outside in:
 ///
 /// 0. waits for a place among the API requests in flight
-///    ([`crate::BffConfig::max_in_flight`]; one bound for every API route,
-///    waiters served in arrival order) before any work is done;
+///    ([`crate::BffConfig::max_in_flight`], sized to the load by
+///    [`crate::in_flight`]; one bound for every API route, waiters served in
+///    arrival order) before any work is done;
 /// 1. makes [`Shared`] reachable for [`Aggregate`], and on the way out sets
 ///    `Cache-Control` from what the sections served and says
 ///    `Preference-Applied: handling=strict` when the client asked for it
@@ -116,12 +117,12 @@ struct ReuseSlot(Arc<Mutex<Option<ReuseHandle>>>);
 #[derive(Debug, Clone)]
 pub(crate) struct ApiLayer {
     shared: Shared,
-    in_flight: Option<Arc<Semaphore>>,
+    in_flight: Option<Arc<InFlight>>,
 }
 
 impl ApiLayer {
     /// `in_flight` is shared by every route the layer is applied to.
-    pub(crate) fn new(shared: Shared, in_flight: Option<Arc<Semaphore>>) -> Self {
+    pub(crate) fn new(shared: Shared, in_flight: Option<Arc<InFlight>>) -> Self {
         ApiLayer { shared, in_flight }
     }
 }
@@ -143,7 +144,7 @@ impl<S> tower::Layer<S> for ApiLayer {
 pub(crate) struct ApiService<S> {
     inner: S,
     shared: Shared,
-    in_flight: Option<Arc<Semaphore>>,
+    in_flight: Option<Arc<InFlight>>,
 }
 
 impl<S> tower::Service<Request> for ApiService<S>
@@ -167,10 +168,8 @@ where
         let shared = self.shared.clone();
         let in_flight = self.in_flight.clone();
         Box::pin(async move {
-            // The semaphore is never closed; were it, requests would go on
-            // unbounded rather than fail.
             let _place = match &in_flight {
-                Some(bound) => bound.acquire().await.ok(),
+                Some(bound) => Some(bound.enter().await),
                 None => None,
             };
             let strict = prefers_strict(request.headers());

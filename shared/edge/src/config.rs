@@ -123,9 +123,10 @@ pub struct BffConfig {
     pub rate_limits: Vec<Policy>,
     /// Largest request body accepted.
     pub body_limit: usize,
-    /// `BFF_MAX_IN_FLIGHT`: API requests worked on at once; more wait, in
-    /// arrival order, until one ends (`None`: `off`, no bound). Probes,
-    /// metrics and the OpenAPI document are never held.
+    /// `BFF_MAX_IN_FLIGHT`: the most API requests worked on at once; more
+    /// wait, in arrival order, until one ends (`None`: `off`, no bound).
+    /// Below it, the bound in use follows the load ([`crate::in_flight`]).
+    /// Probes, metrics and the OpenAPI document are never held.
     pub max_in_flight: Option<usize>,
     /// How long in-flight requests may take to finish after SIGTERM.
     pub shutdown_grace: Duration,
@@ -159,8 +160,9 @@ pub struct BffConfig {
 /// one CPU): without a bound, a short hiccup grew into seconds of 200–300 ms
 /// answers and hundreds of partial dashboards; with 64, the requests past
 /// it wait a moment, p99 stays in tens of milliseconds and none is partial.
-/// Size it up for slow upstreams: rate × upstream latency is the least a
-/// BFF needs (3,000/s against 50 ms upstreams: 150).
+/// It is a ceiling: the bound in use is sized to the load below it
+/// ([`crate::in_flight`]). Size it up for slow upstreams: rate × upstream
+/// latency is the least a BFF needs (3,000/s against 50 ms upstreams: 150).
 const MAX_IN_FLIGHT_PER_CPU: usize = 64;
 
 fn default_max_in_flight() -> Option<usize> {

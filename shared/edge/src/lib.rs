@@ -26,6 +26,7 @@ pub mod context;
 pub mod etag;
 pub mod extract;
 pub mod health;
+pub mod in_flight;
 mod metrics_layer;
 pub mod openapi;
 pub mod ratelimit;

@@ -186,7 +186,7 @@ pub struct EdgeBuilder {
     api: Router,
     /// The bound on API requests in flight (`BffConfig::max_in_flight`),
     /// one for every authenticated route; probes and metrics are outside.
-    in_flight: Option<Arc<tokio::sync::Semaphore>>,
+    in_flight: Option<Arc<crate::in_flight::InFlight>>,
     document: Option<serde_json::Value>,
 }
 
@@ -196,7 +196,7 @@ impl EdgeBuilder {
         let in_flight = shared
             .config()
             .max_in_flight
-            .map(|n| Arc::new(tokio::sync::Semaphore::new(n)));
+            .map(crate::in_flight::InFlight::new);
         EdgeBuilder {
             shared,
             api: Router::new(),

@@ -1,5 +1,6 @@
 //! `BFF_MAX_IN_FLIGHT`: API requests over the bound wait for one to end,
-//! in arrival order, and are then served; the probes are never held.
+//! in arrival order, and are then served; the probes are never held; below
+//! the configured ceiling, the bound follows the load.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -102,4 +103,47 @@ async fn off_means_no_bound() {
         assert_eq!(answer.expect("an answer").status(), 200);
     }
     assert_eq!(gauge.most.load(Ordering::SeqCst), 5, "all five at once");
+}
+
+/// A bound lowered to its floor by a quiet spell grows, within a window,
+/// for a burst of slow requests: they are not made to take turns while the
+/// CPU has room for them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quiet_bound_grows_for_a_burst_of_slow_requests() {
+    let stack = testkit::start_demo().await;
+    let gauge = Arc::new(Gauge::default());
+    let (server, token) = testkit::serve_edge_with(&stack, slow_route(gauge.clone()), |c| {
+        c.max_in_flight = Some(100_000);
+    })
+    .await;
+    let client = reqwest::Client::new();
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let floor = bff_edge::in_flight::FLOOR_PER_CPU * cpus;
+
+    // A quiet window, then one request: the bound is sized down to its floor.
+    tokio::time::sleep(bff_edge::in_flight::WINDOW * 2).await;
+    let one = client
+        .get(server.url("/slow"))
+        .bearer_auth(&token)
+        .send()
+        .await;
+    assert_eq!(one.expect("an answer").status(), 200);
+
+    let burst = 2 * floor;
+    let started = Instant::now();
+    let mut requests = tokio::task::JoinSet::new();
+    for _ in 0..burst {
+        requests.spawn(client.get(server.url("/slow")).bearer_auth(&token).send());
+    }
+    while let Some(answer) = requests.join_next().await {
+        let answer = answer.expect("the request task").expect("an answer");
+        assert_eq!(answer.status(), 200);
+    }
+    let took = started.elapsed();
+    assert_eq!(
+        gauge.most.load(Ordering::SeqCst),
+        burst,
+        "all {burst} at once: the bound grew past its floor of {floor}"
+    );
+    assert!(took < WORK * 3, "the burst took {took:?}");
 }
