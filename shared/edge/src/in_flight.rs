@@ -26,6 +26,7 @@
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
+use bff_telemetry::names;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// How often the bound is sized again: long enough to average a burst
@@ -54,6 +55,8 @@ pub(crate) struct InFlight {
     ceiling: usize,
     floor: usize,
     sizing: Mutex<Sizing>,
+    /// `bff.server.in_flight.limit`: the bound in use.
+    gauge: metrics::Gauge,
 }
 
 /// What the bound is now and what the current window has seen.
@@ -114,6 +117,8 @@ impl InFlight {
     fn with_floor(ceiling: usize, floor: usize) -> Arc<Self> {
         let ceiling = ceiling.max(1);
         let now = Instant::now();
+        let gauge = metrics::gauge!(names::SERVER_IN_FLIGHT_LIMIT);
+        gauge.set(ceiling as f64);
         Arc::new(InFlight {
             places: Arc::new(Semaphore::new(ceiling)),
             ceiling,
@@ -127,6 +132,7 @@ impl InFlight {
                 window_start: now,
                 busy_at_start: runtime_busy().map(|(busy, _)| busy),
             }),
+            gauge,
         })
     }
 
@@ -244,7 +250,10 @@ impl InFlight {
             sizing.owed += down - taken_out;
             tracing::debug!(from = sizing.limit, to = target, "in-flight bound lowered");
             sizing.limit = target;
+        } else {
+            return;
         }
+        self.gauge.set(sizing.limit as f64);
     }
 }
 

@@ -36,6 +36,9 @@ pub mod names {
     pub const SERVER_ACTIVE_REQUESTS: &str = "http.server.active_requests";
     /// Gauge of open client connections (HTTP/1.1 and HTTP/2).
     pub const SERVER_CONNECTIONS: &str = "bff.server.connections";
+    /// Gauge of the bound on API requests worked on at once, as sized to the
+    /// load (`BFF_MAX_IN_FLIGHT` is its ceiling).
+    pub const SERVER_IN_FLIGHT_LIMIT: &str = "bff.server.in_flight.limit";
     /// Histogram (seconds) of REST and GraphQL upstream calls, by `upstream`, `operation`, `outcome`, `http.request.method`, `server.address`, `http.response.status_code` and, on failure, `error.type`.
     pub const CLIENT_DURATION: &str = "http.client.request.duration";
     /// Histogram (seconds) of gRPC upstream calls, by `upstream`, `operation`, `outcome`, `rpc.system.name` (`grpc`), `rpc.method` (`package.Service/Method`), `rpc.status_code` (`OK`, `UNAVAILABLE`, …) and `server.address`.
@@ -129,6 +132,12 @@ pub mod names {
             Kind::Gauge,
             None,
             "Open client connections.",
+        ),
+        (
+            SERVER_IN_FLIGHT_LIMIT,
+            Kind::Gauge,
+            None,
+            "API requests worked on at once at most, as sized to the load.",
         ),
         (
             CLIENT_DURATION,
