@@ -145,11 +145,7 @@ impl InFlight {
             Err(_) => self.wait().await,
         };
         if permit.is_some() {
-            let now = Instant::now();
-            let mut sizing = self.sizing();
-            sizing.advance(now);
-            sizing.in_flight += 1;
-            self.maybe_resize(&mut sizing, now);
+            self.account(|sizing| sizing.in_flight += 1);
         }
         Place {
             permit,
@@ -171,27 +167,30 @@ impl InFlight {
                 // The semaphore is never closed; were it, requests would go
                 // on unbounded rather than fail.
                 permit = &mut acquire => return permit.ok(),
-                () = tokio::time::sleep_until(window_end.into()) => {
-                    let now = Instant::now();
-                    let mut sizing = self.sizing();
-                    sizing.advance(now);
-                    self.maybe_resize(&mut sizing, now);
-                }
+                () = tokio::time::sleep_until(window_end.into()) => self.account(|_| {}),
             }
         }
     }
 
     fn leave(&self, permit: OwnedSemaphorePermit) {
+        self.account(|sizing| {
+            sizing.in_flight = sizing.in_flight.saturating_sub(1);
+            if sizing.owed > 0 {
+                sizing.owed -= 1;
+                permit.forget();
+            } else {
+                drop(permit);
+            }
+        });
+    }
+
+    /// Brings the window's integral up to now, applies `change`, and sizes
+    /// the bound again if the window is over.
+    fn account(&self, change: impl FnOnce(&mut Sizing)) {
         let now = Instant::now();
         let mut sizing = self.sizing();
         sizing.advance(now);
-        sizing.in_flight = sizing.in_flight.saturating_sub(1);
-        if sizing.owed > 0 {
-            sizing.owed -= 1;
-            permit.forget();
-        } else {
-            drop(permit);
-        }
+        change(&mut sizing);
         self.maybe_resize(&mut sizing, now);
     }
 

@@ -35,14 +35,15 @@ fn slow_route(gauge: Arc<Gauge>) -> Router {
     )
 }
 
-/// Five concurrent GETs of `/slow`, answered in any order.
-async fn five_slow_requests(
+/// `n` concurrent GETs of `/slow`, answered in any order.
+async fn slow_requests(
+    n: usize,
     client: &reqwest::Client,
     server: &testkit::TestServer,
     token: &str,
 ) -> Vec<reqwest::Result<reqwest::Response>> {
     let mut requests = tokio::task::JoinSet::new();
-    for _ in 0..5 {
+    for _ in 0..n {
         let request = client.get(server.url("/slow")).bearer_auth(token).send();
         requests.spawn(request);
     }
@@ -64,7 +65,7 @@ async fn requests_over_the_bound_wait_their_turn_and_probes_are_not_held() {
     let client = reqwest::Client::new();
 
     let started = Instant::now();
-    let all = five_slow_requests(&client, &server, &token);
+    let all = slow_requests(5, &client, &server, &token);
     // While the API is busy (and requests wait), the probes answer at once.
     let probe = async {
         tokio::time::sleep(WORK / 3).await;
@@ -99,7 +100,7 @@ async fn off_means_no_bound() {
     })
     .await;
     let client = reqwest::Client::new();
-    for answer in five_slow_requests(&client, &server, &token).await {
+    for answer in slow_requests(5, &client, &server, &token).await {
         assert_eq!(answer.expect("an answer").status(), 200);
     }
     assert_eq!(gauge.most.load(Ordering::SeqCst), 5, "all five at once");
@@ -131,13 +132,8 @@ async fn a_quiet_bound_grows_for_a_burst_of_slow_requests() {
 
     let burst = 2 * floor;
     let started = Instant::now();
-    let mut requests = tokio::task::JoinSet::new();
-    for _ in 0..burst {
-        requests.spawn(client.get(server.url("/slow")).bearer_auth(&token).send());
-    }
-    while let Some(answer) = requests.join_next().await {
-        let answer = answer.expect("the request task").expect("an answer");
-        assert_eq!(answer.status(), 200);
+    for answer in slow_requests(burst, &client, &server, &token).await {
+        assert_eq!(answer.expect("an answer").status(), 200);
     }
     let took = started.elapsed();
     assert_eq!(
