@@ -74,6 +74,11 @@ pub struct Args {
     /// it answers `Connection: close` (nginx's `keepalive_requests`).
     #[arg(long, default_value_t = 100)]
     pub upstream_keepalive: u32,
+    /// Scenario 2: latency set on each of the three upstreams. At a rate ×
+    /// latency above the BFF's bound on requests in flight, this is what
+    /// shows the bound's ceiling (`BFF_MAX_IN_FLIGHT`) holding requests back.
+    #[arg(long, default_value = "20ms", value_parser = humantime::parse_duration)]
+    pub upstream_latency: Duration,
     /// Scenario 10: closed-loop connections.
     #[arg(long, default_value_t = 64)]
     pub static_connections: usize,
@@ -586,17 +591,19 @@ async fn run(args: &Args) -> Result<Report, String> {
     }
 
     if wants(2) {
+        let latency_ms = args.upstream_latency.as_millis();
+        let name = format!("2 {latency_ms} ms upstreams");
         for s in ["user", "order", "recommendation"] {
             control(
                 Method::PUT,
                 &format!("/faults/{s}"),
-                r#"{"latency_ms": 20}"#,
+                &format!(r#"{{"latency_ms": {latency_ms}}}"#),
             )
             .await?;
         }
         let (floor, _) = open(None, &upstreams, rate, duration).await?;
         rows.push(row(
-            "2 20 ms upstreams",
+            &name,
             "upstreams alone (3 calls)",
             format!("open {rate}/s"),
             &floor,
@@ -609,7 +616,7 @@ async fn run(args: &Args) -> Result<Report, String> {
             s.percentile_ms(0.99) - floor.percentile_ms(0.99),
         );
         rows.push(row(
-            "2 20 ms upstreams",
+            &name,
             "bff-mobile",
             format!("open {rate}/s"),
             &s,

@@ -24,7 +24,7 @@ use bff_problem::ApiError;
 use http::request::Parts;
 use http::{HeaderMap, HeaderValue, StatusCode, header};
 
-use crate::in_flight::InFlight;
+use crate::in_flight::{GaveUp, InFlight};
 use crate::ratelimit;
 use crate::shared::Shared;
 
@@ -105,7 +105,9 @@ struct ReuseSlot(Arc<Mutex<Option<ReuseHandle>>>);
 /// 0. waits for a place among the API requests in flight
 ///    ([`crate::BffConfig::max_in_flight`], sized to the load by
 ///    [`crate::in_flight`]; one bound for every API route, waiters served in
-///    arrival order) before any work is done;
+///    arrival order) before any work is done, for at most the request
+///    deadline (`BFF_DEADLINE_REQUEST`), after which it answers 503 with
+///    `Retry-After`;
 /// 1. makes [`Shared`] reachable for [`Aggregate`], and on the way out sets
 ///    `Cache-Control` from what the sections served and says
 ///    `Preference-Applied: handling=strict` when the client asked for it
@@ -169,7 +171,10 @@ where
         let in_flight = self.in_flight.clone();
         Box::pin(async move {
             let _place = match &in_flight {
-                Some(bound) => Some(bound.enter().await),
+                Some(bound) => match bound.enter(shared.config().deadlines.request).await {
+                    Ok(place) => Some(place),
+                    Err(gave_up) => return Ok(overloaded(gave_up)),
+                },
                 None => None,
             };
             let strict = prefers_strict(request.headers());
@@ -180,6 +185,25 @@ where
             Ok(finish(response, &slot, strict))
         })
     }
+}
+
+/// The answer to a request that waited the whole request deadline for a
+/// place among those in flight: the replica is past what its CPU or its
+/// upstreams get through, and working on a request this late would only
+/// answer a client that has given up while the queue behind it grows.
+fn overloaded(gave_up: GaveUp) -> Response {
+    tracing::debug!(
+        waited_ms = gave_up.0.as_millis(),
+        "request refused: no place among the requests in flight within the request deadline"
+    );
+    ApiError::unavailable(
+        format!(
+            "the server is at its bound on requests in flight and this request could not start within {} ms",
+            gave_up.0.as_millis()
+        ),
+        1,
+    )
+    .into_response()
 }
 
 /// Steps 2 to 4 of [`ApiLayer`], and the handler.

@@ -161,9 +161,15 @@ pub struct BffConfig {
 /// answers and hundreds of partial dashboards; with 64, the requests past
 /// it wait a moment, p99 stays in tens of milliseconds and none is partial.
 /// It is a ceiling: the bound in use is sized to the load below it
-/// ([`crate::in_flight`]). Size it up for slow upstreams: rate × upstream
-/// latency is the least a BFF needs (3,000/s against 50 ms upstreams: 150).
-const MAX_IN_FLIGHT_PER_CPU: usize = 64;
+/// ([`crate::in_flight`]), so the ceiling only matters against slow
+/// upstreams, where rate × upstream latency is the least a BFF needs. It is
+/// set so that a CPU runs out before the ceiling does for upstreams up to
+/// about 50 ms: a CPU serves 5,000–10,000 dashboards a second (100–200 µs
+/// each), which against 50 ms upstreams is 250–500 in flight. The former
+/// 64 held a replica to 640 requests a second per CPU against 100 ms
+/// upstreams (BENCHMARKS.md, seventh step: offered 1,000/s, it served 610/s
+/// at a p99 of 1.7 s; with 256, all of them, within 1.1 ms of the upstreams).
+const MAX_IN_FLIGHT_PER_CPU: usize = 256;
 
 fn default_max_in_flight() -> Option<usize> {
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());

@@ -78,6 +78,11 @@ struct Sizing {
     busy_at_start: Option<Duration>,
 }
 
+/// A request waited its whole patience without getting a place (the
+/// duration it waited).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct GaveUp(pub(crate) Duration);
+
 /// A request's place among those in flight; given back when dropped.
 #[derive(Debug)]
 pub(crate) struct Place {
@@ -136,28 +141,34 @@ impl InFlight {
         })
     }
 
-    /// Waits, in arrival order, for a place.
-    pub(crate) async fn enter(self: &Arc<Self>) -> Place {
+    /// Waits, in arrival order, for a place, for at most `patience`: a
+    /// request that could not even start within it would be answered after
+    /// its client stopped waiting (`Err(GaveUp)`).
+    pub(crate) async fn enter(self: &Arc<Self>, patience: Duration) -> Result<Place, GaveUp> {
         // A place is free only when nobody waits for one (the semaphore
         // hands returned places to waiters first): taking it is fair.
         let permit = match self.places.clone().try_acquire_owned() {
             Ok(permit) => Some(permit),
-            Err(_) => self.wait().await,
+            Err(_) => self.wait(patience).await?,
         };
         if permit.is_some() {
             self.account(|sizing| sizing.in_flight += 1);
         }
-        Place {
+        Ok(Place {
             permit,
             bound: self.clone(),
-        }
+        })
     }
 
     /// Waits for a place, sizing the bound again at the end of each window
     /// meanwhile: when every request in flight is waiting on a slow
     /// upstream, none enters or leaves to do it, and the bound must still
     /// grow for the ones queued behind them.
-    async fn wait(self: &Arc<Self>) -> Option<OwnedSemaphorePermit> {
+    async fn wait(
+        self: &Arc<Self>,
+        patience: Duration,
+    ) -> Result<Option<OwnedSemaphorePermit>, GaveUp> {
+        let give_up = Instant::now() + patience;
         let acquire = self.places.clone().acquire_owned();
         tokio::pin!(acquire);
         loop {
@@ -166,8 +177,13 @@ impl InFlight {
                 biased;
                 // The semaphore is never closed; were it, requests would go
                 // on unbounded rather than fail.
-                permit = &mut acquire => return permit.ok(),
-                () = tokio::time::sleep_until(window_end.into()) => self.account(|_| {}),
+                permit = &mut acquire => return Ok(permit.ok()),
+                () = tokio::time::sleep_until(window_end.min(give_up).into()) => {
+                    if Instant::now() >= give_up {
+                        return Err(GaveUp(patience));
+                    }
+                    self.account(|_| {});
+                }
             }
         }
     }
@@ -270,6 +286,9 @@ impl Sizing {
 mod tests {
     use super::*;
 
+    /// Patience no test runs out of.
+    const PATIENT: Duration = Duration::from_secs(60);
+
     /// Runs `bound`'s resizing as if a window had passed with `mean`
     /// requests in flight on average and the runtime `saturated` or not.
     fn window(bound: &InFlight, mean: f64, saturated: bool) {
@@ -320,7 +339,7 @@ mod tests {
         let bound = InFlight::with_floor(4, 1);
         let mut held: Vec<Place> = Vec::new();
         for _ in 0..4 {
-            held.push(bound.enter().await);
+            held.push(bound.enter(PATIENT).await.expect("a free place"));
         }
         // Four taken, the bound lowered to two: two of them are owed.
         window(&bound, 0.5, false);
@@ -332,11 +351,15 @@ mod tests {
             0,
             "the first two back are retired: two are still in flight"
         );
-        let waiting = tokio::time::timeout(Duration::from_millis(50), bound.enter()).await;
-        assert!(waiting.is_err(), "a third request waits");
+        let waiting = bound.enter(Duration::from_millis(50)).await;
+        assert_eq!(
+            waiting.err(),
+            Some(GaveUp(Duration::from_millis(50))),
+            "a third request waits, and gives up"
+        );
         held.pop();
         assert_eq!(bound.places.available_permits(), 1);
-        let third = tokio::time::timeout(Duration::from_millis(50), bound.enter()).await;
+        let third = bound.enter(Duration::from_millis(50)).await;
         assert!(third.is_ok(), "one place free under the bound of two");
         drop(third);
         drop(held);
@@ -344,11 +367,37 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_request_that_gives_up_takes_no_place_from_those_behind_it() {
+        let bound = InFlight::with_floor(1, 1);
+        let first = bound.enter(PATIENT).await.expect("a free place");
+        let started = Instant::now();
+        let impatient = bound.enter(Duration::from_millis(30)).await;
+        assert!(impatient.is_err(), "the bound of one is taken");
+        assert!(
+            started.elapsed() >= Duration::from_millis(30),
+            "it waited its patience"
+        );
+        let behind = tokio::spawn({
+            let bound = bound.clone();
+            async move { bound.enter(PATIENT).await.map(drop) }
+        });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        drop(first);
+        let entered = tokio::time::timeout(Duration::from_secs(1), behind).await;
+        assert!(
+            matches!(entered, Ok(Ok(Ok(())))),
+            "the place freed goes to the request still waiting: {entered:?}"
+        );
+        assert_eq!(bound.places.available_permits(), 1);
+        assert_eq!(bound.sizing().in_flight, 0);
+    }
+
+    #[tokio::test]
     async fn raising_the_bound_cancels_what_is_owed_before_adding_places() {
         let bound = InFlight::with_floor(8, 1);
         let mut held: Vec<Place> = Vec::new();
         for _ in 0..8 {
-            held.push(bound.enter().await);
+            held.push(bound.enter(PATIENT).await.expect("a free place"));
         }
         window(&bound, 0.5, false); // to 2: six owed
         window(&bound, 1.0, false); // to 4: two owed

@@ -143,3 +143,58 @@ async fn a_quiet_bound_grows_for_a_burst_of_slow_requests() {
     );
     assert!(took < WORK * 3, "the burst took {took:?}");
 }
+
+/// A request that cannot start within the request deadline is refused with
+/// a 503 problem+json and `Retry-After`, instead of being worked on after
+/// its client gave up; those that got a place are served as usual.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_that_cannot_start_within_the_request_deadline_is_refused() {
+    let stack = testkit::start_demo().await;
+    let gauge = Arc::new(Gauge::default());
+    let deadline = WORK / 3;
+    let (server, token) = testkit::serve_edge_with(&stack, slow_route(gauge.clone()), |c| {
+        c.max_in_flight = Some(1);
+        c.deadlines.request = deadline;
+        c.deadlines.critical = deadline;
+        c.deadlines.optional = deadline;
+    })
+    .await;
+    let client = reqwest::Client::new();
+
+    let started = Instant::now();
+    let mut served = 0;
+    let mut refused = 0;
+    for answer in slow_requests(3, &client, &server, &token).await {
+        let answer = answer.expect("an answer");
+        match answer.status().as_u16() {
+            200 => served += 1,
+            503 => {
+                refused += 1;
+                let header = |name: &str| {
+                    answer
+                        .headers()
+                        .get(name)
+                        .and_then(|v| v.to_str().ok())
+                        .map(str::to_owned)
+                };
+                assert_eq!(header("retry-after").as_deref(), Some("1"));
+                assert_eq!(
+                    header("content-type").as_deref(),
+                    Some("application/problem+json")
+                );
+                let body: serde_json::Value = answer.json().await.expect("a problem body");
+                assert_eq!(body["status"], 503);
+                let detail = body["detail"].as_str().unwrap_or_default();
+                assert!(detail.contains("bound on requests in flight"), "{detail}");
+            }
+            other => panic!("unexpected status {other}"),
+        }
+    }
+    assert_eq!((served, refused), (1, 2), "one place, two turned away");
+    assert!(
+        started.elapsed() < WORK * 2,
+        "the refused did not wait for a turn: {:?}",
+        started.elapsed()
+    );
+    assert_eq!(gauge.most.load(Ordering::SeqCst), 1);
+}
