@@ -35,6 +35,25 @@ fn slow_route(gauge: Arc<Gauge>) -> Router {
     )
 }
 
+/// A BFF edge over the demo world serving [`slow_route`], configured by
+/// `configure`: the demo stack (keep it for the test's length), the route's
+/// gauge, the server, a token for it and a client.
+async fn slow_edge(
+    configure: impl FnOnce(&mut bff_edge::BffConfig),
+) -> (
+    demo_services::DemoStack,
+    Arc<Gauge>,
+    testkit::TestServer,
+    String,
+    reqwest::Client,
+) {
+    let stack = testkit::start_demo().await;
+    let gauge = Arc::new(Gauge::default());
+    let (server, token) =
+        testkit::serve_edge_with(&stack, slow_route(gauge.clone()), configure).await;
+    (stack, gauge, server, token, reqwest::Client::new())
+}
+
 /// `n` concurrent GETs of `/slow`, answered in any order.
 async fn slow_requests(
     n: usize,
@@ -56,13 +75,10 @@ async fn slow_requests(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requests_over_the_bound_wait_their_turn_and_probes_are_not_held() {
-    let stack = testkit::start_demo().await;
-    let gauge = Arc::new(Gauge::default());
-    let (server, token) = testkit::serve_edge_with(&stack, slow_route(gauge.clone()), |c| {
+    let (_stack, gauge, server, token, client) = slow_edge(|c| {
         c.max_in_flight = Some(2);
     })
     .await;
-    let client = reqwest::Client::new();
 
     let started = Instant::now();
     let all = slow_requests(5, &client, &server, &token);
@@ -93,13 +109,10 @@ async fn requests_over_the_bound_wait_their_turn_and_probes_are_not_held() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn off_means_no_bound() {
-    let stack = testkit::start_demo().await;
-    let gauge = Arc::new(Gauge::default());
-    let (server, token) = testkit::serve_edge_with(&stack, slow_route(gauge.clone()), |c| {
+    let (_stack, gauge, server, token, client) = slow_edge(|c| {
         c.max_in_flight = None;
     })
     .await;
-    let client = reqwest::Client::new();
     for answer in slow_requests(5, &client, &server, &token).await {
         assert_eq!(answer.expect("an answer").status(), 200);
     }
@@ -111,13 +124,10 @@ async fn off_means_no_bound() {
 /// CPU has room for them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_quiet_bound_grows_for_a_burst_of_slow_requests() {
-    let stack = testkit::start_demo().await;
-    let gauge = Arc::new(Gauge::default());
-    let (server, token) = testkit::serve_edge_with(&stack, slow_route(gauge.clone()), |c| {
+    let (_stack, gauge, server, token, client) = slow_edge(|c| {
         c.max_in_flight = Some(100_000);
     })
     .await;
-    let client = reqwest::Client::new();
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     let floor = bff_edge::in_flight::FLOOR_PER_CPU * cpus;
 
@@ -149,17 +159,14 @@ async fn a_quiet_bound_grows_for_a_burst_of_slow_requests() {
 /// its client gave up; those that got a place are served as usual.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_that_cannot_start_within_the_request_deadline_is_refused() {
-    let stack = testkit::start_demo().await;
-    let gauge = Arc::new(Gauge::default());
     let deadline = WORK / 3;
-    let (server, token) = testkit::serve_edge_with(&stack, slow_route(gauge.clone()), |c| {
+    let (_stack, gauge, server, token, client) = slow_edge(|c| {
         c.max_in_flight = Some(1);
         c.deadlines.request = deadline;
         c.deadlines.critical = deadline;
         c.deadlines.optional = deadline;
     })
     .await;
-    let client = reqwest::Client::new();
 
     let started = Instant::now();
     let mut served = 0;
