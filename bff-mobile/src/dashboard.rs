@@ -15,8 +15,8 @@ use http::{HeaderMap, HeaderValue, header};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::AppState;
 use crate::images::{ImageSizing, SizedImage};
+use crate::{AppState, fragments};
 
 const ORDERS: u32 = 5;
 const RECOMMENDATIONS: u32 = 3;
@@ -189,16 +189,13 @@ pub(crate) async fn dashboard(
         .map_err(|e| ApiError::validation(vec![e]))?;
     let (user, orders, recommendations) = tokio::join!(
         agg.critical("user")
-            .cached("user", format!("user:{user_id}"))
+            .cached(&fragments::PROFILE, &user_id)
             .run(app.users.get_as::<Profile>(&ctx, user_id)),
         agg.optional("orders")
-            .cached("orders", format!("orders:{user_id}:{ORDERS}"))
+            .cached(&fragments::ORDERS, &(user_id, ORDERS))
             .run(app.orders.recent_as::<OrderPage>(&ctx, user_id, ORDERS)),
         agg.optional("recommendations")
-            .cached(
-                "recommendations",
-                format!("recommendations:{user_id}:{RECOMMENDATIONS}")
-            )
+            .cached(&fragments::RECOMMENDATIONS, &(user_id, RECOMMENDATIONS))
             .run(app.recommendations.for_user_as::<RecommendationList>(
                 &ctx,
                 user_id,

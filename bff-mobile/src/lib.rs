@@ -12,11 +12,12 @@
 use std::sync::Arc;
 
 mod dashboard;
+mod fragments;
 mod images;
 mod sources;
 
 use axum::Router;
-use bff_clients::{OrderClient, RecommendationClient, UserClient, fragments, upstreams};
+use bff_clients::{OrderClient, RecommendationClient, UserClient, upstreams};
 use bff_edge::{BffSpec, EdgeBuilder, Shared, StartError};
 
 use utoipa_axum::router::OpenApiRouter;
@@ -30,11 +31,7 @@ pub const SPEC: BffSpec = BffSpec {
     name: "bff-mobile",
     default_port: 8081,
     upstreams: &[upstreams::USER, upstreams::ORDER, upstreams::RECOMMENDATION],
-    fragments: &[
-        fragments::USER,
-        fragments::ORDERS,
-        fragments::RECOMMENDATIONS,
-    ],
+    fragments: &fragments::POLICIES,
 };
 
 /// What the handlers use.

@@ -15,6 +15,19 @@ async fn setup(extra: &[(&str, &str)]) -> (DemoStack, TestServer) {
     (stack, server)
 }
 
+/// A BFF whose dashboards all reach the upstreams: the cached copies only
+/// stand in for failures.
+async fn setup_stand_in_only() -> (DemoStack, TestServer) {
+    let stack = testkit::start_demo().await;
+    let config = testkit::bff_config_with(
+        &stack,
+        bff_mobile::SPEC,
+        &testkit::stand_in_only(bff_mobile::SPEC),
+    );
+    let server = testkit::start_bff(config, bff_mobile::app).await;
+    (stack, server)
+}
+
 fn client() -> reqwest::Client {
     reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
@@ -232,7 +245,7 @@ async fn failed_optional_sections_give_a_partial_200() {
 
 #[tokio::test]
 async fn a_failed_critical_section_is_served_stale_else_503() {
-    let (stack, server) = setup(&[]).await;
+    let (stack, server) = setup_stand_in_only().await;
     let cached = testkit::user_token(&stack, "user0005", "bff-mobile", None);
     let never_seen = testkit::user_token(&stack, "user0006", "bff-mobile", None);
     assert_eq!(
@@ -480,7 +493,7 @@ async fn a_user_the_user_service_does_not_know_is_404() {
 
 #[tokio::test]
 async fn prefer_handling_strict_turns_a_partial_answer_into_a_503() {
-    let (stack, server) = setup(&[]).await;
+    let (stack, server) = setup_stand_in_only().await;
     let token = testkit::user_token(&stack, "user0011", "bff-mobile", None);
     let strict = |server: &TestServer| {
         client()

@@ -11,6 +11,7 @@
 
 use std::sync::Arc;
 
+mod fragments;
 mod products;
 
 use axum::Router;
@@ -18,7 +19,7 @@ use axum::extract::Request;
 use axum::middleware::{Next, from_fn, from_fn_with_state};
 use axum::response::Response;
 use bff_auth::Claims;
-use bff_clients::{InventoryClient, PricingClient, ProductClient, fragments, upstreams};
+use bff_clients::{InventoryClient, PricingClient, ProductClient, upstreams};
 use bff_edge::versioning;
 use bff_edge::{BffSpec, EdgeBuilder, Shared, StartError};
 use bff_problem::ApiError;
@@ -35,7 +36,7 @@ pub const SPEC: BffSpec = BffSpec {
     name: "bff-partner",
     default_port: 8083,
     upstreams: &[upstreams::PRODUCT, upstreams::PRICING, upstreams::INVENTORY],
-    fragments: &[fragments::PRODUCT, fragments::PRICE, fragments::STOCK],
+    fragments: &fragments::POLICIES,
 };
 
 /// The scope every partner route requires.
@@ -71,6 +72,7 @@ pub async fn app(shared: Shared) -> Result<Router, StartError> {
         &state.pricing,
         registry.http().reqwest().clone(),
         shared.fragments().cache(),
+        fragments::price_changed,
     );
     let v1 = OpenApiRouter::new()
         .routes(routes!(products::v1))

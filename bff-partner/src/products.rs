@@ -17,7 +17,7 @@ use http::{HeaderMap, HeaderValue, header};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::AppState;
+use crate::{AppState, fragments};
 
 /// The most ids one request may ask for.
 pub(crate) const MAX_IDS: usize = 50;
@@ -108,14 +108,17 @@ async fn fetch(
 ) -> Result<Assembled, ApiError> {
     let (products, prices, stock) = tokio::join!(
         agg.critical("products")
-            .tag("product".to_owned())
-            .run_each("product", &ids, |ids| app.products.load_many(ctx, ids)),
+            .run_each(&fragments::PRODUCT, &ids, |ids| app
+                .products
+                .load_many(ctx, ids)),
         agg.optional("pricing")
-            .tag("product".to_owned())
-            .run_each("price", &ids, |ids| app.pricing.load_many(ctx, ids)),
+            .run_each(&fragments::PRICE, &ids, |ids| app
+                .pricing
+                .load_many(ctx, ids)),
         agg.optional("inventory")
-            .tag("product".to_owned())
-            .run_each("stock", &ids, |ids| app.inventory.load_many(ctx, ids)),
+            .run_each(&fragments::STOCK, &ids, |ids| app
+                .inventory
+                .load_many(ctx, ids)),
     );
     let products = Arc::unwrap_or_clone(products.required()?);
     Ok(Assembled {

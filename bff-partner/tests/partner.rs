@@ -7,8 +7,12 @@ use std::time::Duration;
 use testkit::TestServer;
 
 async fn setup() -> (DemoStack, TestServer, String) {
+    setup_with(&[] as &[(String, String)]).await
+}
+
+async fn setup_with(extra: &[(String, String)]) -> (DemoStack, TestServer, String) {
     let stack = testkit::start_demo().await;
-    let config = testkit::bff_config(&stack, bff_partner::SPEC);
+    let config = testkit::bff_config_with(&stack, bff_partner::SPEC, extra);
     let server = testkit::start_bff(config, bff_partner::app).await;
     let token = testkit::partner_token(&stack, "partner-acme");
     (stack, server, token)
@@ -209,7 +213,8 @@ async fn the_catalog_scope_is_required() {
 
 #[tokio::test]
 async fn failed_pricing_is_partial_and_failed_products_are_stale_or_503() {
-    let (stack, server, token) = setup().await;
+    // Every batch reaches the upstreams: the copies only stand in.
+    let (stack, server, token) = setup_with(&testkit::stand_in_only(bff_partner::SPEC)).await;
     let first = ids(&stack, 2).join(",");
     let never = ids(&stack, 4)[2..].join(",");
     let url = |ids: &str| server.url(&format!("/v2/products?ids={ids}"));

@@ -13,7 +13,7 @@ use bff_problem::ApiError;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::AppState;
+use crate::{AppState, fragments};
 
 const ORDERS: u32 = 5;
 const RECOMMENDATIONS: u32 = 10;
@@ -251,16 +251,13 @@ pub(crate) async fn dashboard(
     let user_id = claims.user_id()?;
     let (user, orders, recommendations) = tokio::join!(
         agg.critical("user")
-            .cached("user", format!("user:{user_id}"))
+            .cached(&fragments::USER, &user_id)
             .run(app.users.get(&ctx, user_id)),
         agg.optional("orders")
-            .cached("orders", format!("orders:{user_id}:{ORDERS}"))
+            .cached(&fragments::ORDERS, &(user_id, ORDERS))
             .run(app.orders.recent(&ctx, user_id, ORDERS)),
         agg.optional("recommendations")
-            .cached(
-                "recommendations",
-                format!("recommendations:{user_id}:{RECOMMENDATIONS}")
-            )
+            .cached(&fragments::RECOMMENDATIONS, &(user_id, RECOMMENDATIONS))
             .run(app.recommendations.for_user(&ctx, user_id, RECOMMENDATIONS)),
     );
     let (user, loyalty) = profile(Arc::unwrap_or_clone(user.required()?));

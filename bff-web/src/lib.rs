@@ -11,13 +11,14 @@
 use std::sync::Arc;
 
 mod dashboard;
+mod fragments;
 mod live;
 mod product;
 
 use axum::Router;
 use bff_clients::{
     InventoryClient, OrderClient, PriceFeed, PricingClient, ProductClient, RecommendationClient,
-    ReviewClient, UserClient, fragments, upstreams,
+    ReviewClient, UserClient, upstreams,
 };
 use bff_edge::{BffSpec, EdgeBuilder, Shared, StartError};
 
@@ -33,15 +34,7 @@ pub const SPEC: BffSpec = BffSpec {
     name: "bff-web",
     default_port: 8082,
     upstreams: &upstreams::ALL,
-    fragments: &[
-        fragments::USER,
-        fragments::ORDERS,
-        fragments::RECOMMENDATIONS,
-        fragments::PRODUCT,
-        fragments::PRICE,
-        fragments::REVIEWS,
-        fragments::STOCK,
-    ],
+    fragments: &fragments::POLICIES,
 };
 
 /// What the handlers use.
@@ -94,6 +87,7 @@ pub async fn app(shared: Shared) -> Result<Router, StartError> {
         &state.pricing,
         registry.http().reqwest().clone(),
         shared.fragments().cache(),
+        fragments::price_changed,
     );
     let (api, doc) = OpenApiRouter::new()
         .routes(routes!(dashboard::dashboard))

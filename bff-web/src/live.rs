@@ -41,11 +41,11 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use uuid::Uuid;
 
-use crate::AppState;
 use crate::product::{
     PricingSection, WebInventory, inventory, pricing, pricing_section, product_section,
     stock_section,
 };
+use crate::{AppState, fragments};
 
 /// The scope a token needs to watch.
 const SCOPE: &str = "live";
@@ -360,7 +360,7 @@ async fn watch_product(sources: Arc<Sources>, id: Uuid, publisher: Publisher<Uui
                     // value the watchers have: send it, after `recovered`.
                     degraded.recover(&publisher, "stock");
                     // Cached stock is stale from now on.
-                    sources.fragments.cache().invalidate(&format!("stock:{id}")).await;
+                    sources.fragments.invalidate(&fragments::STOCK, &id).await;
                     publish(&publisher, "stock", &StockBody::new(s));
                 }
                 Some(Err(error)) => {
@@ -411,11 +411,7 @@ async fn reload_price(
     id: Uuid,
     publisher: &Publisher<Uuid, Frame>,
 ) {
-    sources
-        .fragments
-        .cache()
-        .invalidate(&format!("price:{id}"))
-        .await;
+    sources.fragments.invalidate(&fragments::PRICE, &id).await;
     match tokio::time::timeout(RELOAD_TIMEOUT, sources.pricing.load(ctx, id)).await {
         Ok(Ok(price)) => publish(publisher, "price", &PriceBody::new(id, &price)),
         Ok(Err(error)) => tracing::warn!(product = %id, %error, "price reload failed"),

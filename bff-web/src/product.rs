@@ -16,7 +16,7 @@ use bff_upstream::CallContext;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::AppState;
+use crate::{AppState, fragments};
 
 const REVIEWS: u32 = 5;
 
@@ -196,8 +196,7 @@ pub(crate) async fn product_section(
     id: Uuid,
 ) -> Section<Product> {
     agg.critical("product")
-        .cached("product", format!("product:{id}"))
-        .tag(format!("product:{id}"))
+        .cached(&fragments::PRODUCT, &id)
         .run(products.load(ctx, id))
         .await
 }
@@ -210,8 +209,7 @@ pub(crate) async fn pricing_section(
     id: Uuid,
 ) -> Section<Price> {
     agg.optional("pricing")
-        .cached("price", format!("price:{id}"))
-        .tag(format!("product:{id}"))
+        .cached(&fragments::PRICE, &id)
         .run(pricing.load(ctx, id))
         .await
 }
@@ -224,8 +222,7 @@ pub(crate) async fn stock_section(
     id: Uuid,
 ) -> Section<Stock> {
     agg.optional("inventory")
-        .cached("stock", format!("stock:{id}"))
-        .tag(format!("product:{id}"))
+        .cached(&fragments::STOCK, &id)
         .run(inventory.load(ctx, id))
         .await
 }
@@ -281,8 +278,7 @@ pub(crate) async fn product_page(
                 let fetch = app.reviews.for_product(&ctx, id, REVIEWS);
                 Some(
                     agg.optional("reviews")
-                        .cached("reviews", format!("reviews:{id}:{REVIEWS}"))
-                        .tag(format!("product:{id}"))
+                        .cached(&fragments::REVIEWS, &(id, REVIEWS))
                         .run(fetch)
                         .await,
                 )

@@ -31,7 +31,13 @@ struct Chaos {
 
 async fn setup(extra: &[(&str, &str)]) -> Chaos {
     let stack = testkit::start_demo().await;
-    let mut env = vec![
+    // Every page reaches the upstreams: the cache only stands in.
+    let stand_in = testkit::stand_in_only(bff_web::SPEC);
+    let mut env: Vec<(&str, &str)> = stand_in
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    env.extend_from_slice(&[
         ("BFF_DEADLINE_REQUEST", "1s"),
         ("BFF_DEADLINE_OPTIONAL", "600ms"),
         ("BFF_UPSTREAM_ALL_BREAKER_WINDOW", "10"),
@@ -41,7 +47,7 @@ async fn setup(extra: &[(&str, &str)]) -> Chaos {
         ("BFF_UPSTREAM_ALL_SLOW_RATE", "50"),
         ("BFF_UPSTREAM_ALL_OPEN_FOR", "1s"),
         ("BFF_UPSTREAM_ALL_HALF_OPEN_CALLS", "1"),
-    ];
+    ]);
     env.extend_from_slice(extra);
     let config = testkit::bff_config_with(&stack, bff_web::SPEC, &env);
     let server = testkit::start_bff(config, bff_web::app).await;

@@ -33,6 +33,7 @@ impl Drop for Redis {
 
 const POLICY: FragmentPolicy = FragmentPolicy {
     kind: "user",
+    shape: 1,
     fresh_for: Duration::from_secs(60),
     revalidate_for: Duration::ZERO,
     stale_for: Duration::from_secs(600),

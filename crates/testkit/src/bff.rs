@@ -14,7 +14,7 @@ use jsonwebtoken::Algorithm;
 /// # Panics
 /// When the configuration is invalid.
 pub fn bff_config(stack: &DemoStack, spec: BffSpec) -> BffConfig {
-    bff_config_with(stack, spec, &[])
+    bff_config_with::<&str, &str>(stack, spec, &[])
 }
 
 /// [`bff_config`] with extra `KEY=value` settings (e.g. short breaker
@@ -22,7 +22,11 @@ pub fn bff_config(stack: &DemoStack, spec: BffSpec) -> BffConfig {
 ///
 /// # Panics
 /// When the configuration is invalid.
-pub fn bff_config_with(stack: &DemoStack, spec: BffSpec, extra: &[(&str, &str)]) -> BffConfig {
+pub fn bff_config_with<K: AsRef<str>, V: AsRef<str>>(
+    stack: &DemoStack,
+    spec: BffSpec,
+    extra: &[(K, V)],
+) -> BffConfig {
     let identity = stack.url(ServiceName::Identity);
     let mut env: Vec<(String, String)> = vec![
         ("BFF_LISTEN".into(), "127.0.0.1:0".into()),
@@ -56,12 +60,30 @@ pub fn bff_config_with(stack: &DemoStack, spec: BffSpec, extra: &[(&str, &str)])
     env.extend(
         extra
             .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
+            .map(|(k, v)| (k.as_ref().to_owned(), v.as_ref().to_owned())),
     );
     match BffConfig::load(spec, None, env) {
         Ok(config) => config,
         Err(error) => panic!("test configuration is invalid: {error}"),
     }
+}
+
+/// Settings that keep every fragment kind `spec` declares only as a
+/// stand-in for failures: never served fresh nor while revalidating, so
+/// every request reaches the upstreams. For tests of the failure paths
+/// (stale copies, circuits, retries), which the BFFs' caching defaults
+/// would otherwise answer from the cache.
+pub fn stand_in_only(spec: BffSpec) -> Vec<(String, String)> {
+    spec.fragments
+        .iter()
+        .flat_map(|policy| {
+            let kind = policy.kind.to_uppercase();
+            [
+                (format!("BFF_CACHE_{kind}_FRESH"), "0s".to_owned()),
+                (format!("BFF_CACHE_{kind}_REVALIDATE"), "0s".to_owned()),
+            ]
+        })
+        .collect()
 }
 
 /// A BFF app served on a free port, stopped on drop.

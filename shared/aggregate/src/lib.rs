@@ -10,10 +10,16 @@
 //! ```
 //! # use bff_aggregate::{Aggregation, Deadlines};
 //! # use bff_upstream::UpstreamError;
+//! # use bff_cache::fragment::Fragment;
+//! # use std::time::Duration;
+//! /// Declared once, in the BFF's crate: a user's name, by user id.
+//! const USER: Fragment<u64, String> = Fragment::per_user("user", 1)
+//!     .fresh_for(Duration::from_secs(30))
+//!     .stale_for(Duration::from_secs(600));
 //! # async fn example(store: bff_cache::tiered::FragmentStore) -> Result<(), bff_problem::ApiError> {
 //! let agg = Aggregation::new(store, Deadlines::default(), "/v1/dashboard");
 //! let (user, orders) = tokio::join!(
-//!     agg.critical("user").cached("user", "user:42".into())
+//!     agg.critical("user").cached(&USER, &42)
 //!         .run(async { Ok::<_, UpstreamError>("Ada".to_owned()) }),
 //!     agg.optional("orders")
 //!         .run(async { Ok::<_, UpstreamError>(vec![1, 2, 3]) }),
@@ -51,7 +57,8 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bff_cache::tiered::{FragmentStore, Freshness, LoadError, StaleReason, Tier};
+use bff_cache::fragment::{Fragment, KeyPart};
+use bff_cache::tiered::{FragmentPolicy, FragmentStore, Freshness, LoadError, StaleReason, Tier};
 use bff_problem::ApiError;
 use bff_telemetry::names;
 use bff_upstream::budget::{self, Budget};
@@ -213,8 +220,7 @@ impl Aggregation {
             name,
             criticality: Criticality::Critical,
             deadline: self.deadlines.critical,
-            cache_key: None,
-            tags: Vec::new(),
+            cache: None,
         }
     }
 
@@ -225,8 +231,7 @@ impl Aggregation {
             name,
             criticality: Criticality::Optional,
             deadline: self.deadlines.optional,
-            cache_key: None,
-            tags: Vec::new(),
+            cache: None,
         }
     }
 
@@ -305,11 +310,42 @@ pub struct SectionSpec<'a> {
     name: &'static str,
     criticality: Criticality,
     deadline: Duration,
-    cache_key: Option<(&'static str, String)>,
-    tags: Vec<String>,
+    /// The fragment's policy in force, key and tags.
+    cache: Option<(FragmentPolicy, String, Vec<String>)>,
 }
 
-impl SectionSpec<'_> {
+/// A section whose value is the cached fragment declared for it: its fetch
+/// must produce that fragment's value type.
+#[derive(Debug)]
+#[must_use = "a section does nothing until run"]
+pub struct CachedSection<'a, V> {
+    spec: SectionSpec<'a>,
+    value: std::marker::PhantomData<fn() -> V>,
+}
+
+impl<V> CachedSection<'_, V>
+where
+    V: Serialize + DeserializeOwned + Send + Sync + 'static,
+{
+    /// Another deadline than the criticality's default (still within the
+    /// request's).
+    pub fn deadline(mut self, deadline: Duration) -> Self {
+        self.spec.deadline = deadline;
+        self
+    }
+
+    /// Serves the section from the cache as its fragment's policy says,
+    /// fetching it with `fetch` when that is needed. The fetch owns what it
+    /// needs: a cached one may finish in the background.
+    pub async fn run<F>(self, fetch: F) -> Section<V>
+    where
+        F: Future<Output = Result<V, UpstreamError>> + Send + 'static,
+    {
+        self.spec.run(fetch).await
+    }
+}
+
+impl<'a> SectionSpec<'a> {
     /// Another deadline than the criticality's default (still within the
     /// request's).
     pub fn deadline(mut self, deadline: Duration) -> Self {
@@ -317,22 +353,29 @@ impl SectionSpec<'_> {
         self
     }
 
-    /// The kind and key of this section's fragment. While the kind's policy
+    /// This section's value is `fragment`'s of `key`. While its policy
     /// says it is fresh it is served without a call; while it revalidates it
     /// is served and refreshed once in the background; otherwise it is
-    /// fetched (once per key however many requests want it) and stored, and
-    /// a stale copy stands in when the fetch fails. Per-user data must have
-    /// the subject in the key.
-    pub fn cached(mut self, kind: &'static str, key: String) -> Self {
-        self.cache_key = Some((kind, key));
-        self
-    }
-
-    /// A tag the fragment is stored with, for invalidation by tag (e.g.
-    /// `product:{id}` on every fragment of a product).
-    pub fn tag(mut self, tag: String) -> Self {
-        self.tags.push(tag);
-        self
+    /// fetched (once per key however many requests want it) and stored with
+    /// the fragment's tags, and a stale copy stands in when the fetch fails.
+    /// A per-user fragment's key carries the subject.
+    pub fn cached<K: KeyPart, V>(
+        mut self,
+        fragment: &Fragment<K, V>,
+        key: &K,
+    ) -> CachedSection<'a, V>
+    where
+        V: Serialize + DeserializeOwned + Send + Sync + 'static,
+    {
+        self.cache = Some((
+            self.agg.store.policy_of(fragment),
+            fragment.key(key),
+            fragment.tags(key),
+        ));
+        CachedSection {
+            spec: self,
+            value: std::marker::PhantomData,
+        }
     }
 
     fn succeeded<T>(&self, value: Arc<T>, reusable_for: Duration, per_user: bool) -> Section<T> {
@@ -397,10 +440,8 @@ impl SectionSpec<'_> {
     {
         let agg = self.agg;
         let cache = agg.store.cache();
-        let cached = self
-            .cache_key
-            .as_ref()
-            .map(|(kind, key)| (agg.store.policy(kind), key));
+        let cached = self.cache.as_ref().map(|(policy, key, _)| (*policy, key));
+        let tags: &[String] = self.cache.as_ref().map_or(&[], |(_, _, tags)| tags);
         let per_user = cached.as_ref().is_none_or(|(policy, _)| policy.per_user);
         let remaining = agg.deadlines.request.saturating_sub(agg.started.elapsed());
         let budget = self.deadline.min(remaining);
@@ -408,11 +449,8 @@ impl SectionSpec<'_> {
         let fetch = budget::scope(Budget::new(deadline, self.criticality), fetch);
         let failure = match &cached {
             Some((policy, key)) if !policy.fresh_for.is_zero() => {
-                match tokio::time::timeout_at(
-                    deadline,
-                    cache.get_or_load(policy, key, &self.tags, fetch),
-                )
-                .await
+                match tokio::time::timeout_at(deadline, cache.get_or_load(policy, key, tags, fetch))
+                    .await
                 {
                     Ok(Ok(hit)) => {
                         let result = if hit.tier == Tier::Loaded {
@@ -443,7 +481,7 @@ impl SectionSpec<'_> {
                     if let Some((policy, key)) = &cached {
                         // Stand-ins are not rewritten while recent.
                         if !cache.holds_recent(key, STAND_IN_REFRESH).await {
-                            cache.put(policy, key, &self.tags, value.clone()).await;
+                            cache.put(policy, key, tags, value.clone()).await;
                         }
                     }
                     return self.succeeded(value, Duration::ZERO, per_user);
@@ -487,20 +525,20 @@ impl SectionSpec<'_> {
     }
 
     /// Fetches a section made of one fragment per id (a partner batch),
-    /// each cached on its own as `{kind}:{id}` (and tagged `{tag}:{id}` for
-    /// every [`tag`](Self::tag)): fresh ones are served, revalidating ones
+    /// each cached on its own as `fragment`'s of that id (with its tags):
+    /// fresh ones are served, revalidating ones
     /// served and refreshed in one background batch, and only the rest
     /// fetched, in one call, within the deadline. When that call fails, the
     /// ids it was for are served from stale copies where there are some.
     /// Ids the service does not know are returned in [`Each::missing`].
     pub async fn run_each<K, T, F, Fut>(
         self,
-        kind: &'static str,
+        fragment: &Fragment<K, T>,
         ids: &[K],
         fetch: F,
     ) -> Section<Each<K, T>>
     where
-        K: Copy + Eq + std::hash::Hash + std::fmt::Display + Send + Sync + 'static,
+        K: KeyPart + Copy + Eq + std::hash::Hash + Send + Sync + 'static,
         T: Serialize + DeserializeOwned + Send + Sync + 'static,
         F: Fn(Vec<K>) -> Fut,
         Fut: Future<Output = Result<HashMap<K, T>, UpstreamError>> + Send + 'static,
@@ -508,31 +546,29 @@ impl SectionSpec<'_> {
         let span = self.span();
         let traced = span.clone();
         let fetch = move |ids| fetch(ids).instrument(traced.clone());
-        let section = self.run_each_in_span(kind, ids, fetch, &span).await;
+        let section = self.run_each_in_span(*fragment, ids, fetch, &span).await;
         section.record_on(&span);
         section
     }
 
     async fn run_each_in_span<K, T, F, Fut>(
         self,
-        kind: &'static str,
+        fragment: Fragment<K, T>,
         ids: &[K],
         fetch: F,
         span: &tracing::Span,
     ) -> Section<Each<K, T>>
     where
-        K: Copy + Eq + std::hash::Hash + std::fmt::Display + Send + Sync + 'static,
+        K: KeyPart + Copy + Eq + std::hash::Hash + Send + Sync + 'static,
         T: Serialize + DeserializeOwned + Send + Sync + 'static,
         F: Fn(Vec<K>) -> Fut,
         Fut: Future<Output = Result<HashMap<K, T>, UpstreamError>> + Send + 'static,
     {
         let agg = self.agg;
         let cache = agg.store.cache().clone();
-        let policy = agg.store.policy(kind);
-        let key_of = move |id: &K| format!("{kind}:{id}");
-        let prefixes = self.tags.clone();
-        let tags_of =
-            move |id: &K| -> Vec<String> { prefixes.iter().map(|t| format!("{t}:{id}")).collect() };
+        let policy = agg.store.policy_of(&fragment);
+        let key_of = move |id: &K| fragment.key(id);
+        let tags_of = move |id: &K| fragment.tags(id);
         let remaining = agg.deadlines.request.saturating_sub(agg.started.elapsed());
         let budget = self.deadline.min(remaining);
         let deadline = Instant::now() + budget;
@@ -579,7 +615,7 @@ impl SectionSpec<'_> {
                 Budget::new(Instant::now() + self.deadline, Criticality::Optional),
                 fetch(to_refresh),
             );
-            let (cache, tags_of) = (cache.clone(), tags_of.clone());
+            let cache = cache.clone();
             tokio::spawn(async move {
                 if let Ok(fetched) = refresh.await {
                     for (id, value) in fetched {
@@ -763,9 +799,20 @@ pub struct Metadata {
 mod tests {
     use super::*;
 
+    /// Kept only to stand in for failures.
+    const USER: Fragment<u32, String> =
+        Fragment::per_user("user", 1).stale_for(Duration::from_secs(60));
+    /// Served fresh for a minute.
+    const FRESH_USER: Fragment<u32, String> = Fragment::per_user("user", 1)
+        .fresh_for(Duration::from_secs(60))
+        .stale_for(Duration::from_secs(60))
+        .approx_bytes(100);
+    const PRODUCT: Fragment<u32, u32> = Fragment::shared("product", 1);
+    const PRICE: Fragment<u32, u32> = Fragment::shared("price", 1);
+
     fn cache() -> FragmentStore {
         let cache = bff_cache::tiered::TieredCache::new(Default::default()).expect("cache");
-        FragmentStore::new(cache, Vec::new(), Duration::from_secs(60))
+        FragmentStore::new(cache)
     }
 
     fn deadlines(request: Duration) -> Deadlines {
@@ -834,7 +881,7 @@ mod tests {
         let first = Aggregation::new(cache.clone(), deadlines(Duration::from_secs(1)), "/t");
         let ok = first
             .critical("user")
-            .cached("user", "user:1".into())
+            .cached(&USER, &1)
             .run(async { Ok::<_, UpstreamError>("ada".to_owned()) })
             .await;
         assert_eq!(*ok.required().expect("fresh"), "ada");
@@ -843,7 +890,7 @@ mod tests {
         let second = Aggregation::new(cache.clone(), deadlines(Duration::from_secs(1)), "/t");
         let stale = second
             .critical("user")
-            .cached("user", "user:1".into())
+            .cached(&USER, &1)
             .run(fail::<String>(Failure::Unavailable))
             .await;
         assert_eq!(*stale.required().expect("stale"), "ada");
@@ -861,7 +908,7 @@ mod tests {
         let agg = Aggregation::new(cache.clone(), deadlines(Duration::from_secs(1)), "/t");
         let missing = agg
             .critical("user")
-            .cached("user", "u:nf".into())
+            .cached(&USER, &404)
             .run(fail::<String>(Failure::NotFound))
             .await;
         assert_eq!(missing.required().expect_err("404").status().as_u16(), 404);
@@ -901,16 +948,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_fresh_fragment_is_served_without_calling_the_upstream() {
-        let cache = bff_cache::tiered::TieredCache::new(Default::default()).expect("cache");
-        let fresh = bff_cache::tiered::FragmentPolicy {
-            kind: "user",
-            fresh_for: Duration::from_secs(60),
-            revalidate_for: Duration::ZERO,
-            stale_for: Duration::from_secs(60),
-            approx_bytes: 100,
-            per_user: false,
-        };
-        let store = FragmentStore::new(cache, vec![fresh], Duration::from_secs(60));
+        // Declared fresh; the BFF's configuration does not override it.
+        let store = cache();
         let calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let fetch = || {
             let calls = calls.clone();
@@ -923,7 +962,7 @@ mod tests {
             let agg = Aggregation::new(store.clone(), deadlines(Duration::from_secs(1)), "/t");
             let user = agg
                 .critical("user")
-                .cached("user", "user:1".into())
+                .cached(&FRESH_USER, &1)
                 .run(fetch())
                 .await;
             assert_eq!(*user.required().expect("served"), "ada");
@@ -937,7 +976,7 @@ mod tests {
         let other = Aggregation::new(store, deadlines(Duration::from_secs(1)), "/t");
         let _ = other
             .critical("user")
-            .cached("user", "user:2".into())
+            .cached(&FRESH_USER, &2)
             .run(fetch())
             .await;
         assert_eq!(
@@ -970,21 +1009,21 @@ mod tests {
         assert_eq!(seen, (700, true));
     }
 
+    /// Product and price as the BFF's configuration says (fresh for a
+    /// minute, per user or not), whatever they are declared with.
     fn fresh_store(per_user: bool) -> FragmentStore {
-        let cache = bff_cache::tiered::TieredCache::new(Default::default()).expect("cache");
-        let policy = |kind| bff_cache::tiered::FragmentPolicy {
-            kind,
+        let policy = |declared: FragmentPolicy| FragmentPolicy {
             fresh_for: Duration::from_secs(60),
-            revalidate_for: Duration::ZERO,
             stale_for: Duration::from_secs(60),
-            approx_bytes: 100,
             per_user,
+            ..declared
         };
-        FragmentStore::new(
-            cache,
-            vec![policy("product"), policy("price")],
-            Duration::from_secs(60),
-        )
+        let cache = bff_cache::tiered::TieredCache::new(bff_cache::tiered::TieredConfig {
+            fragments: vec![policy(PRODUCT.policy()), policy(PRICE.policy())],
+            ..Default::default()
+        })
+        .expect("cache");
+        FragmentStore::new(cache)
     }
 
     #[tokio::test]
@@ -995,7 +1034,7 @@ mod tests {
         assert_eq!(handle.reuse(), None, "nothing ran yet");
         let _ = agg
             .critical("product")
-            .cached("product", "product:1".into())
+            .cached(&PRODUCT, &1)
             .run(async { Ok::<_, UpstreamError>(1u32) })
             .await;
         match handle.reuse() {
@@ -1021,7 +1060,7 @@ mod tests {
         let agg = Aggregation::new(fresh_store(true), deadlines(Duration::from_secs(1)), "/t");
         let _ = agg
             .critical("product")
-            .cached("product", "product:1".into())
+            .cached(&PRODUCT, &1)
             .run(async { Ok::<_, UpstreamError>(1u32) })
             .await;
         assert!(
@@ -1060,7 +1099,7 @@ mod tests {
         let agg = Aggregation::new(store.clone(), deadlines(Duration::from_secs(1)), "/t");
         let first = agg
             .critical("p")
-            .run_each("product", &[1, 2, 9], fetch)
+            .run_each(&PRODUCT, &[1, 2, 9], fetch)
             .await;
         let first = first.required().expect("found");
         assert_eq!(*first.found[&2], 20);
@@ -1069,7 +1108,7 @@ mod tests {
         let agg = Aggregation::new(store.clone(), deadlines(Duration::from_secs(1)), "/t");
         let second = agg
             .critical("p")
-            .run_each("product", &[2, 3, 1], fetch)
+            .run_each(&PRODUCT, &[2, 3, 1], fetch)
             .await;
         let second = second.required().expect("found");
         assert_eq!(second.found.len(), 3);
@@ -1083,10 +1122,7 @@ mod tests {
         // and the section is reported degraded.
         let agg = Aggregation::new(store, deadlines(Duration::from_secs(1)), "/t");
         let failing = |_ids: Vec<u32>| fail::<HashMap<u32, u32>>(Failure::Unavailable);
-        let third = agg
-            .optional("p")
-            .run_each("product", &[1, 4], failing)
-            .await;
+        let third = agg.optional("p").run_each(&PRODUCT, &[1, 4], failing).await;
         assert_eq!(third.value().map(|e| e.found.len()), Some(1));
         let metadata = agg.metadata().expect("partial");
         assert_eq!(metadata.degraded, vec!["p"]);

@@ -18,8 +18,16 @@
 //! fails), then gone. Ages are measured from when the upstream answered, so
 //! a fragment loaded by one replica is as old in every other.
 //!
-//! Keys are built by callers and must include the subject for per-user
-//! data: this crate never guesses them.
+//! Keys come from typed [`Fragment`](crate::fragment::Fragment)
+//! declarations and carry the subject for per-user data. In Redis every key,
+//! tag and channel is namespaced by the BFF ([`TieredConfig::namespace`]),
+//! and every fragment's key also by its kind's shape version, so that every
+//! BFF kind and every release can share one Redis: two BFFs never read each
+//! other's entries, and two releases whose fragment types differ never
+//! decode each other's. An entry that does not decode all the same (a shape
+//! changed without a new version) is counted
+//! (`bff_cache_undecodable_total`), never served, and replaced by the next
+//! load.
 
 use std::any::Any;
 use std::collections::HashMap;
@@ -29,6 +37,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bff_telemetry::names;
 use redis::AsyncCommands;
+
+use crate::fragment::{Fragment, KeyPart};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -37,6 +47,10 @@ use serde::de::DeserializeOwned;
 pub struct FragmentPolicy {
     /// The kind, for metrics (`user`, `price`, …).
     pub kind: &'static str,
+    /// The version of the stored value's shape: part of the fragment's
+    /// Redis key, so releases of one BFF whose value types differ never
+    /// decode each other's entries.
+    pub shape: u16,
     /// Served without asking the upstream.
     pub fresh_for: Duration,
     /// Then served while one background refresh runs.
@@ -131,32 +145,18 @@ fn age_of(stored_at_ms: u64) -> Duration {
     Duration::from_millis(now_ms().saturating_sub(stored_at_ms))
 }
 
-/// The store and the policy of each kind of fragment: what a section
-/// needs to cache. Cheap to clone.
+/// The store and the policy in force for each kind of fragment the BFF
+/// declared ([`TieredConfig::fragments`]): what a section needs to cache.
+/// Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct FragmentStore {
     cache: TieredCache,
-    policies: Arc<[FragmentPolicy]>,
-    fallback: FragmentPolicy,
 }
 
 impl FragmentStore {
-    /// `cache` with `policies`; a kind without a policy is kept only as a
-    /// stand-in for `stale_for` (never served fresh).
-    pub fn new(cache: TieredCache, policies: Vec<FragmentPolicy>, stale_for: Duration) -> Self {
-        FragmentStore {
-            cache,
-            policies: policies.into(),
-            fallback: FragmentPolicy {
-                kind: "other",
-                fresh_for: Duration::ZERO,
-                revalidate_for: Duration::ZERO,
-                stale_for,
-                approx_bytes: 4096,
-                // Unknown data is assumed to be someone's.
-                per_user: true,
-            },
-        }
+    /// The store over `cache`, with the policies it was configured with.
+    pub fn new(cache: TieredCache) -> Self {
+        FragmentStore { cache }
     }
 
     /// The store.
@@ -164,16 +164,23 @@ impl FragmentStore {
         &self.cache
     }
 
-    /// The policy of `kind`.
-    pub fn policy(&self, kind: &'static str) -> FragmentPolicy {
-        self.policies
+    /// The policy in force for `fragment`: its configured one (with the
+    /// environment's overrides) when the BFF declared its kind, else the
+    /// one it is declared with.
+    pub fn policy_of<K, V>(&self, fragment: &Fragment<K, V>) -> FragmentPolicy {
+        let declared = fragment.policy();
+        self.cache
+            .inner
+            .policies
             .iter()
-            .find(|p| p.kind == kind)
+            .find(|p| p.kind == declared.kind)
             .copied()
-            .unwrap_or(FragmentPolicy {
-                kind,
-                ..self.fallback
-            })
+            .unwrap_or(declared)
+    }
+
+    /// Forgets the fragment of `key`, here, in Redis and in every replica.
+    pub async fn invalidate<K: KeyPart, V>(&self, fragment: &Fragment<K, V>, key: &K) {
+        self.cache.invalidate(&fragment.key(key)).await;
     }
 }
 
@@ -192,9 +199,14 @@ pub struct TieredConfig {
     pub redis_url: Option<String>,
     /// Longest any Redis call may take.
     pub redis_timeout: Duration,
-    /// Prefix of every Redis key and of the invalidation channel, so BFFs of
-    /// different kinds sharing one Redis do not mix.
+    /// Prefix of every Redis key, tag and of the invalidation channel: the
+    /// BFF's name, so BFFs of different kinds sharing one Redis never read
+    /// each other's entries.
     pub namespace: String,
+    /// The kinds of fragment the BFF declared, with the policies in force:
+    /// their shapes name their Redis keys, and their metrics exist (at
+    /// zero) from the start.
+    pub fragments: Vec<FragmentPolicy>,
     /// How long a replica that loads a fragment holds its short lock in
     /// Redis: the other replicas wanting the same fragment wait up to this
     /// long for its copy before loading it themselves.
@@ -209,6 +221,7 @@ impl Default for TieredConfig {
             redis_url: None,
             redis_timeout: Duration::from_millis(50),
             namespace: "bff".to_owned(),
+            fragments: Vec::new(),
             lock_for: Duration::from_millis(200),
         }
     }
@@ -265,6 +278,47 @@ struct Running {
     /// what it read may predate the change, so it is served to its waiters
     /// and not kept.
     overtaken: Arc<std::sync::atomic::AtomicBool>,
+}
+
+/// The Redis operations, whose error series exist from the start.
+const SHARED_OPS: [&str; 8] = [
+    "get",
+    "set",
+    "lock",
+    "unlock",
+    "del",
+    "del_tag",
+    "publish",
+    "subscribe",
+];
+
+/// Registers the series of `kind` at zero, so dashboards and alerts see 0
+/// rather than no data before its first lookup.
+fn zero_series(kind: &'static str) {
+    for (result, tier) in [
+        ("hit", "local"),
+        ("hit", "shared"),
+        ("stale", "local"),
+        ("stale", "shared"),
+        ("miss", "none"),
+    ] {
+        metrics::counter!(names::CACHE_FRAGMENTS, "kind" => kind, "result" => result, "tier" => tier)
+            .increment(0);
+    }
+    for reason in [StaleReason::Revalidating, StaleReason::UpstreamError] {
+        metrics::counter!(names::CACHE_STALE_SERVED, "kind" => kind, "reason" => reason.label())
+            .increment(0);
+    }
+    for trigger in ["miss", "refresh"] {
+        for source in ["upstream", "replica"] {
+            metrics::counter!(names::CACHE_LOADS, "kind" => kind, "trigger" => trigger, "source" => source)
+                .increment(0);
+        }
+    }
+    for cause in ["size", "expired"] {
+        metrics::counter!(names::CACHE_EVICTIONS, "kind" => kind, "cause" => cause).increment(0);
+    }
+    metrics::counter!(names::CACHE_UNDECODABLE, "kind" => kind).increment(0);
 }
 
 /// How often a replica waiting on another's lock looks for its copy.
@@ -327,6 +381,8 @@ struct Inner {
     tagged: TagIndex,
     shared: Option<Shared>,
     namespace: String,
+    /// The declared kinds' policies.
+    policies: Arc<[FragmentPolicy]>,
 }
 
 /// See the module documentation. Cheap to clone.
@@ -411,6 +467,14 @@ impl TieredCache {
                 })
             }
         };
+        for policy in &config.fragments {
+            zero_series(policy.kind);
+        }
+        if shared.is_some() {
+            for op in SHARED_OPS {
+                metrics::counter!(names::CACHE_SHARED_ERRORS, "op" => op).increment(0);
+            }
+        }
         Ok(TieredCache {
             inner: Arc::new(Inner {
                 local,
@@ -419,8 +483,20 @@ impl TieredCache {
                 tagged,
                 shared,
                 namespace: config.namespace,
+                policies: config.fragments.into(),
             }),
         })
+    }
+
+    /// The shape of `key`'s kind (the text before its first `:`); 0 for a
+    /// kind this BFF did not declare.
+    fn shape_of(&self, key: &str) -> u16 {
+        let kind = key.split(':').next().unwrap_or_default();
+        self.inner
+            .policies
+            .iter()
+            .find(|p| p.kind == kind)
+            .map_or(0, |p| p.shape)
     }
 
     /// Whether a shared tier is configured.
@@ -428,14 +504,15 @@ impl TieredCache {
         self.inner.shared.is_some()
     }
 
-    /// `fm`: fragments in MessagePack (another encoding gets another
-    /// prefix, so replicas of two versions never read each other's).
+    /// `{bff}:fm{shape}:{key}`: `fm`, fragments in MessagePack (another
+    /// encoding gets another prefix), then the shape version of the key's
+    /// kind, so releases whose value types differ never read each other's.
     fn shared_key(&self, key: &str) -> String {
-        format!("{}:fm:{key}", self.inner.namespace)
+        format!("{}:fm{}:{key}", self.inner.namespace, self.shape_of(key))
     }
 
     fn lock_key(&self, key: &str) -> String {
-        format!("{}:l:{key}", self.inner.namespace)
+        format!("{}:l{}:{key}", self.inner.namespace, self.shape_of(key))
     }
 
     fn tag_key(&self, tag: &str) -> String {
@@ -545,7 +622,10 @@ impl TieredCache {
         let envelope: OwnedEnvelope<T> = match rmp_serde::from_slice(&bytes) {
             Ok(e) => e,
             Err(error) => {
-                tracing::warn!(key, %error, "unreadable shared fragment ignored");
+                // Another shape under the same version: never served; the
+                // next load replaces it.
+                metrics::counter!(names::CACHE_UNDECODABLE, "kind" => policy.kind).increment(1);
+                tracing::warn!(key, %error, "undecodable shared fragment ignored (its shape changed without a new shape version?)");
                 return None;
             }
         };
@@ -926,7 +1006,8 @@ impl TieredCache {
         self.forget(vec![Invalidation::Tag(tag.to_owned())]).await;
     }
 
-    async fn forget(&self, what: Vec<Invalidation>) {
+    /// Forgets each of `what` here, in Redis, and in every other replica.
+    pub async fn forget(&self, what: Vec<Invalidation>) {
         for item in &what {
             self.forget_locally(item).await;
             metrics::counter!(names::CACHE_INVALIDATIONS, "by" => match item { Invalidation::Key(_) => "key", Invalidation::Tag(_) => "tag" })
@@ -1056,22 +1137,23 @@ impl TieredCache {
                     .into_iter()
                     .collect()
             } else if let Some(map) = events.get(&channel) {
-                let items = map(payload);
-                // Events from elsewhere also clear Redis (idempotent).
-                for item in &items {
-                    if let Invalidation::Key(k) = item {
-                        let shared_key = self.shared_key(k);
-                        self.redis(
-                            "del",
-                            |mut c| async move { c.del::<_, ()>(shared_key).await },
-                        )
-                        .await;
-                    }
-                }
-                items
+                map(payload)
             } else {
                 Vec::new()
             };
+            // The sender cleared its own shape's copy; a release of another
+            // shape clears its own (idempotent), and events from elsewhere
+            // clear Redis too.
+            for item in &items {
+                if let Invalidation::Key(k) = item {
+                    let shared_key = self.shared_key(k);
+                    self.redis(
+                        "del",
+                        |mut c| async move { c.del::<_, ()>(shared_key).await },
+                    )
+                    .await;
+                }
+            }
             for item in &items {
                 self.forget_locally(item).await;
                 metrics::counter!(names::CACHE_INVALIDATIONS, "by" => "event").increment(1);
@@ -1097,6 +1179,7 @@ mod tests {
 
     const POLICY: FragmentPolicy = FragmentPolicy {
         kind: "t",
+        shape: 1,
         fresh_for: Duration::from_secs(60),
         revalidate_for: Duration::ZERO,
         stale_for: Duration::ZERO,

@@ -21,6 +21,7 @@ struct Price {
 
 const PRICE: FragmentPolicy = FragmentPolicy {
     kind: "price",
+    shape: 1,
     fresh_for: Duration::from_secs(30),
     revalidate_for: Duration::from_secs(30),
     stale_for: Duration::from_secs(60),
@@ -235,6 +236,7 @@ async fn a_thousand_concurrent_callers_of_a_cold_key_share_one_load() {
 async fn freshness_follows_the_policy_and_the_local_tier_is_bounded_by_bytes() {
     let short = FragmentPolicy {
         kind: "short",
+        shape: 1,
         fresh_for: Duration::from_millis(150),
         revalidate_for: Duration::from_millis(150),
         stale_for: Duration::from_millis(300),
@@ -317,6 +319,7 @@ fn counted(
 async fn a_revalidating_copy_is_served_at_once_and_refreshed_once_in_the_background() {
     let policy = FragmentPolicy {
         kind: "swr",
+        shape: 1,
         fresh_for: Duration::from_millis(100),
         revalidate_for: Duration::from_secs(10),
         stale_for: Duration::from_secs(10),

@@ -3,7 +3,9 @@
 //!
 //! The models read only the fields some BFF uses; unknown fields are
 //! ignored, so a service may grow without breaking us. They are
-//! `Serialize` too, because the fragment cache stores them.
+//! `Serialize` too, because the fragment cache stores them. What a BFF
+//! caches, for how long and what invalidates it is that BFF's decision,
+//! declared in its own crate: this crate holds data and clients only.
 //!
 //! [`upstreams`] declares each service once (name, protocol, default URL);
 //! a BFF lists the ones it uses in its spec, and builds its clients from the
@@ -82,63 +84,7 @@ pub mod upstreams {
     ];
 }
 
-/// The kinds of fragment the BFFs cache, with their default policies: kept
-/// only to stand in for a failed section (ten minutes), never served fresh
-/// until configuration says so (`BFF_CACHE_{KIND}_FRESH`, `_REVALIDATE`,
-/// `_STALE`); `approx_bytes` weighs a fragment in the in-process tier when
-/// it is not serialised for Redis.
-pub mod fragments {
-    use std::collections::HashMap;
-    use std::sync::Arc;
-    use std::time::Duration;
-
-    use bff_cache::tiered::{EventMapper, FragmentPolicy, Invalidation};
-
-    const fn stand_in(kind: &'static str, approx_bytes: u32, per_user: bool) -> FragmentPolicy {
-        FragmentPolicy {
-            kind,
-            fresh_for: Duration::ZERO,
-            revalidate_for: Duration::ZERO,
-            stale_for: Duration::from_secs(600),
-            approx_bytes,
-            per_user,
-        }
-    }
-
-    /// A user's profile (`user:{id}`).
-    pub const USER: FragmentPolicy = stand_in("user", 4 * 1024, true);
-    /// A user's latest orders (`orders:{id}:{n}`).
-    pub const ORDERS: FragmentPolicy = stand_in("orders", 8 * 1024, true);
-    /// A user's recommendations (`recommendations:{id}:{n}`).
-    pub const RECOMMENDATIONS: FragmentPolicy = stand_in("recommendations", 4 * 1024, true);
-    /// A product (`product:{id}`).
-    pub const PRODUCT: FragmentPolicy = stand_in("product", 2 * 1024, false);
-    /// A product's price (`price:{id}`), invalidated by price events.
-    pub const PRICE: FragmentPolicy = stand_in("price", 256, false);
-    /// A product's latest reviews (`reviews:{id}:{n}`).
-    pub const REVIEWS: FragmentPolicy = stand_in("reviews", 4 * 1024, false);
-    /// A product's stock (`stock:{id}`).
-    pub const STOCK: FragmentPolicy = stand_in("stock", 512, false);
-
-    /// The pricing service's price-change channel (Redis pub/sub).
-    pub const PRICE_EVENTS: &str = "demo.pricing.price-changed";
-
-    /// What a price-change event invalidates: that product's price
-    /// fragment, and nothing else.
-    pub fn price_events() -> HashMap<String, EventMapper> {
-        let map: EventMapper = Arc::new(|payload: &[u8]| {
-            #[derive(serde::Deserialize)]
-            struct PriceChanged {
-                product_id: uuid::Uuid,
-            }
-            match serde_json::from_slice::<PriceChanged>(payload) {
-                Ok(event) => vec![Invalidation::Key(format!("price:{}", event.product_id))],
-                Err(error) => {
-                    tracing::warn!(%error, "unreadable price event ignored");
-                    Vec::new()
-                }
-            }
-        });
-        HashMap::from([(PRICE_EVENTS.to_owned(), map)])
-    }
-}
+/// The pricing service's price-change channel (Redis pub/sub): what each
+/// BFF's cache listens to, to evict the fragments it declares invalidated
+/// by a price change.
+pub const PRICE_EVENTS: &str = "demo.pricing.price-changed";

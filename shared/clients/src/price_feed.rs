@@ -8,23 +8,25 @@
 //! when it lost the feed, so that a live stream can tell its clients that
 //! prices may be stale meanwhile.
 //!
-//! A change evicts that product's `price:{id}` fragment and nothing else.
-//! With Redis each replica's cache listens to the channel itself (see
-//! [`TieredCache::listen`]); without it [`follow_price_changes`] follows the
-//! feed, so a fresh price fragment is never served after its price changed
-//! in either set-up.
+//! A change evicts what the BFF says it invalidates (its price fragment of
+//! that product, typically) and nothing else. With Redis each replica's
+//! cache listens to the channel itself (see [`TieredCache::listen`]);
+//! without it [`follow_price_changes`] follows the feed, so a fresh price
+//! fragment is never served after its price changed in either set-up.
 
 use std::time::Duration;
 
-use bff_cache::tiered::TieredCache;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use bff_cache::tiered::{EventMapper, Invalidation, TieredCache};
 use bff_upstream::Backoff;
 use reqwest::Url;
 use serde::Deserialize;
 use tokio::sync::mpsc;
 use uuid::Uuid;
 
-use crate::PricingClient;
-use crate::fragments::{PRICE_EVENTS, price_events};
+use crate::{PRICE_EVENTS, PricingClient};
 
 /// How long connecting to the feed may take before it counts as lost.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
@@ -242,10 +244,19 @@ fn parse(payload: &[u8]) -> Option<PriceChange> {
         .ok()
 }
 
-/// Starts following price changes for `cache`, in the background.
-pub fn follow_price_changes(pricing: &PricingClient, http: reqwest::Client, cache: &TieredCache) {
+/// Starts following price changes for `cache`, in the background: each
+/// change forgets what `invalidates` maps it to (the BFF's own fragments).
+pub fn follow_price_changes(
+    pricing: &PricingClient,
+    http: reqwest::Client,
+    cache: &TieredCache,
+    invalidates: fn(&PriceChange) -> Vec<Invalidation>,
+) {
     if cache.is_shared() {
-        cache.listen(price_events());
+        let map: EventMapper = Arc::new(move |payload: &[u8]| {
+            parse(payload).map_or_else(Vec::new, |c| invalidates(&c))
+        });
+        cache.listen(HashMap::from([(PRICE_EVENTS.to_owned(), map)]));
         return;
     }
     let feed = match PriceFeed::new(pricing, http, None) {
@@ -263,9 +274,7 @@ pub fn follow_price_changes(pricing: &PricingClient, http: reqwest::Client, cach
             while let Some(event) = received.recv().await {
                 match event {
                     FeedEvent::Changed(change) => {
-                        cache
-                            .invalidate(&format!("price:{}", change.product_id))
-                            .await;
+                        cache.forget(invalidates(&change)).await;
                     }
                     FeedEvent::Connected => {
                         tracing::info!(feed = %feed.describe(), "following price changes")

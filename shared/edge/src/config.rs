@@ -440,6 +440,50 @@ impl Source {
     }
 }
 
+/// The windows a fragment kind's policy may be given (`BFF_CACHE_{KIND}_…`).
+const FRAGMENT_WINDOWS: [&str; 3] = ["FRESH", "REVALIDATE", "STALE"];
+
+/// A window set for a kind this BFF does not declare is an error naming the
+/// key (a typo must not leave a fragment uncached or cached for ever), and so
+/// is a kind declared twice.
+fn unknown_fragment_kinds(s: &Source, spec: BffSpec) -> Result<(), ConfigError> {
+    let declared: Vec<&str> = spec.fragments.iter().map(|p| p.kind).collect();
+    for (i, kind) in declared.iter().enumerate() {
+        if declared[..i].contains(kind) {
+            return Err(ConfigError::new(
+                &format!("BFF_CACHE_{}", kind.to_uppercase()),
+                format!(
+                    "the fragment kind {kind:?} is declared twice by {}",
+                    spec.name
+                ),
+            ));
+        }
+    }
+    let unknown = s.values.keys().filter_map(|key| {
+        let rest = key.strip_prefix("BFF_CACHE_")?;
+        FRAGMENT_WINDOWS
+            .iter()
+            .find_map(|w| rest.strip_suffix(w)?.strip_suffix('_'))
+            .map(|kind| (key, kind))
+    });
+    if let Some((key, kind)) = unknown.min() {
+        let known = if declared.is_empty() {
+            "none".to_owned()
+        } else {
+            declared.join(", ")
+        };
+        return Err(ConfigError::new(
+            key,
+            format!(
+                "{} caches no fragment kind {:?} (its kinds: {known})",
+                spec.name,
+                kind.to_lowercase()
+            ),
+        ));
+    }
+    Ok(())
+}
+
 impl BffConfig {
     /// The built-in defaults (what an empty environment gives).
     pub fn defaults(spec: BffSpec) -> Self {
@@ -516,6 +560,7 @@ impl BffConfig {
                 ..*default
             });
         }
+        unknown_fragment_kinds(&s, spec)?;
         let admin_token = match s.take("BFF_ADMIN_TOKEN") {
             Some(token) if token.len() < 32 || token.chars().any(|c| !c.is_ascii_graphic()) => {
                 return Err(ConfigError::new(
@@ -811,6 +856,7 @@ mod tests {
         ],
         fragments: &[FragmentPolicy {
             kind: "price",
+            shape: 1,
             fresh_for: Duration::ZERO,
             revalidate_for: Duration::ZERO,
             stale_for: Duration::from_secs(600),
@@ -847,6 +893,16 @@ mod tests {
         let err = BffConfig::load(SPEC, None, env(&[("BFF_CACHE_PRICE_STALE", "long")]))
             .expect_err("invalid");
         assert_eq!(err.key, "BFF_CACHE_PRICE_STALE");
+        let err = BffConfig::load(SPEC, None, env(&[("BFF_CACHE_PRISE_FRESH", "30s")]))
+            .expect_err("an unknown kind");
+        assert_eq!(err.key, "BFF_CACHE_PRISE_FRESH");
+        assert!(
+            err.message.contains("\"prise\"") && err.message.contains("its kinds: price"),
+            "{}",
+            err.message
+        );
+        // Keys of the cache itself are not kinds.
+        BffConfig::load(SPEC, None, env(&[("BFF_CACHE_STALE_FOR", "1m")])).expect("valid");
         assert_eq!(policy(&c, "user"), UpstreamPolicy::default());
         assert_eq!(c.issuer, "http://127.0.0.1:7000");
         assert_eq!(c.deadlines.critical, Duration::from_millis(500));

@@ -98,22 +98,20 @@ impl Shared {
         auth_config.min_refetch = config.jwks_min_refetch;
         auth_config.remembered_bytes = config.auth_cache_bytes;
         let auth = Authenticator::start(auth_config, http.clone());
-        let cache = FragmentStore::new(
-            TieredCache::new(TieredConfig {
-                local_max_bytes: config.cache_max_bytes,
-                local_keep_for: config
-                    .fragments
-                    .iter()
-                    .map(|p| p.keep_for())
-                    .fold(config.cache_stale_for, Duration::max),
-                redis_url: config.redis_url.clone(),
-                redis_timeout: config.redis_timeout,
-                lock_for: config.cache_lock_for,
-                ..TieredConfig::default()
-            })?,
-            config.fragments.clone(),
-            config.cache_stale_for,
-        );
+        let cache = FragmentStore::new(TieredCache::new(TieredConfig {
+            local_max_bytes: config.cache_max_bytes,
+            local_keep_for: config
+                .fragments
+                .iter()
+                .map(|p| p.keep_for())
+                .fold(config.cache_stale_for, Duration::max),
+            redis_url: config.redis_url.clone(),
+            redis_timeout: config.redis_timeout,
+            // Every BFF kind on one Redis keeps to its own entries.
+            namespace: config.name.to_owned(),
+            fragments: config.fragments.clone(),
+            lock_for: config.cache_lock_for,
+        })?);
         let limiter = if config.rate_limits.is_empty() {
             None
         } else {

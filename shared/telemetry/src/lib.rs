@@ -71,6 +71,8 @@ pub mod names {
     pub const CACHE_STALE_SERVED: &str = "bff.cache.stale_served";
     /// Counter of fragments the local tier dropped by itself, by `kind` and `cause` (`size`, `expired`).
     pub const CACHE_EVICTIONS: &str = "bff.cache.evictions";
+    /// Counter of shared-tier fragments that did not decode as their kind's value (never served; replaced by the next load), by `kind`.
+    pub const CACHE_UNDECODABLE: &str = "bff.cache.undecodable";
     /// Counter of fragment loads, by `kind` and `trigger` (`miss`, `refresh`) and `source` (`upstream`, `replica`: another replica's copy arrived while waiting on its lock).
     pub const CACHE_LOADS: &str = "bff.cache.loads";
     /// Counter of requests refused for their token, by `reason` (`missing`, `not_bearer`, `malformed`, `expired`, `audience`, `signature`, …).
@@ -262,6 +264,12 @@ pub mod names {
             "Fragments the local tier dropped.",
         ),
         (CACHE_LOADS, Kind::Counter, None, "Fragment loads."),
+        (
+            CACHE_UNDECODABLE,
+            Kind::Counter,
+            None,
+            "Shared-tier fragments that did not decode (never served).",
+        ),
         (
             AUTH_REJECTED,
             Kind::Counter,
