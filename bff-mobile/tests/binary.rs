@@ -17,6 +17,8 @@ fn a_bad_configuration_exits_2_naming_the_key() {
         ("BFF_LISTEN", "nonsense"),
         ("BFF_UPSTREAM_USER_TIMEOUT", "soon"),
         ("BFF_JWKS_URL", "ftp://x"),
+        // A kind the mobile team does not cache (the web team's).
+        ("BFF_CACHE_PRODUCT_FRESH", "30s"),
     ] {
         let out = bff().env(key, value).output().expect("runs");
         assert_eq!(out.status.code(), Some(2), "{key}");
@@ -92,4 +94,15 @@ async fn health_check_exits_0_only_when_the_configured_bff_is_ready() {
         stderr.contains("not ready") && stderr.contains("/readyz"),
         "{stderr}"
     );
+}
+
+#[tokio::test]
+async fn the_cache_series_of_every_declared_kind_exist_from_the_start() {
+    let stack = testkit::start_demo().await;
+    testkit::check_cache_series_at_start(
+        env!("CARGO_BIN_EXE_bff-mobile"),
+        &stack,
+        bff_mobile::SPEC,
+    )
+    .await;
 }

@@ -578,3 +578,59 @@ async fn each_content_coding_has_its_own_strong_etag_and_all_revalidate() {
         assert_eq!(&tag_of(&again), held);
     }
 }
+
+/// Every call the demo services received, by service.
+fn upstream_calls(stack: &DemoStack) -> u64 {
+    stack
+        .stats()
+        .snapshot()
+        .values()
+        .flat_map(|operations| operations.values())
+        .sum()
+}
+
+fn max_age(response: &reqwest::Response) -> u64 {
+    let value = response.headers()[header::CACHE_CONTROL]
+        .to_str()
+        .expect("ascii")
+        .to_owned();
+    let age = value
+        .strip_prefix("private, max-age=")
+        .unwrap_or_else(|| panic!("a user's dashboard is private and fresh: {value}"));
+    age.parse().expect("seconds")
+}
+
+#[tokio::test]
+async fn with_the_defaults_a_repeated_dashboard_is_served_from_the_cache() {
+    let (stack, server) = setup(&[]).await;
+    let token = testkit::user_token(&stack, "user0014", "bff-mobile", None);
+    stack.stats().reset();
+    let first = dashboard(&server, &token).await;
+    assert_eq!(first.status(), 200);
+    let calls = upstream_calls(&stack);
+    assert_eq!(calls, 3, "user, orders and recommendations once each");
+    // The shortest freshness is the orders' (30 s by default).
+    let age = max_age(&first);
+    assert!((29..=30).contains(&age), "max-age={age}");
+    let body: Value = first.json().await.expect("json");
+
+    let second = dashboard(&server, &token).await;
+    assert_eq!(second.status(), 200);
+    assert_eq!(
+        upstream_calls(&stack),
+        calls,
+        "no upstream call within freshness"
+    );
+    assert!(max_age(&second) <= age);
+    let again: Value = second.json().await.expect("json");
+    assert_eq!(again["user"], body["user"]);
+    assert_eq!(again["recentOrders"], body["recentOrders"]);
+    assert_eq!(again["recommendations"], body["recommendations"]);
+    assert_eq!(again["metadata"]["partialFailures"], 0);
+
+    // Another user's dashboard is never built from this one's fragments.
+    let other = testkit::user_token(&stack, "user0015", "bff-mobile", None);
+    let theirs: Value = dashboard(&server, &other).await.json().await.expect("json");
+    assert_ne!(theirs["user"]["id"], body["user"]["id"]);
+    assert_eq!(upstream_calls(&stack), calls + 3);
+}

@@ -17,3 +17,10 @@ async fn sigterm_drains_and_exits_0() {
     )
     .await;
 }
+
+#[tokio::test]
+async fn the_cache_series_of_every_declared_kind_exist_from_the_start() {
+    let stack = testkit::start_demo().await;
+    testkit::check_cache_series_at_start(env!("CARGO_BIN_EXE_bff-web"), &stack, bff_web::SPEC)
+        .await;
+}

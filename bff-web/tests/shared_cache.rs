@@ -1,31 +1,27 @@
-//! Two bff-web replicas sharing one real `redis-server`: a fragment loaded
-//! by one is a shared hit for the other, a price change reaches both within
-//! a second while the product itself keeps being served from the cache, and
-//! Redis going away costs no request. Upstream calls are counted at the
-//! upstream (`/stats`).
+//! Two `bff-web` binaries with their default settings sharing one real
+//! `redis-server`: a product page loaded by one is a shared hit for the
+//! other, repeated pages within the product's freshness make no product
+//! call on either, a price change reaches both within a second while the
+//! product itself keeps being served from the cache, and Redis going away
+//! costs no request. Upstream calls are counted at the upstream (`/stats`).
 
 use std::time::{Duration, Instant};
 
 use demo_services::{DemoConfig, ServiceName};
 use serde_json::{Value, json};
-use testkit::TestServer;
+use testkit::BffProcess;
 
-const FRESH: [(&str, &str); 5] = [
-    ("BFF_CACHE_PRODUCT_FRESH", "60s"),
-    ("BFF_CACHE_PRICE_FRESH", "60s"),
-    ("BFF_CACHE_STOCK_FRESH", "60s"),
-    ("BFF_CACHE_REVIEWS_FRESH", "60s"),
-    ("BFF_CACHE_USER_FRESH", "60s"),
-];
-
-async fn replica(stack: &demo_services::DemoStack, redis: &str) -> TestServer {
-    let mut env: Vec<(&str, &str)> = FRESH.to_vec();
-    env.push(("REDIS_URL", redis));
-    let config = testkit::bff_config_with(stack, bff_web::SPEC, &env);
-    testkit::start_bff(config, bff_web::app).await
+async fn replica(stack: &demo_services::DemoStack, redis: &str) -> BffProcess {
+    BffProcess::start(
+        env!("CARGO_BIN_EXE_bff-web"),
+        stack,
+        &testkit::upstreams_of(bff_web::SPEC),
+        &[("REDIS_URL", redis)],
+    )
+    .await
 }
 
-async fn page(server: &TestServer, token: &str, path: &str) -> Value {
+async fn page(server: &BffProcess, token: &str, path: &str) -> Value {
     let r = reqwest::Client::new()
         .get(server.url(path))
         .bearer_auth(token)
@@ -34,6 +30,23 @@ async fn page(server: &TestServer, token: &str, path: &str) -> Value {
         .expect("request");
     assert_eq!(r.status(), 200);
     r.json().await.expect("json")
+}
+
+async fn metrics_of(server: &BffProcess) -> String {
+    reqwest::get(server.url("/metrics"))
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text")
+}
+
+/// The value of one series in a Prometheus text exposition (0 if absent).
+fn counter(metrics: &str, series: &str) -> u64 {
+    metrics
+        .lines()
+        .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
+        .unwrap_or(0)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -71,6 +84,25 @@ async fn replicas_share_fragments_and_price_changes_reach_both() {
     let prices = || stack.stats().count(ServiceName::Pricing, "POST /graphql");
     assert_eq!(products(), 1, "b found a's product in Redis");
     assert_eq!(prices(), 1, "and its price");
+    assert_eq!(
+        counter(
+            &metrics_of(&b).await,
+            r#"bff_cache_fragments_total{kind="product",result="hit",tier="shared"}"#
+        ),
+        1,
+        "b's first product page was a shared-tier hit"
+    );
+    for _ in 0..5 {
+        for replica in [&a, &b] {
+            let again = page(replica, &token, &path).await;
+            assert_eq!(again["product"], first["product"]);
+        }
+    }
+    assert_eq!(
+        products(),
+        1,
+        "repeated pages within freshness: no product call"
+    );
 
     let response = reqwest::Client::new()
         .put(format!("{}/prices/{id}", stack.control_url()))
@@ -97,7 +129,7 @@ async fn replicas_share_fragments_and_price_changes_reach_both() {
     assert_eq!(products(), 1, "only the price fragment was evicted");
     assert!(prices() >= 2, "the price was fetched again");
 
-    let metrics = a.get_text("/metrics").await;
+    let metrics = metrics_of(&a).await;
     assert!(
         metrics.contains("bff_cache_lookups_total{section=\"product\",result=\"hit\"}"),
         "fresh hits are counted"

@@ -44,13 +44,10 @@ impl BffProcess {
             .stdout(Stdio::piped())
             .stderr(Stdio::null());
         for service in upstreams {
-            let url = match service {
-                ServiceName::Pricing => format!("{}/graphql", stack.url(*service)),
-                _ => stack.url(*service),
-            };
+            // (The pricing service's URL is its GraphQL endpoint already.)
             command.env(
                 format!("BFF_UPSTREAM_{}", service.as_str().to_uppercase()),
-                url,
+                stack.url(*service),
             );
         }
         for (key, value) in env {
@@ -185,4 +182,49 @@ pub async fn check_sigterm_drains(
     let _ = stack.faults().clear(slow);
     let (code, _) = stopped.await.expect("task");
     assert_eq!(code, Some(0), "{bin} exits 0 after draining");
+}
+
+/// Starts the BFF binary at `bin` (of `spec`) against `stack` and, before
+/// any request, checks that `/metrics` already has the fragment cache's
+/// series at zero for every kind `spec` declares: lookups by result and
+/// tier, stale serves, loads, evictions and undecodable entries, so that
+/// dashboards and alerts read 0, not "no data".
+///
+/// # Panics
+/// When a series is missing or not zero.
+pub async fn check_cache_series_at_start(bin: &str, stack: &DemoStack, spec: bff_edge::BffSpec) {
+    let process = BffProcess::start(bin, stack, &crate::upstreams_of(spec), &[]).await;
+    let metrics = reqwest::get(process.url("/metrics"))
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    assert!(
+        !spec.fragments.is_empty(),
+        "{} declares its fragments",
+        spec.name
+    );
+    for policy in spec.fragments {
+        let kind = policy.kind;
+        for series in [
+            format!(r#"bff_cache_fragments_total{{kind="{kind}",result="hit",tier="local"}}"#),
+            format!(r#"bff_cache_fragments_total{{kind="{kind}",result="hit",tier="shared"}}"#),
+            format!(r#"bff_cache_fragments_total{{kind="{kind}",result="stale",tier="local"}}"#),
+            format!(r#"bff_cache_fragments_total{{kind="{kind}",result="miss",tier="none"}}"#),
+            format!(r#"bff_cache_stale_served_total{{kind="{kind}",reason="upstream_error"}}"#),
+            format!(r#"bff_cache_stale_served_total{{kind="{kind}",reason="revalidating"}}"#),
+            format!(r#"bff_cache_loads_total{{kind="{kind}",trigger="miss",source="upstream"}}"#),
+            format!(r#"bff_cache_evictions_total{{kind="{kind}",cause="size"}}"#),
+            format!(r#"bff_cache_undecodable_total{{kind="{kind}"}}"#),
+        ] {
+            let line = format!("{series} 0");
+            assert!(
+                metrics.lines().any(|l| l == line),
+                "{}: {line} in /metrics before the first request",
+                spec.name
+            );
+        }
+    }
+    drop(process);
 }

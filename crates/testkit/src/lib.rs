@@ -17,7 +17,7 @@ pub use bff::{
     serve_edge_with, set_fault, stand_in_only, start_bff, upstreams_of, user_token,
 };
 
-pub use binary::{BffProcess, check_sigterm_drains};
+pub use binary::{BffProcess, check_cache_series_at_start, check_sigterm_drains};
 pub use openapi::check_openapi;
 pub use redis_server::RedisServer;
 pub use tokens::{JwksServer, TEST_ISSUER, TestClaims};

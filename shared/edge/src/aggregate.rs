@@ -95,7 +95,7 @@ impl<S: Send + Sync> FromRequestParts<S> for Aggregate {
 /// Where the request's aggregation leaves its [`ReuseHandle`] for
 /// [`ApiLayer`] to read once the handler is done.
 #[derive(Clone, Default)]
-struct ReuseSlot(Arc<Mutex<Option<ReuseHandle>>>);
+pub(crate) struct ReuseSlot(Arc<Mutex<Option<ReuseHandle>>>);
 
 /// Layer of the authenticated API routes, in one step per request so the
 /// route is wrapped once (every layer on an axum route is one more boxed

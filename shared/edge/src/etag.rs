@@ -208,26 +208,38 @@ where
 pub async fn etag(request: Request, next: Next) -> Response {
     // Only the validators are needed after the handler ran.
     let conditional = conditional(request.headers());
+    let reused = aggregated(&request);
     let response = next.run(request).await;
-    match tag_response(conditional.as_ref(), response) {
+    match tag_response(conditional.as_ref(), reused, response) {
         Ok(response) => response,
         Err((parts, body)) => tag_body(conditional, parts, body).await,
     }
 }
 
-/// Sets `Cache-Control` and answers 304 on a 200 whose handler set its
-/// ETag; a 200 without one comes back in parts, to be tagged from its
-/// body ([`tag_body`]).
+/// Whether the request is an authenticated API route's, whose
+/// `Cache-Control` the edge sets from what its sections served (how long
+/// each cached fragment stays fresh): this layer then leaves it alone.
+fn aggregated<B>(request: &http::Request<B>) -> bool {
+    request
+        .extensions()
+        .get::<crate::aggregate::ReuseSlot>()
+        .is_some()
+}
+
+/// Sets `Cache-Control` (unless `reused`: the sections' reuse sets it) and
+/// answers 304 on a 200 whose handler set its ETag; a 200 without one comes
+/// back in parts, to be tagged from its body ([`tag_body`]).
 #[allow(clippy::result_large_err)] // the parts are the response, moved on
 fn tag_response(
     conditional: Option<&HeaderMap>,
+    reused: bool,
     response: Response,
 ) -> Result<Response, (http::response::Parts, Body)> {
     if response.status() != StatusCode::OK {
         return Ok(response);
     }
     let (mut parts, body) = response.into_parts();
-    if !parts.headers.contains_key(header::CACHE_CONTROL) {
+    if !reused && !parts.headers.contains_key(header::CACHE_CONTROL) {
         // Per-user data: caches may keep it but must revalidate each time.
         parts.headers.insert(
             header::CACHE_CONTROL,
@@ -301,6 +313,7 @@ where
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
         EtagFuture::Handler {
             conditional: conditional(request.headers()),
+            reused: aggregated(&request),
             inner: self.inner.call(request),
         }
     }
@@ -316,6 +329,7 @@ pin_project_lite::pin_project! {
             #[pin]
             inner: F,
             conditional: Option<HeaderMap>,
+            reused: bool,
         },
         /// Reading a body to tag it.
         Body {
@@ -333,9 +347,13 @@ where
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let tagging = match self.as_mut().project() {
-            EtagProjection::Handler { inner, conditional } => {
+            EtagProjection::Handler {
+                inner,
+                conditional,
+                reused,
+            } => {
                 let response = std::task::ready!(inner.poll(cx))?.into_response();
-                match tag_response(conditional.as_ref(), response) {
+                match tag_response(conditional.as_ref(), *reused, response) {
                     Ok(response) => return Poll::Ready(Ok(response)),
                     Err((parts, body)) => Box::pin(tag_body(conditional.take(), parts, body)),
                 }
