@@ -100,8 +100,8 @@ pub struct BffConfig {
     pub connect_timeout: Duration,
     /// Section deadlines.
     pub deadlines: Deadlines,
-    /// How long a fragment of a kind without a policy may stand in for a
-    /// failed section.
+    /// The least time the in-process tier keeps any fragment
+    /// (`BFF_CACHE_STALE_FOR`); each declared kind keeps its own windows.
     pub cache_stale_for: Duration,
     /// Bytes the in-process cache tier may hold.
     pub cache_max_bytes: u64,
