@@ -93,9 +93,29 @@ impl<S: Send + Sync> FromRequestParts<S> for Aggregate {
 }
 
 /// Where the request's aggregation leaves its [`ReuseHandle`] for
-/// [`ApiLayer`] to read once the handler is done.
+/// [`ApiLayer`] to read once the handler is done (in the request's
+/// extensions on the authenticated API routes).
 #[derive(Clone, Default)]
-pub(crate) struct ReuseSlot(Arc<Mutex<Option<ReuseHandle>>>);
+pub struct ReuseSlot(Arc<Mutex<Option<ReuseHandle>>>);
+
+impl std::fmt::Debug for ReuseSlot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("ReuseSlot").finish_non_exhaustive()
+    }
+}
+
+impl ReuseSlot {
+    /// Whether the sections that ran say how the response may be reused
+    /// (the edge then sets its `Cache-Control` from them).
+    pub fn decided(&self) -> bool {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .and_then(ReuseHandle::reuse)
+            .is_some()
+    }
+}
 
 /// Layer of the authenticated API routes, in one step per request so the
 /// route is wrapped once (every layer on an axum route is one more boxed

@@ -24,6 +24,8 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use http::{HeaderMap, HeaderValue, StatusCode, header};
 use sha2::{Digest, Sha256};
 
+use crate::aggregate::ReuseSlot;
+
 /// Bodies larger than this are passed through without a tag.
 const MAX_TAGGED_BODY: usize = 4 * 1024 * 1024;
 
@@ -208,38 +210,36 @@ where
 pub async fn etag(request: Request, next: Next) -> Response {
     // Only the validators are needed after the handler ran.
     let conditional = conditional(request.headers());
-    let reused = aggregated(&request);
+    let slot = aggregation(&request);
     let response = next.run(request).await;
-    match tag_response(conditional.as_ref(), reused, response) {
+    match tag_response(conditional.as_ref(), slot.as_ref(), response) {
         Ok(response) => response,
         Err((parts, body)) => tag_body(conditional, parts, body).await,
     }
 }
 
-/// Whether the request is an authenticated API route's, whose
-/// `Cache-Control` the edge sets from what its sections served (how long
-/// each cached fragment stays fresh): this layer then leaves it alone.
-fn aggregated<B>(request: &http::Request<B>) -> bool {
-    request
-        .extensions()
-        .get::<crate::aggregate::ReuseSlot>()
-        .is_some()
+/// Where an authenticated API route's aggregation says how its response
+/// may be reused: when its sections decided (how long each cached fragment
+/// stays fresh), the edge sets `Cache-Control` from them and this layer
+/// leaves it alone.
+fn aggregation<B>(request: &http::Request<B>) -> Option<ReuseSlot> {
+    request.extensions().get::<ReuseSlot>().cloned()
 }
 
-/// Sets `Cache-Control` (unless `reused`: the sections' reuse sets it) and
+/// Sets `Cache-Control` (unless the sections of `slot` decided it) and
 /// answers 304 on a 200 whose handler set its ETag; a 200 without one comes
 /// back in parts, to be tagged from its body ([`tag_body`]).
 #[allow(clippy::result_large_err)] // the parts are the response, moved on
 fn tag_response(
     conditional: Option<&HeaderMap>,
-    reused: bool,
+    slot: Option<&ReuseSlot>,
     response: Response,
 ) -> Result<Response, (http::response::Parts, Body)> {
     if response.status() != StatusCode::OK {
         return Ok(response);
     }
     let (mut parts, body) = response.into_parts();
-    if !reused && !parts.headers.contains_key(header::CACHE_CONTROL) {
+    if !slot.is_some_and(ReuseSlot::decided) && !parts.headers.contains_key(header::CACHE_CONTROL) {
         // Per-user data: caches may keep it but must revalidate each time.
         parts.headers.insert(
             header::CACHE_CONTROL,
@@ -313,7 +313,7 @@ where
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
         EtagFuture::Handler {
             conditional: conditional(request.headers()),
-            reused: aggregated(&request),
+            slot: aggregation(&request),
             inner: self.inner.call(request),
         }
     }
@@ -329,7 +329,7 @@ pin_project_lite::pin_project! {
             #[pin]
             inner: F,
             conditional: Option<HeaderMap>,
-            reused: bool,
+            slot: Option<ReuseSlot>,
         },
         /// Reading a body to tag it.
         Body {
@@ -350,10 +350,10 @@ where
             EtagProjection::Handler {
                 inner,
                 conditional,
-                reused,
+                slot,
             } => {
                 let response = std::task::ready!(inner.poll(cx))?.into_response();
-                match tag_response(conditional.as_ref(), *reused, response) {
+                match tag_response(conditional.as_ref(), slot.as_ref(), response) {
                     Ok(response) => return Poll::Ready(Ok(response)),
                     Err((parts, body)) => Box::pin(tag_body(conditional.take(), parts, body)),
                 }
