@@ -123,6 +123,9 @@ pub struct Row {
     p50_ms: f64,
     p99_ms: f64,
     cpu_us_per_req: Option<f64>,
+    /// Calls the demo services received per request (the fragment cache
+    /// and batching make it less than the upstreams a page needs).
+    upstream_calls_per_req: Option<f64>,
     errors: u64,
     note: String,
 }
@@ -143,6 +146,9 @@ fn row(
         p50_ms: stats.percentile_ms(0.5),
         p99_ms: stats.percentile_ms(0.99),
         cpu_us_per_req: cpu,
+        upstream_calls_per_req: stats
+            .upstream_calls
+            .map(|calls| calls as f64 / (stats.ok + stats.errors).max(1) as f64),
         errors: stats.errors + stats.dropped,
         note: note.to_owned(),
     }
@@ -271,6 +277,22 @@ async fn control(method: Method, path: &str, body: &str) -> Result<(), String> {
     }
 }
 
+/// Every call the demo services have received (their control API's
+/// `/stats`); `None` when it cannot be read.
+async fn demo_calls() -> Option<u64> {
+    fn sum(value: &serde_json::Value) -> u64 {
+        match value {
+            serde_json::Value::Number(n) => n.as_u64().unwrap_or(0),
+            serde_json::Value::Object(map) => map.values().map(sum).sum(),
+            _ => 0,
+        }
+    }
+    match load::fetch(&Target::get(addr(DEMO_BASE + 99), "/stats")).await {
+        Ok((200, body)) => serde_json::from_slice(&body).ok().map(|v| sum(&v)),
+        _ => None,
+    }
+}
+
 async fn token(form: &str) -> Result<String, String> {
     let mut target = Target::get(addr(DEMO_BASE), "/oauth/token")
         .header("content-type", "application/x-www-form-urlencoded");
@@ -349,9 +371,13 @@ async fn open(
         256,
     )
     .await;
+    let calls = demo_calls().await;
     let before = server.map(Proc::cpu_time).transpose()?;
-    let stats = load::open_loop(targets.clone(), rate, duration, 1024).await;
+    let mut stats = load::open_loop(targets.clone(), rate, duration, 1024).await;
     let after = server.map(Proc::cpu_time).transpose()?;
+    stats.upstream_calls = calls
+        .zip(demo_calls().await)
+        .map(|(b, a)| a.saturating_sub(b));
     let cpu = before
         .zip(after)
         .map(|(b, a)| (a - b).as_secs_f64() * 1e6 / (stats.ok + stats.errors).max(1) as f64);
@@ -366,9 +392,13 @@ async fn closed(
     duration: Duration,
 ) -> Result<(Stats, Option<f64>), String> {
     let _ = load::closed_loop(targets.clone(), connections, Duration::from_millis(500)).await;
+    let calls = demo_calls().await;
     let before = server.map(Proc::cpu_time).transpose()?;
-    let stats = load::closed_loop(targets.clone(), connections, duration).await;
+    let mut stats = load::closed_loop(targets.clone(), connections, duration).await;
     let after = server.map(Proc::cpu_time).transpose()?;
+    stats.upstream_calls = calls
+        .zip(demo_calls().await)
+        .map(|(b, a)| a.saturating_sub(b));
     let cpu = before
         .zip(after)
         .map(|(b, a)| (a - b).as_secs_f64() * 1e6 / (stats.ok + stats.errors).max(1) as f64);
@@ -1253,16 +1283,16 @@ fn render(rows: &[Row], notes: &[String], plan: &Plan, args: &Args) -> String {
     );
     let _ = writeln!(
         out,
-        "| scenario | target | load | req/s | p50 ms | p99 ms | CPU µs/req | errors | note |"
+        "| scenario | target | load | req/s | p50 ms | p99 ms | CPU µs/req | demo upstream calls/req | errors | note |"
     );
     let _ = writeln!(
         out,
-        "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | --- |"
+        "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |"
     );
     for r in rows {
         let _ = writeln!(
             out,
-            "| {} | {} | {} | {:.0} | {:.2} | {:.2} | {} | {} | {} |",
+            "| {} | {} | {} | {:.0} | {:.2} | {:.2} | {} | {} | {} | {} |",
             r.scenario,
             r.target,
             r.mode,
@@ -1271,6 +1301,8 @@ fn render(rows: &[Row], notes: &[String], plan: &Plan, args: &Args) -> String {
             r.p99_ms,
             r.cpu_us_per_req
                 .map_or("–".to_owned(), |c| format!("{c:.0}")),
+            r.upstream_calls_per_req
+                .map_or("–".to_owned(), |c| format!("{c:.2}")),
             r.errors,
             r.note
         );

@@ -220,6 +220,7 @@ pub(crate) async fn live(
         p50_ms: 0.0,
         p99_ms: 0.0,
         cpu_us_per_req: None,
+        upstream_calls_per_req: None,
         errors: 0,
         note: format!(
             "RSS {:.1} → {:.1} MiB: {per_stream:.1} KiB per stream (an idle keep-alive connection alone: {per_connection:.1} KiB); {:.1}% of a CPU while idle; req/s = streams opened per second",
@@ -286,6 +287,7 @@ pub(crate) async fn live(
         p50_ms: ms(0.5),
         p99_ms: ms(0.99),
         cpu_us_per_req: Some(cpu_per_event),
+        upstream_calls_per_req: None,
         errors: missing,
         note: format!(
             "control API PUT → stock event read by each client; max {:.2} ms; CPU per delivered event",

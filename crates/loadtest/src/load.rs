@@ -87,6 +87,9 @@ pub struct Stats {
     pub stalled: std::collections::BTreeSet<u64>,
     /// Open loop: the most an arrival was sent after its scheduled time.
     pub late: Duration,
+    /// Calls the demo services received during the run (their control
+    /// API's `/stats`), when they could be read.
+    pub upstream_calls: Option<u64>,
 }
 
 /// The width of the windows `Stats::stalled` counts.
@@ -106,6 +109,7 @@ impl Stats {
             bytes: 0,
             stalled: std::collections::BTreeSet::new(),
             late: Duration::ZERO,
+            upstream_calls: None,
         }
     }
 
