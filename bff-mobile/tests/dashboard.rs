@@ -19,12 +19,7 @@ async fn setup(extra: &[(&str, &str)]) -> (DemoStack, TestServer) {
 /// stand in for failures.
 async fn setup_stand_in_only() -> (DemoStack, TestServer) {
     let stack = testkit::start_demo().await;
-    let config = testkit::bff_config_with(
-        &stack,
-        bff_mobile::SPEC,
-        &testkit::stand_in_only(bff_mobile::SPEC),
-    );
-    let server = testkit::start_bff(config, bff_mobile::app).await;
+    let server = testkit::start_stand_in_only(&stack, bff_mobile::SPEC, bff_mobile::app).await;
     (stack, server)
 }
 

@@ -230,12 +230,7 @@ async fn an_operator_purges_every_fragment_of_a_product_by_tag() {
 async fn a_failed_section_is_served_from_its_stand_in_and_counted() {
     let stack = testkit::start_demo().await;
     // Fragments kept only to stand in for failures.
-    let config = testkit::bff_config_with(
-        &stack,
-        bff_web::SPEC,
-        &testkit::stand_in_only(bff_web::SPEC),
-    );
-    let server = testkit::start_bff(config, bff_web::app).await;
+    let server = testkit::start_stand_in_only(&stack, bff_web::SPEC, bff_web::app).await;
     let token = testkit::user_token(&stack, "user0009", "bff-web", None);
     let path = format!("/v1/products/{}", stack.data().products()[13].id);
     let fresh: Value = get(&server, &token, &path)

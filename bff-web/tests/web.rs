@@ -192,12 +192,7 @@ async fn an_unknown_product_is_404() {
 async fn a_failed_product_section_is_stale_when_cached_else_503() {
     let stack = testkit::start_demo().await;
     // The product is asked for on every page: its copy only stands in.
-    let config = testkit::bff_config_with(
-        &stack,
-        bff_web::SPEC,
-        &testkit::stand_in_only(bff_web::SPEC),
-    );
-    let server = testkit::start_bff(config, bff_web::app).await;
+    let server = testkit::start_stand_in_only(&stack, bff_web::SPEC, bff_web::app).await;
     let token = testkit::user_token(&stack, "user0001", "bff-web", None);
     let cached = stack.data().products()[2].id;
     let never = stack.data().products()[3].id;

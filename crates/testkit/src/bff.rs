@@ -162,6 +162,20 @@ where
     }
 }
 
+/// [`start_bff`] of `spec`'s app against `stack`, every fragment kept only
+/// to stand in for failures ([`stand_in_only`]): for the tests of the
+/// failure paths.
+///
+/// # Panics
+/// As [`start_bff`].
+pub async fn start_stand_in_only<F, Fut>(stack: &DemoStack, spec: BffSpec, app: F) -> TestServer
+where
+    F: FnOnce(Shared) -> Fut,
+    Fut: std::future::Future<Output = Result<Router, StartError>>,
+{
+    start_bff(bff_config_with(stack, spec, &stand_in_only(spec)), app).await
+}
+
 /// Serves `routes` as the authenticated API of a bare BFF (`bff-mobile`,
 /// no upstreams) with every edge layer, for tests of the edge itself; with
 /// a user token it accepts.
