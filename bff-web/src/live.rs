@@ -18,7 +18,7 @@
 //! lifetimes and drain are [`bff_live`]'s.
 
 use std::collections::BTreeSet;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::ws::WebSocketUpgrade;
@@ -36,6 +36,7 @@ use bff_problem::{ApiError, FieldError};
 use bff_telemetry::names;
 use bff_upstream::{Backoff, CallContext};
 use http::HeaderMap;
+use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -143,7 +144,7 @@ async fn follow_prices(
     lost: Arc<Mutex<Option<String>>>,
     publisher: Publisher<(), FeedEvent>,
 ) {
-    *lost.lock().unwrap_or_else(|p| p.into_inner()) = None;
+    *lost.lock() = None;
     let (events, mut received) = mpsc::channel(256);
     let forward = async {
         while let Some(event) = received.recv().await {
@@ -151,10 +152,10 @@ async fn follow_prices(
                 FeedEvent::Lost(reason) => {
                     metrics::counter!(names::LIVE_UPSTREAM_RECONNECTS, "source" => "prices")
                         .increment(1);
-                    *lost.lock().unwrap_or_else(|p| p.into_inner()) = Some(reason.clone());
+                    *lost.lock() = Some(reason.clone());
                 }
                 FeedEvent::Connected => {
-                    *lost.lock().unwrap_or_else(|p| p.into_inner()) = None;
+                    *lost.lock() = None;
                 }
                 FeedEvent::Changed(_) => {}
             }
@@ -315,7 +316,7 @@ async fn watch_product(sources: Arc<Sources>, id: Uuid, publisher: Publisher<Uui
         sources: BTreeSet::new(),
     };
     let mut prices = sources.prices.as_ref().map(|p| {
-        if let Some(reason) = p.lost.lock().unwrap_or_else(|e| e.into_inner()).clone() {
+        if let Some(reason) = p.lost.lock().clone() {
             degraded.lose(&publisher, "price", reason);
         }
         p.hub.subscribe((), None)

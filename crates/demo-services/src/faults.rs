@@ -15,7 +15,7 @@
 //! or `reset_rate` as probability.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
@@ -23,6 +23,7 @@ use axum::extract::{MatchedPath, Request, State};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use http::{HeaderValue, StatusCode, header};
+use parking_lot::RwLock;
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
@@ -289,49 +290,31 @@ impl Default for FaultRegistry {
 impl FaultRegistry {
     /// Replaces the fault of `service`.
     pub fn set(&self, service: ServiceName, fault: Fault) {
-        self.faults
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(service, fault);
+        self.faults.write().insert(service, fault);
         self.changed.send_modify(|v| *v += 1);
     }
 
     /// Clears the fault of `service`; true when there was one.
     pub fn clear(&self, service: ServiceName) -> bool {
-        let had = self
-            .faults
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&service)
-            .is_some();
+        let had = self.faults.write().remove(&service).is_some();
         self.changed.send_modify(|v| *v += 1);
         had
     }
 
     /// Clears every fault.
     pub fn clear_all(&self) {
-        self.faults
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .clear();
+        self.faults.write().clear();
         self.changed.send_modify(|v| *v += 1);
     }
 
     /// The fault of `service`, if any.
     pub fn get(&self, service: ServiceName) -> Option<Fault> {
-        self.faults
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&service)
-            .cloned()
+        self.faults.read().get(&service).cloned()
     }
 
     /// Every current fault.
     pub fn list(&self) -> BTreeMap<ServiceName, Fault> {
-        self.faults
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        self.faults.read().clone()
     }
 
     /// Waits until `service` is no longer set to hang.

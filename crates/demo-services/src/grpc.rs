@@ -3,12 +3,13 @@
 
 use std::collections::HashMap;
 use std::pin::Pin;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bff_proto::catalog::v1 as catalog;
 use bff_proto::inventory::v1 as inventory;
 use futures::{Stream, StreamExt};
+use parking_lot::RwLock;
 use rand::Rng;
 use tokio::sync::broadcast;
 use tokio_stream::wrappers::BroadcastStream;
@@ -141,11 +142,7 @@ impl StockBook {
 
     /// The stock of one product.
     pub fn get(&self, id: &Uuid) -> Option<StockLevel> {
-        self.levels
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(id)
-            .cloned()
+        self.levels.read().get(id).cloned()
     }
 
     /// Sets the available units of a product; the difference is booked to
@@ -167,7 +164,7 @@ impl StockBook {
 
     fn update(&self, id: &Uuid, change: impl FnOnce(&mut StockLevel)) -> Option<StockLevel> {
         let updated = {
-            let mut levels = self.levels.write().unwrap_or_else(|p| p.into_inner());
+            let mut levels = self.levels.write();
             let level = levels.get_mut(id)?;
             change(level);
             level.available = level.warehouses.iter().map(|w| w.available).sum();
@@ -189,7 +186,7 @@ impl StockBook {
             loop {
                 tick.tick().await;
                 let (id, delta) = {
-                    let levels = self.levels.read().unwrap_or_else(|p| p.into_inner());
+                    let levels = self.levels.read();
                     let mut rng = rand::thread_rng();
                     let n = rng.gen_range(0..levels.len().max(1));
                     let Some(id) = levels.keys().nth(n).copied() else {

@@ -8,7 +8,7 @@
 //! family (OAuth 2.0 Security BCP, section 4.14).
 
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::Router;
@@ -24,6 +24,7 @@ use jsonwebtoken::jwk::{
     ThumbprintHash,
 };
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use parking_lot::{Mutex, RwLock};
 use rand::RngCore;
 use rand::rngs::OsRng;
 use serde::{Deserialize, Serialize};
@@ -360,7 +361,7 @@ impl RefreshBackend {
     fn take(&self, hash: &[u8; 32]) -> Result<RefreshRecord, Refused> {
         match self {
             RefreshBackend::Memory(store) => {
-                let mut store = store.lock().unwrap_or_else(|p| p.into_inner());
+                let mut store = store.lock();
                 let Some(record) = store.tokens.get(hash).cloned() else {
                     return Err(Refused::Unknown);
                 };
@@ -420,7 +421,7 @@ impl RefreshBackend {
     fn put(&self, hash: [u8; 32], record: RefreshRecord) -> Result<(), Refused> {
         match self {
             RefreshBackend::Memory(store) => {
-                let mut store = store.lock().unwrap_or_else(|p| p.into_inner());
+                let mut store = store.lock();
                 let now = now();
                 if store.tokens.len() > 10_000 {
                     store.tokens.retain(|_, r| r.expires_at > now);
@@ -565,17 +566,13 @@ impl Identity {
 
     /// The keys tokens are signed with now.
     pub fn current_keys(&self) -> Arc<SigningKeys> {
-        self.keys
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .signing(Instant::now())
-            .clone()
+        self.keys.read().signing(Instant::now()).clone()
     }
 
     /// The published JWKS: every generation whose tokens may still be
     /// valid, and the next one ahead of its use; newest first.
     pub fn jwks(&self) -> JwkSet {
-        let mut ring = self.keys.write().unwrap_or_else(|p| p.into_inner());
+        let mut ring = self.keys.write();
         ring.retire(Instant::now(), self.access_ttl);
         let mut set = JwkSet { keys: Vec::new() };
         for generation in ring.generations.iter().rev() {
@@ -589,7 +586,7 @@ impl Identity {
     /// replace stay published until the tokens they signed have expired.
     pub fn rotate_keys(&self) -> Result<Duration, KeyError> {
         let fresh = Arc::new(SigningKeys::generate()?);
-        let mut ring = self.keys.write().unwrap_or_else(|p| p.into_inner());
+        let mut ring = self.keys.write();
         let now = Instant::now();
         // A rotation while another is pending starts after it.
         let after = ring

@@ -8,7 +8,7 @@
 
 use std::collections::HashMap;
 use std::convert::Infallible;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 
 use async_graphql::{
     Context, EmptyMutation, EmptySubscription, ErrorExtensions, ID, Object, Schema, SimpleObject,
@@ -19,6 +19,7 @@ use axum::extract::State;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::routing::{get, post_service};
 use futures::Stream;
+use parking_lot::RwLock;
 use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 use tokio_stream::StreamExt;
@@ -144,11 +145,7 @@ impl PriceBook {
 
     /// The price of one product.
     pub fn get(&self, id: &Uuid) -> Option<Price> {
-        self.prices
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(id)
-            .cloned()
+        self.prices.read().get(id).cloned()
     }
 
     /// Receives every later price change.
@@ -164,7 +161,7 @@ impl PriceBook {
     pub async fn update(&self, id: Uuid, update: PriceUpdate) -> Result<Price, PriceError> {
         update.validate().map_err(PriceError::Invalid)?;
         let price = {
-            let mut prices = self.prices.write().unwrap_or_else(|p| p.into_inner());
+            let mut prices = self.prices.write();
             let price = prices.get_mut(&id).ok_or(PriceError::NotFound(id))?;
             match (update.current, update.discount) {
                 (Some(current), Some(discount)) => {

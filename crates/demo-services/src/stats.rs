@@ -3,7 +3,8 @@
 //! instance: one batch call per upstream, whatever the number of ids).
 
 use std::collections::BTreeMap;
-use std::sync::Mutex;
+
+use parking_lot::Mutex;
 
 use crate::ServiceName;
 
@@ -17,7 +18,7 @@ impl Stats {
     /// Records one request to `operation` (an HTTP route template such as
     /// `GET /users/{id}`, or a gRPC method path).
     pub fn record(&self, service: ServiceName, operation: &str) {
-        let mut counts = self.counts.lock().unwrap_or_else(|p| p.into_inner());
+        let mut counts = self.counts.lock();
         let per = counts.entry(service).or_default();
         match per.get_mut(operation) {
             Some(n) => *n += 1,
@@ -29,15 +30,12 @@ impl Stats {
 
     /// A copy of all counters.
     pub fn snapshot(&self) -> BTreeMap<ServiceName, BTreeMap<String, u64>> {
-        self.counts
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        self.counts.lock().clone()
     }
 
     /// How many requests `service` received for `operation`.
     pub fn count(&self, service: ServiceName, operation: &str) -> u64 {
-        let counts = self.counts.lock().unwrap_or_else(|p| p.into_inner());
+        let counts = self.counts.lock();
         counts
             .get(&service)
             .and_then(|m| m.get(operation))
@@ -47,9 +45,6 @@ impl Stats {
 
     /// Sets every counter back to zero.
     pub fn reset(&self) {
-        self.counts
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clear();
+        self.counts.lock().clear();
     }
 }

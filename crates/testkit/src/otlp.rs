@@ -4,7 +4,7 @@
 //! `POST /v1/metrics`) on one port, decoded and kept.
 
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::Router;
@@ -28,6 +28,7 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
 pub use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
 pub use opentelemetry_proto::tonic::metrics::v1::{ResourceMetrics, metric};
 pub use opentelemetry_proto::tonic::trace::v1::ResourceSpans;
+use parking_lot::Mutex;
 use prost::Message;
 
 /// Which transport an export arrived on.
@@ -102,7 +103,7 @@ impl Received {
 
     fn keep_spans(&self, transport: Transport, request: ExportTraceServiceRequest) {
         {
-            let mut per_service = self.per_service.lock().unwrap_or_else(|p| p.into_inner());
+            let mut per_service = self.per_service.lock();
             for resource in &request.resource_spans {
                 let service = resource
                     .resource
@@ -116,7 +117,7 @@ impl Received {
         if !self.keep {
             return;
         }
-        let mut spans = self.spans.lock().unwrap_or_else(|p| p.into_inner());
+        let mut spans = self.spans.lock();
         spans.extend(request.resource_spans.into_iter().map(|r| (transport, r)));
     }
 
@@ -124,7 +125,7 @@ impl Received {
         if !self.keep {
             return;
         }
-        let mut metrics = self.metrics.lock().unwrap_or_else(|p| p.into_inner());
+        let mut metrics = self.metrics.lock();
         metrics.extend(request.resource_metrics.into_iter().map(|r| (transport, r)));
     }
 }
@@ -187,20 +188,12 @@ impl OtlpReceiver {
 
     /// The spans received so far, with their resource.
     pub fn spans(&self) -> Vec<(Transport, ResourceSpans)> {
-        self.received
-            .spans
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        self.received.spans.lock().clone()
     }
 
     /// The metrics received so far, with their resource.
     pub fn metrics(&self) -> Vec<(Transport, ResourceMetrics)> {
-        self.received
-            .metrics
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        self.received.metrics.lock().clone()
     }
 
     /// Bytes of export requests received.
@@ -240,11 +233,7 @@ fn app(received: Arc<Received>) -> Router {
 }
 
 async fn per_service(State(received): State<Arc<Received>>) -> Response {
-    let counts = received
-        .per_service
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .clone();
+    let counts = received.per_service.lock().clone();
     axum::Json(counts).into_response()
 }
 

@@ -1,7 +1,7 @@
 //! The JWKS caches of the trusted issuers, and token verification.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, RwLock, Weak};
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use base64::Engine;
@@ -12,6 +12,7 @@ use bff_upstream::{
 };
 use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, JwkSet, PublicKeyUse};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use parking_lot::RwLock;
 use serde::Deserialize;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -350,7 +351,7 @@ fn peek_issuer(token: &str) -> Result<String, AuthError> {
 
 impl Issuer {
     fn lookup(&self, kid: &str) -> Result<Option<VerifyKey>, AuthError> {
-        let state = self.state.read().unwrap_or_else(|p| p.into_inner());
+        let state = self.state.read();
         if !state.loaded {
             return Err(AuthError::NoKeys);
         }
@@ -358,25 +359,18 @@ impl Issuer {
     }
 
     fn is_loaded(&self) -> bool {
-        self.state.read().unwrap_or_else(|p| p.into_inner()).loaded
+        self.state.read().loaded
     }
 
     fn key_count(&self) -> usize {
-        self.state
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .keys
-            .len()
+        self.state.read().keys.len()
     }
 
     /// Fetches the JWKS (through the resilient client: timeout, breaker,
     /// metrics as upstream `jwks`) and replaces the keys; on failure the
     /// old keys stay. Returns the key count and whether the set changed.
     async fn refresh(&self) -> Result<(usize, bool), String> {
-        self.state
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .last_fetch = Some(Instant::now());
+        self.state.write().last_fetch = Some(Instant::now());
         let set: JwkSet = self
             .jwks
             .get_json_within::<_, MAX_JWKS_BYTES>("jwks", &CallContext::detached(), &[])
@@ -387,7 +381,7 @@ impl Issuer {
             return Err("JWKS has no usable signing key".to_owned());
         }
         let count = keys.len();
-        let mut state = self.state.write().unwrap_or_else(|p| p.into_inner());
+        let mut state = self.state.write();
         let same =
             state.keys.len() == keys.len() && keys.keys().all(|k| state.keys.contains_key(k));
         state.keys = Arc::new(keys);
@@ -424,7 +418,7 @@ impl Authenticator {
         let auth = Self::build(config, http);
         for (iss, set) in keys {
             if let Some(issuer) = auth.issuers.get(*iss) {
-                let mut state = issuer.state.write().unwrap_or_else(|p| p.into_inner());
+                let mut state = issuer.state.write();
                 state.keys = Arc::new(parse_jwks(set));
                 state.loaded = true;
                 state.last_fetch = Some(Instant::now());
@@ -533,7 +527,6 @@ impl Authenticator {
         let recent = issuer
             .state
             .read()
-            .unwrap_or_else(|p| p.into_inner())
             .last_fetch
             .is_some_and(|t| t.elapsed() < self.config.min_refetch);
         if !recent && let Err(error) = self.refresh_issuer(issuer).await {

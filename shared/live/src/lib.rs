@@ -24,9 +24,10 @@ use std::future::Future;
 use std::hash::Hash;
 use std::str::FromStr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
+use parking_lot::Mutex;
 use tokio::sync::broadcast;
 use tokio::task::AbortHandle;
 
@@ -140,16 +141,11 @@ struct Topic<K: Eq + Hash, E> {
 impl<K: Eq + Hash, E> Drop for Topic<K, E> {
     fn drop(&mut self) {
         // The last watcher left: stop the upstream subscription, forget the key.
-        if let Some(task) = self
-            .upstream
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take()
-        {
+        if let Some(task) = self.upstream.lock().take() {
             task.abort();
         }
         if let Some(hub) = self.hub.upgrade() {
-            let mut topics = hub.topics.lock().unwrap_or_else(|p| p.into_inner());
+            let mut topics = hub.topics.lock();
             if topics.get(&self.key).is_some_and(|t| t.strong_count() == 0) {
                 topics.remove(&self.key);
             }
@@ -210,7 +206,7 @@ impl<K: Eq + Hash, E> Publisher<K, E> {
     /// watcher).
     pub fn publish_with(&self, payload: impl FnOnce(EventId) -> E) -> Option<EventId> {
         let (topic, hub) = (self.topic.upgrade()?, self.hub.upgrade()?);
-        let mut replay = topic.replay.lock().unwrap_or_else(|p| p.into_inner());
+        let mut replay = topic.replay.lock();
         // Ids are taken and events sent under the replay lock, so a watcher
         // subscribing meanwhile sees each event once: in the replay or live.
         let id = EventId {
@@ -274,7 +270,7 @@ where
         let receiver;
         let last;
         {
-            let replay = topic.replay.lock().unwrap_or_else(|p| p.into_inner());
+            let replay = topic.replay.lock();
             receiver = topic.sender.subscribe();
             if let Some(after) = after {
                 // Only an id still in the window proves nothing was missed
@@ -319,7 +315,7 @@ where
     }
 
     fn topic(&self, key: K) -> Arc<Topic<K, E>> {
-        let mut topics = self.inner.topics.lock().unwrap_or_else(|p| p.into_inner());
+        let mut topics = self.inner.topics.lock();
         if let Some(topic) = topics.get(&key).and_then(Weak::upgrade) {
             return topic;
         }
@@ -338,7 +334,7 @@ where
         };
         self.inner.opened.fetch_add(1, Ordering::Relaxed);
         let task = tokio::spawn((self.inner.open)(key, publisher));
-        *topic.upstream.lock().unwrap_or_else(|p| p.into_inner()) = Some(task.abort_handle());
+        *topic.upstream.lock() = Some(task.abort_handle());
         topic
     }
 
@@ -347,7 +343,6 @@ where
         self.inner
             .topics
             .lock()
-            .unwrap_or_else(|p| p.into_inner())
             .get(key)
             .is_some_and(|t| t.strong_count() > 0)
     }
@@ -357,7 +352,6 @@ where
         self.inner
             .topics
             .lock()
-            .unwrap_or_else(|p| p.into_inner())
             .iter()
             .filter(|(_, t)| t.strong_count() > 0)
             .map(|(k, _)| k.clone())

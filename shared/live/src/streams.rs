@@ -11,11 +11,11 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::Mutex;
 use std::time::Duration;
 
 use bff_problem::ApiError;
 use bff_telemetry::names;
+use parking_lot::Mutex;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tokio_util::task::task_tracker::TaskTrackerToken;
@@ -109,7 +109,7 @@ impl Streams {
 
     /// Streams open now.
     pub fn open(&self) -> usize {
-        *self.inner.open.lock().unwrap_or_else(|p| p.into_inner())
+        *self.inner.open.lock()
     }
 
     /// A place for one more stream of `subject`, or the problem to answer
@@ -127,7 +127,7 @@ impl Streams {
             ));
         }
         let config = &self.inner.config;
-        let mut open = self.inner.open.lock().unwrap_or_else(|p| p.into_inner());
+        let mut open = self.inner.open.lock();
         if *open >= config.max_streams {
             refuse("replica_limit");
             return Err(ApiError::unavailable(
@@ -138,11 +138,7 @@ impl Streams {
                 5,
             ));
         }
-        let mut subjects = self
-            .inner
-            .subjects
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
+        let mut subjects = self.inner.subjects.lock();
         let mine = subjects.entry(subject.to_owned()).or_default();
         if *mine >= config.max_per_subject {
             refuse("subject_limit");
@@ -202,10 +198,10 @@ impl Drop for Ticket {
     fn drop(&mut self) {
         let inner = &self.streams.inner;
         {
-            let mut open = inner.open.lock().unwrap_or_else(|p| p.into_inner());
+            let mut open = inner.open.lock();
             *open = open.saturating_sub(1);
         }
-        let mut subjects = inner.subjects.lock().unwrap_or_else(|p| p.into_inner());
+        let mut subjects = inner.subjects.lock();
         if let Some(n) = subjects.get_mut(&self.subject) {
             *n = n.saturating_sub(1);
             if *n == 0 {

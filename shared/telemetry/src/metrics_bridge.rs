@@ -8,8 +8,8 @@
 //! are already the semantic conventions' dotted ones.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
 
 use metrics::{
     Counter, CounterFn, Gauge, GaugeFn, Histogram, HistogramFn, Key, KeyName, Metadata, Recorder,
@@ -17,6 +17,7 @@ use metrics::{
 };
 use opentelemetry::KeyValue;
 use opentelemetry::metrics::Meter;
+use parking_lot::RwLock;
 
 /// See the module documentation.
 #[derive(Debug)]
@@ -72,17 +73,17 @@ impl OtelRecorder {
         key: &Key,
         make: impl FnOnce() -> T,
     ) -> Arc<T> {
-        if let Some(h) = map.read().unwrap_or_else(|p| p.into_inner()).get(key) {
+        if let Some(h) = map.read().get(key) {
             return h.clone();
         }
-        let mut map = map.write().unwrap_or_else(|p| p.into_inner());
+        let mut map = map.write();
         map.entry(key.clone())
             .or_insert_with(|| Arc::new(make()))
             .clone()
     }
 
     fn describe(&self, key: KeyName, unit: Option<Unit>, description: SharedString) {
-        let mut i = self.instruments.write().unwrap_or_else(|p| p.into_inner());
+        let mut i = self.instruments.write();
         if let Some(unit) = unit {
             i.units.insert(key.as_str().to_owned(), unit);
         }
@@ -95,7 +96,7 @@ impl OtelRecorder {
         pick: impl Fn(&mut Instruments) -> &mut HashMap<String, T>,
         make: impl FnOnce(&Meter, String, Option<Unit>, Option<SharedString>) -> T,
     ) -> T {
-        let mut i = self.instruments.write().unwrap_or_else(|p| p.into_inner());
+        let mut i = self.instruments.write();
         if let Some(found) = pick(&mut i).get(name) {
             return found.clone();
         }

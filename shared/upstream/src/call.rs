@@ -16,9 +16,10 @@ use std::sync::Arc;
 use bytes::Bytes;
 use http::{HeaderMap, Method, StatusCode};
 use tokio::time::Instant;
+use tower::util::BoxCloneSyncService;
 
 use crate::budget::Criticality;
-use crate::error::Failure;
+use crate::error::{Failure, UpstreamError};
 
 /// A decoded answer, shared by every waiter of a coalesced call.
 pub type Decoded = Arc<dyn Any + Send + Sync>;
@@ -172,3 +173,29 @@ pub(crate) fn test_request() -> UpstreamRequest {
         info: CallInfo::new("op", decode_json::<()>),
     }
 }
+
+/// The wire protocol of an upstream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Protocol {
+    /// REST/JSON over HTTP.
+    Rest,
+    /// GraphQL over HTTP (`POST {query, variables}`).
+    GraphQl,
+    /// gRPC over HTTP/2.
+    Grpc,
+}
+
+impl Protocol {
+    /// `rest`, `graphql` or `grpc`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Rest => "rest",
+            Protocol::GraphQl => "graphql",
+            Protocol::Grpc => "grpc",
+        }
+    }
+}
+
+/// The boxed stack of one upstream (the stage boundary: built once, cloned
+/// per call).
+pub type UpstreamService = BoxCloneSyncService<UpstreamRequest, UpstreamResponse, UpstreamError>;

@@ -33,10 +33,11 @@
 //! # });
 //! ```
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bff_telemetry::names;
+use parking_lot::Mutex;
 use tokio::time::Instant;
 
 /// Tuning of one breaker.
@@ -248,8 +249,8 @@ impl CircuitBreaker {
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
-        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    fn lock(&self) -> parking_lot::MutexGuard<'_, Inner> {
+        self.inner.lock()
     }
 
     /// Asks to make a call: `None` while the circuit is open, or while every

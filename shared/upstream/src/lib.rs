@@ -38,14 +38,14 @@ pub mod transport;
 
 pub use backoff::Backoff;
 pub use budget::Criticality;
-pub use call::{CallInfo, Target, UpstreamRequest, UpstreamResponse};
+pub use call::{CallInfo, Protocol, Target, UpstreamRequest, UpstreamResponse, UpstreamService};
 pub use circuit::{BreakerConfig, CircuitBreaker, CircuitState};
 pub use client::{GraphQlClient, GrpcClient, RestClient};
 pub use context::CallContext;
 pub use error::{Failure, UpstreamError};
 pub use layers::retry::RetryConfig;
 pub use loader::BatchLoader;
-pub use registry::{Protocol, Registry, RegistryError, UpstreamDecl, UpstreamSettings};
-pub use stack::{Upstream, UpstreamPolicy, UpstreamService};
+pub use registry::{Registry, RegistryError, UpstreamDecl, UpstreamSettings};
+pub use stack::{Upstream, UpstreamPolicy};
 pub use transport::MAX_BODY_BYTES;
 pub use transport::http::HttpClient;

@@ -31,10 +31,11 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::hash::Hash;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bff_telemetry::names;
+use parking_lot::Mutex;
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 use tracing::Instrument;
@@ -162,7 +163,7 @@ where
         let (tx, rx) = oneshot::channel();
         let section = budget::current();
         let full = {
-            let mut guard = self.inner.pending.lock().unwrap_or_else(|p| p.into_inner());
+            let mut guard = self.inner.pending.lock();
             let (pending, generation) = &mut *guard;
             let batch = match pending {
                 Some(batch) => {
@@ -211,7 +212,7 @@ where
     /// timer must not send a later batch early).
     fn flush(&self, generation: Option<u64>) {
         let batch = {
-            let mut guard = self.inner.pending.lock().unwrap_or_else(|p| p.into_inner());
+            let mut guard = self.inner.pending.lock();
             match &guard.0 {
                 Some(b) if generation.is_none_or(|g| g == b.generation) => guard.0.take(),
                 _ => None,

@@ -11,32 +11,11 @@ use std::time::Duration;
 
 use reqwest::Url;
 
+use crate::call::Protocol;
 use crate::client::{GraphQlClient, GrpcClient, RestClient};
 use crate::stack::{Upstream, UpstreamPolicy};
 use crate::transport::grpc::{GrpcTransport, channel};
 use crate::transport::http::{HttpClient, HttpTransport};
-
-/// The wire protocol of an upstream.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Protocol {
-    /// REST/JSON over HTTP.
-    Rest,
-    /// GraphQL over HTTP (`POST {query, variables}`).
-    GraphQl,
-    /// gRPC over HTTP/2.
-    Grpc,
-}
-
-impl Protocol {
-    /// `rest`, `graphql` or `grpc`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Protocol::Rest => "rest",
-            Protocol::GraphQl => "graphql",
-            Protocol::Grpc => "grpc",
-        }
-    }
-}
 
 /// An upstream a BFF uses, as declared in code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -8,7 +8,7 @@ use tower::retry::RetryLayer;
 use tower::util::BoxCloneSyncService;
 use tower::{Service, ServiceExt};
 
-use crate::call::{UpstreamRequest, UpstreamResponse};
+use crate::call::{Protocol, UpstreamRequest, UpstreamResponse, UpstreamService};
 use crate::circuit::{BreakerConfig, CircuitBreaker, CircuitState};
 use crate::error::UpstreamError;
 use crate::layers::CallService;
@@ -19,11 +19,6 @@ use crate::layers::deadline::DeadlineLayer;
 use crate::layers::hedge::HedgeLayer;
 use crate::layers::observe::ObserveLayer;
 use crate::layers::retry::{RetryConfig, RetryPolicy};
-use crate::registry::Protocol;
-
-/// The boxed stack of one upstream (the stage boundary: built once, cloned
-/// per call).
-pub type UpstreamService = BoxCloneSyncService<UpstreamRequest, UpstreamResponse, UpstreamError>;
 
 /// Tuning of one upstream; every field has a configuration key (see the
 /// README's table).

@@ -111,3 +111,118 @@ where
         Poll::Ready(result)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use http::StatusCode;
+    use tokio_test::{assert_pending, assert_ready_ok};
+    use tower::ServiceExt;
+    use tower_test::mock;
+
+    use super::*;
+    use crate::call::test_request;
+    use crate::circuit::{BreakerConfig, CircuitState};
+    use crate::layers::CallService;
+
+    type Handle = mock::Handle<UpstreamRequest, UpstreamResponse>;
+
+    /// The layer over a mock upstream, with a breaker that judges the last
+    /// four calls once it has seen two, and opens at half of them failed.
+    fn guarded() -> (impl CallService, Handle, Arc<CircuitBreaker>) {
+        let (service, handle) = mock::pair::<UpstreamRequest, UpstreamResponse>();
+        let service = service.map_err(|e| match e.downcast::<UpstreamError>() {
+            Ok(error) => *error,
+            Err(other) => UpstreamError::new("t", Failure::Unavailable, other.to_string()),
+        });
+        let breaker = CircuitBreaker::new(
+            "t",
+            BreakerConfig {
+                window: 4,
+                minimum_calls: 2,
+                failure_rate: 50,
+                open_for: Duration::from_secs(10),
+                ..BreakerConfig::default()
+            },
+        );
+        let layer = BreakerLayer::new("t", breaker.clone());
+        (layer.layer(service), handle, breaker)
+    }
+
+    fn ok() -> UpstreamResponse {
+        UpstreamResponse {
+            status: StatusCode::OK,
+            decoded: Arc::new(()),
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn calls_dropped_before_their_answer_count_as_failures() {
+        let (service, mut handle, breaker) = guarded();
+        handle.allow(10);
+        for _ in 0..2 {
+            let call = tokio::spawn(service.clone().oneshot(test_request()));
+            let _pending = handle.next_request().await.expect("the call");
+            // The caller gives up (a deadline above, a client gone).
+            call.abort();
+            let _ = call.await;
+        }
+        assert_eq!(breaker.state(), CircuitState::Open);
+        let refused = service
+            .clone()
+            .oneshot(test_request())
+            .await
+            .expect_err("refused");
+        assert_eq!(refused.failure, Failure::CircuitOpen);
+        assert!(
+            tokio::time::timeout(Duration::from_millis(10), handle.next_request())
+                .await
+                .is_err(),
+            "an open circuit keeps the call from the upstream"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn answers_close_it_and_shed_calls_are_not_judged() {
+        let (service, mut handle, breaker) = guarded();
+        handle.allow(10);
+        for _ in 0..3 {
+            let call = tokio::spawn(service.clone().oneshot(test_request()));
+            let (_, reply) = handle.next_request().await.expect("the call");
+            reply.send_error(UpstreamError::new("t", Failure::Shed, "shed below"));
+            assert_eq!(
+                call.await.expect("task").expect_err("shed").failure,
+                Failure::Shed
+            );
+        }
+        assert_eq!(
+            breaker.state(),
+            CircuitState::Closed,
+            "a call shed below the breaker says nothing of the upstream"
+        );
+        let call = tokio::spawn(service.clone().oneshot(test_request()));
+        let (_, reply) = handle.next_request().await.expect("the call");
+        reply.send_response(ok());
+        call.await.expect("task").expect("answered");
+        let call = tokio::spawn(service.oneshot(test_request()));
+        let (_, reply) = handle.next_request().await.expect("the call");
+        reply.send_error(UpstreamError::new("t", Failure::Unavailable, "down"));
+        let _ = call.await.expect("task");
+        assert_eq!(
+            breaker.state(),
+            CircuitState::Open,
+            "one failure in two judged calls is half"
+        );
+    }
+
+    #[tokio::test]
+    async fn readiness_is_the_upstream_s() {
+        let (mut service, mut handle, _) = guarded();
+        handle.allow(0);
+        let mut task = tokio_test::task::spawn(());
+        task.enter(|cx, _| assert_pending!(service.poll_ready(cx)));
+        handle.allow(1);
+        task.enter(|cx, _| assert_ready_ok!(service.poll_ready(cx)));
+    }
+}

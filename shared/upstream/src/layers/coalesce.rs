@@ -16,13 +16,14 @@
 //! so a nearly expired call cannot time out a reader that had time.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bff_telemetry::names;
 use bytes::Bytes;
 use futures::FutureExt;
 use futures::future::Shared;
+use parking_lot::Mutex;
 use tokio::time::Instant;
 use tower::{Layer, Service};
 
@@ -101,11 +102,7 @@ impl<S: CallService> Service<UpstreamRequest> for Coalesce<S> {
             body: request.body.clone(),
             subject: request.info.subject.clone(),
         };
-        let mut in_flight = self
-            .layer
-            .in_flight
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
+        let mut in_flight = self.layer.in_flight.lock();
         let deadline = request.info.deadline;
         if let Some(leader) = in_flight.get(&key)
             && has_time_for(leader.deadline, deadline)
@@ -124,7 +121,7 @@ impl<S: CallService> Service<UpstreamRequest> for Coalesce<S> {
         let own_key = key.clone();
         let call: CallFuture = Box::pin(async move {
             let result = inner.await;
-            let mut map = map.lock().unwrap_or_else(|p| p.into_inner());
+            let mut map = map.lock();
             if map.get(&own_key).is_some_and(|leader| leader.id == id) {
                 map.remove(&own_key);
             }
@@ -153,5 +150,163 @@ fn has_time_for(leader: Option<Instant>, reader: Option<Instant>) -> bool {
             let now = Instant::now();
             l.saturating_duration_since(now) * 2 >= r.saturating_duration_since(now)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use http::StatusCode;
+    use tokio_test::{assert_pending, assert_ready_ok};
+    use tower::ServiceExt;
+    use tower_test::mock;
+
+    use super::*;
+    use crate::call::test_request;
+    use crate::error::Failure;
+
+    type Handle = mock::Handle<UpstreamRequest, UpstreamResponse>;
+
+    /// The layer over a mock upstream whose every request the test answers.
+    fn coalesced() -> (impl CallService, Handle) {
+        let (service, handle) = mock::pair::<UpstreamRequest, UpstreamResponse>();
+        let service =
+            service.map_err(|e| UpstreamError::new("t", Failure::Unavailable, e.to_string()));
+        (CoalesceLayer::new("t").layer(service), handle)
+    }
+
+    fn read() -> UpstreamRequest {
+        let mut request = test_request();
+        request.info.idempotent = true;
+        request
+    }
+
+    fn answer(n: u32) -> UpstreamResponse {
+        UpstreamResponse {
+            status: StatusCode::OK,
+            decoded: Arc::new(n),
+        }
+    }
+
+    fn value(response: &UpstreamResponse) -> Option<u32> {
+        response.decoded.downcast_ref::<u32>().copied()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn identical_reads_in_flight_share_one_call() {
+        let (service, mut handle) = coalesced();
+        handle.allow(10);
+        let first = tokio::spawn(service.clone().oneshot(read()));
+        let second = tokio::spawn(service.clone().oneshot(read()));
+        let (_, reply) = handle.next_request().await.expect("the shared call");
+        tokio::task::yield_now().await;
+        assert!(
+            tokio::time::timeout(Duration::from_secs(1), handle.next_request())
+                .await
+                .is_err(),
+            "the second read joined the first call"
+        );
+        reply.send_response(answer(7));
+        for read in [first, second] {
+            let response = read.await.expect("task").expect("answered");
+            assert_eq!(value(&response), Some(7));
+        }
+        // Once answered, the call is gone: the next read is a new call.
+        let third = tokio::spawn(service.oneshot(read()));
+        let (_, reply) = handle.next_request().await.expect("a new call");
+        reply.send_response(answer(8));
+        assert_eq!(
+            value(&third.await.expect("task").expect("answered")),
+            Some(8)
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn writes_and_other_subjects_are_never_coalesced() {
+        let (service, mut handle) = coalesced();
+        handle.allow(10);
+        let mut write = read();
+        write.info.idempotent = false;
+        let mut theirs = read();
+        theirs.info.subject = Some(Arc::from("someone else"));
+        let calls = [
+            tokio::spawn(service.clone().oneshot(read())),
+            tokio::spawn(service.clone().oneshot(write)),
+            tokio::spawn(service.clone().oneshot(theirs)),
+        ];
+        for n in 0..3 {
+            let (_, reply) = handle.next_request().await.expect("its own call");
+            reply.send_response(answer(n));
+        }
+        let mut seen: Vec<u32> = Vec::new();
+        for call in calls {
+            let response = call.await.expect("task").expect("answered");
+            seen.extend(value(&response));
+        }
+        seen.sort_unstable();
+        assert_eq!(seen, [0, 1, 2], "three calls, three answers");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_read_does_not_join_a_call_with_less_than_half_its_time_left() {
+        let (service, mut handle) = coalesced();
+        handle.allow(10);
+        let now = Instant::now();
+        let mut hurried = read();
+        hurried.info.deadline = Some(now + Duration::from_millis(100));
+        let mut patient = read();
+        patient.info.deadline = Some(now + Duration::from_secs(1));
+        let first = tokio::spawn(service.clone().oneshot(hurried));
+        let (_, first_reply) = handle.next_request().await.expect("first call");
+        let second = tokio::spawn(service.oneshot(patient));
+        let (_, second_reply) = handle.next_request().await.expect("a call of its own");
+        first_reply.send_response(answer(1));
+        second_reply.send_response(answer(2));
+        assert_eq!(
+            value(&first.await.expect("task").expect("answered")),
+            Some(1)
+        );
+        assert_eq!(
+            value(&second.await.expect("task").expect("answered")),
+            Some(2)
+        );
+    }
+
+    #[tokio::test]
+    async fn readiness_is_the_upstream_s() {
+        let (mut service, mut handle) = coalesced();
+        handle.allow(0);
+        let mut ready = tokio_test::task::spawn(());
+        ready.enter(|cx, _| assert_pending!(service.poll_ready(cx)));
+        handle.allow(1);
+        ready.enter(|cx, _| assert_ready_ok!(service.poll_ready(cx)));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_call_whose_reader_gave_up_is_joined_by_the_next_one() {
+        let (service, mut handle) = coalesced();
+        handle.allow(10);
+        // The reader that started the call drops it before the answer.
+        let abandoned = tokio::spawn(service.clone().oneshot(read()));
+        let (_, reply) = handle.next_request().await.expect("the call");
+        abandoned.abort();
+        let _ = abandoned.await;
+        let next = tokio::spawn(service.oneshot(read()));
+        tokio::task::yield_now().await;
+        reply.send_response(answer(5));
+        assert_eq!(
+            value(&next.await.expect("task").expect("answered")),
+            Some(5),
+            "the call in flight still answers"
+        );
+        // (With every clone of the service gone, the mock says so at once.)
+        assert!(
+            !matches!(
+                tokio::time::timeout(Duration::from_secs(1), handle.next_request()).await,
+                Ok(Some(_))
+            ),
+            "and no second call was made"
+        );
     }
 }

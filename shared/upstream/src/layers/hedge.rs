@@ -22,8 +22,8 @@ use tower::{BoxError, Layer, ServiceExt};
 
 use super::CallService;
 use crate::call::UpstreamRequest;
+use crate::call::UpstreamService;
 use crate::error::{Failure, UpstreamError};
-use crate::stack::UpstreamService;
 
 /// Recent calls needed before any hedge is sent.
 const MIN_DATA_POINTS: u64 = 20;

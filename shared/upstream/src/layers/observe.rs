@@ -15,10 +15,11 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 
 use bff_telemetry::names;
+use parking_lot::RwLock;
 use tokio::time::Instant;
 use tower::{Layer, Service};
 use tracing::Instrument;
@@ -27,9 +28,9 @@ use tracing::instrument::Instrumented;
 use super::CallService;
 use metrics::SharedString;
 
+use crate::call::Protocol;
 use crate::call::{Target, UpstreamRequest, UpstreamResponse};
 use crate::error::{Failure, UpstreamError};
-use crate::registry::Protocol;
 
 /// Applies [`Observe`].
 #[derive(Debug, Clone)]
@@ -144,19 +145,12 @@ impl Drop for Sample {
             code,
         );
         let handles = &self.layer.handles.0;
-        let known = handles
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&key)
-            .cloned();
+        let known = handles.read().get(&key).cloned();
         let histogram = match known {
             Some(histogram) => histogram,
             None => {
                 let histogram = self.register(outcome, failure);
-                handles
-                    .write()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .insert(key, histogram.clone());
+                handles.write().insert(key, histogram.clone());
                 histogram
             }
         };
