@@ -52,23 +52,27 @@
 
 #![warn(missing_docs)]
 
-use std::collections::{BTreeMap, HashMap};
-use std::future::Future;
-use std::sync::{Arc, Mutex};
+use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
-use bff_cache::fragment::{Fragment, KeyPart};
-use bff_cache::tiered::{FragmentPolicy, FragmentStore, Freshness, LoadError, StaleReason, Tier};
+use bff_cache::tiered::FragmentStore;
 use bff_problem::ApiError;
 use bff_telemetry::names;
-use bff_upstream::budget::{self, Budget};
-use bff_upstream::{Failure, UpstreamError};
+use parking_lot::Mutex;
 use serde::Serialize;
-use serde::de::DeserializeOwned;
 use tokio::time::Instant;
-use tracing::Instrument;
+
+mod each;
+mod reuse;
+mod section;
 
 pub use bff_upstream::Criticality;
+pub use each::Each;
+pub use reuse::{Reuse, ReuseHandle};
+pub use section::{CachedSection, Section, SectionSpec};
+
+use reuse::Outcome;
 
 /// Seconds a client is told to wait after a 503.
 pub const RETRY_AFTER_SECS: u64 = 5;
@@ -97,90 +101,17 @@ impl Default for Deadlines {
         }
     }
 }
-
-#[derive(Debug)]
-struct Outcome {
-    name: &'static str,
-    failure: Option<Failure>,
-    stale: bool,
-    /// How long the data served may still be reused (zero: not at all).
-    reusable_for: Duration,
-    /// Whether the data belongs to one user (or is not known not to).
-    per_user: bool,
-}
-
-/// How a client (or a cache between it and us) may reuse a response, from
-/// what its sections served: for the `Cache-Control` header.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Reuse {
-    /// A section failed: the response describes a passing failure.
-    NoStore,
-    /// Every section is reusable for `max_age`; `private` when one of them
-    /// belongs to a user (or is not cached, so not known not to).
-    For {
-        /// Whether only the client itself may keep it.
-        private: bool,
-        /// The shortest time any section may still be reused.
-        max_age: Duration,
-    },
-}
-
-impl Reuse {
-    /// The `Cache-Control` value.
-    pub fn header_value(self) -> String {
-        match self {
-            Reuse::NoStore => "no-store".to_owned(),
-            Reuse::For { private, max_age } => {
-                let scope = if private { "private" } else { "public" };
-                match max_age.as_secs() {
-                    0 => format!("{scope}, no-cache"),
-                    secs => format!("{scope}, max-age={secs}"),
-                }
-            }
-        }
-    }
-}
-
-/// Reads, after the handler has run, how the response may be reused
-/// ([`Aggregation::reuse_handle`]).
-#[derive(Debug, Clone)]
-pub struct ReuseHandle(Arc<Mutex<Vec<Outcome>>>);
-
-impl ReuseHandle {
-    /// What the sections run so far allow; `None` before any ran.
-    pub fn reuse(&self) -> Option<Reuse> {
-        reuse_of(&self.0.lock().unwrap_or_else(|p| p.into_inner()))
-    }
-}
-
-fn reuse_of(outcomes: &[Outcome]) -> Option<Reuse> {
-    if outcomes.is_empty() {
-        return None;
-    }
-    if outcomes.iter().any(|o| o.failure.is_some()) {
-        return Some(Reuse::NoStore);
-    }
-    Some(Reuse::For {
-        private: outcomes.iter().any(|o| o.per_user),
-        max_age: outcomes
-            .iter()
-            .map(|o| o.reusable_for)
-            .min()
-            .unwrap_or_default(),
-    })
-}
-
 /// One client request's aggregation.
 #[derive(Debug)]
 pub struct Aggregation {
-    store: FragmentStore,
-    started: Instant,
-    deadlines: Deadlines,
+    pub(crate) store: FragmentStore,
+    pub(crate) started: Instant,
+    pub(crate) deadlines: Deadlines,
     route: Arc<str>,
     strict: bool,
     /// Whether this request's trace is sampled: sections of a trace that is
     /// not recorded get no span at all.
-    traced: bool,
+    pub(crate) traced: bool,
     outcomes: Arc<Mutex<Vec<Outcome>>>,
 }
 
@@ -215,24 +146,12 @@ impl Aggregation {
 
     /// A section the response cannot do without (the critical deadline).
     pub fn critical(&self, name: &'static str) -> SectionSpec<'_> {
-        SectionSpec {
-            agg: self,
-            name,
-            criticality: Criticality::Critical,
-            deadline: self.deadlines.critical,
-            cache: None,
-        }
+        SectionSpec::new(self, name, Criticality::Critical, self.deadlines.critical)
     }
 
     /// A section the response can do without (the optional deadline).
     pub fn optional(&self, name: &'static str) -> SectionSpec<'_> {
-        SectionSpec {
-            agg: self,
-            name,
-            criticality: Criticality::Optional,
-            deadline: self.deadlines.optional,
-            cache: None,
-        }
+        SectionSpec::new(self, name, Criticality::Optional, self.deadlines.optional)
     }
 
     /// How the response may be reused, readable after the handler has
@@ -241,11 +160,8 @@ impl Aggregation {
         ReuseHandle(self.outcomes.clone())
     }
 
-    fn record(&self, outcome: Outcome) {
-        self.outcomes
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(outcome);
+    pub(crate) fn record(&self, outcome: Outcome) {
+        self.outcomes.lock().push(outcome);
     }
 
     /// What happened to every section run so far, for the response body.
@@ -270,7 +186,7 @@ impl Aggregation {
     }
 
     fn report(&self) -> Metadata {
-        let outcomes = self.outcomes.lock().unwrap_or_else(|p| p.into_inner());
+        let outcomes = self.outcomes.lock();
         let mut metadata = Metadata {
             timestamp: now_rfc3339(),
             partial_failures: 0,
@@ -301,484 +217,6 @@ fn now_rfc3339() -> String {
         .format(&time::format_description::well_known::Rfc3339)
         .unwrap_or_else(|_| String::from("1970-01-01T00:00:00Z"))
 }
-
-/// A section being declared.
-#[derive(Debug)]
-#[must_use = "a section does nothing until run"]
-pub struct SectionSpec<'a> {
-    agg: &'a Aggregation,
-    name: &'static str,
-    criticality: Criticality,
-    deadline: Duration,
-    /// The fragment's policy in force, key and tags.
-    cache: Option<(FragmentPolicy, String, Vec<String>)>,
-}
-
-/// A section whose value is the cached fragment declared for it: its fetch
-/// must produce that fragment's value type.
-#[derive(Debug)]
-#[must_use = "a section does nothing until run"]
-pub struct CachedSection<'a, V> {
-    spec: SectionSpec<'a>,
-    value: std::marker::PhantomData<fn() -> V>,
-}
-
-impl<V> CachedSection<'_, V>
-where
-    V: Serialize + DeserializeOwned + Send + Sync + 'static,
-{
-    /// Another deadline than the criticality's default (still within the
-    /// request's).
-    pub fn deadline(mut self, deadline: Duration) -> Self {
-        self.spec.deadline = deadline;
-        self
-    }
-
-    /// Serves the section from the cache as its fragment's policy says,
-    /// fetching it with `fetch` when that is needed. The fetch owns what it
-    /// needs: a cached one may finish in the background.
-    pub async fn run<F>(self, fetch: F) -> Section<V>
-    where
-        F: Future<Output = Result<V, UpstreamError>> + Send + 'static,
-    {
-        self.spec.run(fetch).await
-    }
-}
-
-impl<'a> SectionSpec<'a> {
-    /// Another deadline than the criticality's default (still within the
-    /// request's).
-    pub fn deadline(mut self, deadline: Duration) -> Self {
-        self.deadline = deadline;
-        self
-    }
-
-    /// This section's value is `fragment`'s of `key`. While its policy
-    /// says it is fresh it is served without a call; while it revalidates it
-    /// is served and refreshed once in the background; otherwise it is
-    /// fetched (once per key however many requests want it) and stored with
-    /// the fragment's tags, and a stale copy stands in when the fetch fails.
-    /// A per-user fragment's key carries the subject.
-    pub fn cached<K: KeyPart, V>(
-        mut self,
-        fragment: &Fragment<K, V>,
-        key: &K,
-    ) -> CachedSection<'a, V>
-    where
-        V: Serialize + DeserializeOwned + Send + Sync + 'static,
-    {
-        self.cache = Some((
-            self.agg.store.policy_of(fragment),
-            fragment.key(key),
-            fragment.tags(key),
-        ));
-        CachedSection {
-            spec: self,
-            value: std::marker::PhantomData,
-        }
-    }
-
-    fn succeeded<T>(&self, value: Arc<T>, reusable_for: Duration, per_user: bool) -> Section<T> {
-        self.agg.record(Outcome {
-            name: self.name,
-            failure: None,
-            stale: false,
-            reusable_for,
-            per_user,
-        });
-        Section {
-            name: self.name,
-            criticality: self.criticality,
-            value: Some(value),
-            failure: None,
-        }
-    }
-
-    /// The section's span (recorded only when spans are exported): its
-    /// upstream calls are its children, and it says how the section ended.
-    fn span(&self) -> tracing::Span {
-        if !self.agg.traced {
-            return tracing::Span::none();
-        }
-        tracing::debug_span!(
-            "section",
-            otel.name = %format_args!("section {}", self.name),
-            otel.status_code = tracing::field::Empty,
-            bff.section = self.name,
-            bff.section.criticality = match self.criticality {
-                Criticality::Critical => "critical",
-                Criticality::Optional => "optional",
-            },
-            bff.section.outcome = tracing::field::Empty,
-            bff.section.stale = tracing::field::Empty,
-            bff.cache.result = tracing::field::Empty,
-        )
-    }
-
-    /// Fetches the section within its deadline (and the request's), or
-    /// serves it from the cache as [`cached`](Self::cached) says. The fetch
-    /// owns what it needs: a cached one may finish in the background.
-    pub async fn run<T, F>(self, fetch: F) -> Section<T>
-    where
-        T: Serialize + DeserializeOwned + Send + Sync + 'static,
-        F: Future<Output = Result<T, UpstreamError>> + Send + 'static,
-    {
-        let span = self.span();
-        let fetch = fetch.instrument(span.clone());
-        // Only the fetch runs in the span (it may finish in a task of its
-        // own); the section's bookkeeping records on it directly, sparing an
-        // enter and exit per poll.
-        let section = self.run_in_span(fetch, &span).await;
-        section.record_on(&span);
-        section
-    }
-
-    async fn run_in_span<T, F>(self, fetch: F, span: &tracing::Span) -> Section<T>
-    where
-        T: Serialize + DeserializeOwned + Send + Sync + 'static,
-        F: Future<Output = Result<T, UpstreamError>> + Send + 'static,
-    {
-        let agg = self.agg;
-        let cache = agg.store.cache();
-        let cached = self.cache.as_ref().map(|(policy, key, _)| (*policy, key));
-        let tags: &[String] = self.cache.as_ref().map_or(&[], |(_, _, tags)| tags);
-        let per_user = cached.as_ref().is_none_or(|(policy, _)| policy.per_user);
-        let remaining = agg.deadlines.request.saturating_sub(agg.started.elapsed());
-        let budget = self.deadline.min(remaining);
-        let deadline = Instant::now() + budget;
-        let fetch = budget::scope(Budget::new(deadline, self.criticality), fetch);
-        let failure = match &cached {
-            Some((policy, key)) if !policy.fresh_for.is_zero() => {
-                match tokio::time::timeout_at(deadline, cache.get_or_load(policy, key, tags, fetch))
-                    .await
-                {
-                    Ok(Ok(hit)) => {
-                        let result = if hit.tier == Tier::Loaded {
-                            "miss"
-                        } else {
-                            "hit"
-                        };
-                        metrics::counter!(names::CACHE_LOOKUPS, "section" => self.name, "result" => result)
-                            .increment(1);
-                        span.record("bff.cache.result", result);
-                        let reusable_for = match hit.freshness {
-                            Freshness::Fresh => policy.fresh_for.saturating_sub(hit.age),
-                            _ => Duration::ZERO,
-                        };
-                        return self.succeeded(hit.value, reusable_for, policy.per_user);
-                    }
-                    Ok(Err(LoadError::Failed(error))) => {
-                        tracing::info!(section = self.name, %error, "section failed");
-                        error.failure
-                    }
-                    Ok(Err(LoadError::Lost | LoadError::Collision)) => Failure::Unavailable,
-                    Err(_) => self.timed_out(budget),
-                }
-            }
-            _ => match tokio::time::timeout_at(deadline, fetch).await {
-                Ok(Ok(value)) => {
-                    let value = Arc::new(value);
-                    if let Some((policy, key)) = &cached {
-                        // Stand-ins are not rewritten while recent.
-                        if !cache.holds_recent(key, STAND_IN_REFRESH).await {
-                            cache.put(policy, key, tags, value.clone()).await;
-                        }
-                    }
-                    return self.succeeded(value, Duration::ZERO, per_user);
-                }
-                Ok(Err(error)) => {
-                    tracing::info!(section = self.name, %error, "section failed");
-                    error.failure
-                }
-                Err(_) => self.timed_out(budget),
-            },
-        };
-        metrics::counter!(names::SECTION_FAILURES, "section" => self.name, "reason" => failure.reason()).increment(1);
-        // A resource the service says does not exist is not stood in for.
-        let stale = match (&cached, failure) {
-            (_, Failure::NotFound) | (None, _) => None,
-            (Some((policy, key)), _) => {
-                let hit = cache.get::<T>(policy, key).await;
-                let result = if hit.is_some() { "stale" } else { "miss" };
-                metrics::counter!(names::CACHE_LOOKUPS, "section" => self.name, "result" => result)
-                    .increment(1);
-                span.record("bff.cache.result", result);
-                if hit.is_some() {
-                    cache.served_stale(policy, StaleReason::UpstreamError);
-                }
-                hit.map(|c| c.value)
-            }
-        };
-        agg.record(Outcome {
-            name: self.name,
-            failure: Some(failure),
-            stale: stale.is_some(),
-            reusable_for: Duration::ZERO,
-            per_user,
-        });
-        Section {
-            name: self.name,
-            criticality: self.criticality,
-            value: stale,
-            failure: Some(failure),
-        }
-    }
-
-    /// Fetches a section made of one fragment per id (a partner batch),
-    /// each cached on its own as `fragment`'s of that id (with its tags):
-    /// fresh ones are served, revalidating ones
-    /// served and refreshed in one background batch, and only the rest
-    /// fetched, in one call, within the deadline. When that call fails, the
-    /// ids it was for are served from stale copies where there are some.
-    /// Ids the service does not know are returned in [`Each::missing`].
-    pub async fn run_each<K, T, F, Fut>(
-        self,
-        fragment: &Fragment<K, T>,
-        ids: &[K],
-        fetch: F,
-    ) -> Section<Each<K, T>>
-    where
-        K: KeyPart + Copy + Eq + std::hash::Hash + Send + Sync + 'static,
-        T: Serialize + DeserializeOwned + Send + Sync + 'static,
-        F: Fn(Vec<K>) -> Fut,
-        Fut: Future<Output = Result<HashMap<K, T>, UpstreamError>> + Send + 'static,
-    {
-        let span = self.span();
-        let traced = span.clone();
-        let fetch = move |ids| fetch(ids).instrument(traced.clone());
-        let section = self.run_each_in_span(*fragment, ids, fetch, &span).await;
-        section.record_on(&span);
-        section
-    }
-
-    async fn run_each_in_span<K, T, F, Fut>(
-        self,
-        fragment: Fragment<K, T>,
-        ids: &[K],
-        fetch: F,
-        span: &tracing::Span,
-    ) -> Section<Each<K, T>>
-    where
-        K: KeyPart + Copy + Eq + std::hash::Hash + Send + Sync + 'static,
-        T: Serialize + DeserializeOwned + Send + Sync + 'static,
-        F: Fn(Vec<K>) -> Fut,
-        Fut: Future<Output = Result<HashMap<K, T>, UpstreamError>> + Send + 'static,
-    {
-        let agg = self.agg;
-        let cache = agg.store.cache().clone();
-        let policy = agg.store.policy_of(&fragment);
-        let key_of = move |id: &K| fragment.key(id);
-        let tags_of = move |id: &K| fragment.tags(id);
-        let remaining = agg.deadlines.request.saturating_sub(agg.started.elapsed());
-        let budget = self.deadline.min(remaining);
-        let deadline = Instant::now() + budget;
-
-        let mut found = HashMap::with_capacity(ids.len());
-        let mut reusable_for = policy.fresh_for;
-        let (mut to_load, mut to_refresh) = (Vec::new(), Vec::new());
-        if policy.fresh_for.is_zero() {
-            to_load = ids.to_vec();
-        } else {
-            let keys: Vec<String> = ids.iter().map(&key_of).collect();
-            let hits =
-                futures::future::join_all(keys.iter().map(|key| cache.get::<T>(&policy, key)))
-                    .await;
-            for (id, hit) in ids.iter().zip(hits) {
-                match hit {
-                    Some(c) if c.freshness == Freshness::Fresh => {
-                        reusable_for = reusable_for.min(policy.fresh_for.saturating_sub(c.age));
-                        found.insert(*id, c.value);
-                    }
-                    Some(c) if c.freshness == Freshness::Revalidate => {
-                        cache.served_stale(&policy, StaleReason::Revalidating);
-                        reusable_for = Duration::ZERO;
-                        found.insert(*id, c.value);
-                        to_refresh.push(*id);
-                    }
-                    _ => to_load.push(*id),
-                }
-            }
-            let hit = (ids.len() - to_load.len()) as u64;
-            metrics::counter!(names::CACHE_LOOKUPS, "section" => self.name, "result" => "hit")
-                .increment(hit);
-            metrics::counter!(names::CACHE_LOOKUPS, "section" => self.name, "result" => "miss")
-                .increment(to_load.len() as u64);
-            let result = match (hit, to_load.len()) {
-                (_, 0) => "hit",
-                (0, _) => "miss",
-                _ => "partial",
-            };
-            span.record("bff.cache.result", result);
-        }
-        if !to_refresh.is_empty() {
-            let refresh = budget::scope(
-                Budget::new(Instant::now() + self.deadline, Criticality::Optional),
-                fetch(to_refresh),
-            );
-            let cache = cache.clone();
-            tokio::spawn(async move {
-                if let Ok(fetched) = refresh.await {
-                    for (id, value) in fetched {
-                        cache
-                            .put(&policy, &key_of(&id), &tags_of(&id), Arc::new(value))
-                            .await;
-                    }
-                }
-            });
-        }
-
-        let mut missing = Vec::new();
-        let mut failure = None;
-        let mut stale = false;
-        if !to_load.is_empty() {
-            let call = budget::scope(
-                Budget::new(deadline, self.criticality),
-                fetch(to_load.clone()),
-            );
-            failure = match tokio::time::timeout_at(deadline, call).await {
-                Ok(Ok(mut fetched)) => {
-                    for id in &to_load {
-                        match fetched.remove(id) {
-                            Some(value) => {
-                                let value = Arc::new(value);
-                                let key = key_of(id);
-                                // Stand-ins are not rewritten while recent.
-                                if !policy.fresh_for.is_zero()
-                                    || !cache.holds_recent(&key, STAND_IN_REFRESH).await
-                                {
-                                    cache.put(&policy, &key, &tags_of(id), value.clone()).await;
-                                }
-                                found.insert(*id, value);
-                            }
-                            None => missing.push(*id),
-                        }
-                    }
-                    None
-                }
-                Ok(Err(error)) => {
-                    tracing::info!(section = self.name, %error, "section failed");
-                    Some(error.failure)
-                }
-                Err(_) => Some(self.timed_out(budget)),
-            };
-            if let Some(failure) = failure {
-                metrics::counter!(names::SECTION_FAILURES, "section" => self.name, "reason" => failure.reason()).increment(1);
-                if failure != Failure::NotFound {
-                    for id in &to_load {
-                        if let Some(copy) = cache.get::<T>(&policy, &key_of(id)).await {
-                            cache.served_stale(&policy, StaleReason::UpstreamError);
-                            found.insert(*id, copy.value);
-                            stale = true;
-                        }
-                    }
-                }
-            }
-        }
-        agg.record(Outcome {
-            name: self.name,
-            failure,
-            stale,
-            reusable_for,
-            per_user: policy.per_user,
-        });
-        let value =
-            (failure.is_none() || !found.is_empty()).then(|| Arc::new(Each { found, missing }));
-        Section {
-            name: self.name,
-            criticality: self.criticality,
-            value,
-            failure,
-        }
-    }
-
-    fn timed_out(&self, budget: Duration) -> Failure {
-        tracing::info!(
-            section = self.name,
-            budget_ms = budget.as_millis() as u64,
-            "section timed out"
-        );
-        Failure::Timeout
-    }
-}
-
-/// A section's result: the value (fresh or stale) or nothing. Values are
-/// shared with the fragment cache, hence the `Arc`: handlers shape their
-/// response from a borrow.
-#[derive(Debug)]
-pub struct Section<T> {
-    name: &'static str,
-    criticality: Criticality,
-    value: Option<Arc<T>>,
-    failure: Option<Failure>,
-}
-
-impl<T> Section<T> {
-    fn record_on(&self, span: &tracing::Span) {
-        if span.is_disabled() {
-            return;
-        }
-        span.record(
-            "bff.section.outcome",
-            self.failure.map_or("ok", Failure::reason),
-        );
-        span.record(
-            "bff.section.stale",
-            self.failure.is_some() && self.value.is_some(),
-        );
-        if self.failure.is_some() && self.value.is_none() {
-            span.record("otel.status_code", "error");
-        }
-    }
-
-    /// The value, fresh or stale; `None` when the section failed without a
-    /// stand-in.
-    pub fn into_value(self) -> Option<Arc<T>> {
-        self.value
-    }
-
-    /// The value, borrowed.
-    pub fn value(&self) -> Option<&T> {
-        self.value.as_deref()
-    }
-
-    /// Why the section failed, if it did (even when served stale).
-    pub fn failure(&self) -> Option<Failure> {
-        self.failure
-    }
-
-    /// The value of a section the response needs: 404 when its service said
-    /// it does not exist, 503 with `Retry-After` when there is no data.
-    pub fn required(self) -> Result<Arc<T>, ApiError> {
-        match (self.value, self.failure) {
-            (Some(value), _) => Ok(value),
-            (None, Some(Failure::NotFound)) => {
-                Err(ApiError::not_found(format!("{} not found", self.name)))
-            }
-            (None, _) => {
-                if self.criticality == Criticality::Optional {
-                    tracing::warn!(section = self.name, "an optional section was required");
-                }
-                Err(ApiError::unavailable(
-                    format!(
-                        "{} data is unavailable right now; try again shortly",
-                        self.name
-                    ),
-                    RETRY_AFTER_SECS,
-                ))
-            }
-        }
-    }
-}
-
-/// The value of a [`run_each`](SectionSpec::run_each) section.
-#[derive(Debug, Clone)]
-pub struct Each<K, T> {
-    /// What was found (fresh, or stale when the call failed), by id.
-    pub found: HashMap<K, Arc<T>>,
-    /// The ids the service said it does not know.
-    pub missing: Vec<K>,
-}
-
 /// The `metadata` object of an aggregated response.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
@@ -797,6 +235,13 @@ pub struct Metadata {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::HashMap;
+
+    use bff_cache::fragment::Fragment;
+    use bff_cache::tiered::FragmentPolicy;
+    use bff_upstream::budget;
+    use bff_upstream::{Failure, UpstreamError};
+
     use super::*;
 
     /// Kept only to stand in for failures.
@@ -1085,7 +530,7 @@ mod tests {
         let store = fresh_store(false);
         let asked = Arc::new(Mutex::new(Vec::<Vec<u32>>::new()));
         let fetch = |ids: Vec<u32>| {
-            asked.lock().expect("lock").push(ids.clone());
+            asked.lock().push(ids.clone());
             async move {
                 // 9 does not exist.
                 Ok::<_, UpstreamError>(
@@ -1113,7 +558,7 @@ mod tests {
         let second = second.required().expect("found");
         assert_eq!(second.found.len(), 3);
         assert_eq!(
-            *asked.lock().expect("lock"),
+            *asked.lock(),
             vec![vec![1, 2, 9], vec![3]],
             "only the id no batch had loaded was fetched"
         );
