@@ -15,13 +15,14 @@ mod fragments;
 mod products;
 
 use axum::Router;
+use axum::extract::FromRef;
 use axum::extract::Request;
 use axum::middleware::{Next, from_fn, from_fn_with_state};
 use axum::response::Response;
 use bff_auth::Claims;
 use bff_clients::{InventoryClient, PricingClient, ProductClient, upstreams};
 use bff_edge::versioning;
-use bff_edge::{BffSpec, EdgeBuilder, Shared, StartError};
+use bff_edge::{AggregateState, BffSpec, EdgeBuilder, Shared, StartError};
 use bff_problem::ApiError;
 
 use utoipa_axum::router::OpenApiRouter;
@@ -48,6 +49,14 @@ pub struct AppState {
     products: ProductClient,
     pricing: PricingClient,
     inventory: InventoryClient,
+}
+
+/// The router's state: the handlers' [`AppState`] and what the edge's
+/// [`bff_edge::Aggregate`] extractor takes, each reached by `FromRef`.
+#[derive(Clone, FromRef)]
+struct RouterState {
+    app: Arc<AppState>,
+    aggregate: AggregateState,
 }
 
 async fn require_catalog_scope(
@@ -84,11 +93,15 @@ pub async fn app(shared: Shared) -> Result<Router, StartError> {
         .merge(v1)
         .merge(v2)
         .routes(routes!(products::negotiated))
-        .route_layer(from_fn(require_catalog_scope))
-        .with_state(Arc::new(state))
+        .with_state(RouterState {
+            app: Arc::new(state),
+            aggregate: shared.aggregate_state(),
+        })
         .split_for_parts();
+    // The scope check is a concern of these routes only, after the token is
+    // verified: it joins the edge's API stack rather than adding a layer.
     Ok(EdgeBuilder::new(shared)
-        .authenticated(api)
+        .authenticated_with(api, from_fn(require_catalog_scope))
         .openapi(doc, DESCRIPTION)
         .build())
 }

@@ -16,11 +16,12 @@ mod live;
 mod product;
 
 use axum::Router;
+use axum::extract::FromRef;
 use bff_clients::{
     InventoryClient, OrderClient, PriceFeed, PricingClient, ProductClient, RecommendationClient,
     ReviewClient, UserClient, upstreams,
 };
-use bff_edge::{BffSpec, EdgeBuilder, Shared, StartError};
+use bff_edge::{AggregateState, BffSpec, EdgeBuilder, Shared, StartError};
 
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -48,6 +49,14 @@ pub struct AppState {
     reviews: ReviewClient,
     inventory: InventoryClient,
     live: live::Live,
+}
+
+/// The router's state: the handlers' [`AppState`] and what the edge's
+/// [`bff_edge::Aggregate`] extractor takes, each reached by `FromRef`.
+#[derive(Clone, FromRef)]
+struct RouterState {
+    app: Arc<AppState>,
+    aggregate: AggregateState,
 }
 
 /// The web BFF's app over `shared`.
@@ -93,7 +102,10 @@ pub async fn app(shared: Shared) -> Result<Router, StartError> {
         .routes(routes!(dashboard::dashboard))
         .routes(routes!(product::product_page))
         .routes(routes!(live::live))
-        .with_state(Arc::new(state))
+        .with_state(RouterState {
+            app: Arc::new(state),
+            aggregate: shared.aggregate_state(),
+        })
         .split_for_parts();
     Ok(EdgeBuilder::new(shared)
         .authenticated(api)

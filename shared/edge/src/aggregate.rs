@@ -1,32 +1,23 @@
 //! The [`Aggregate`] extractor and the client's degradation preference.
 //!
 //! Handlers declare sections and shape data; the plumbing of an aggregation
-//! (the configured deadlines, the fragment cache, the matched route as the
-//! metrics label, and whether the client asked for `Prefer:
-//! handling=strict`) is taken here, once, from the request; and the
-//! response's `Cache-Control` is set here from what its sections served
-//! ([`bff_aggregate::Reuse`]): `private` when any of them is per-user data,
-//! `max-age` the shortest freshness left, `no-store` on a partial answer.
+//! (the configured deadlines and the fragment cache from the app's state,
+//! the matched route as the metrics label, and whether the client asked
+//! for `Prefer: handling=strict`) is taken here, once, from the request.
+//! What its sections served ([`bff_aggregate::Reuse`]) is left in the
+//! request's [`ReuseSlot`], from which the API stack sets the response's
+//! `Cache-Control`.
 
 use std::convert::Infallible;
-use std::future::Future;
-use std::net::SocketAddr;
 use std::ops::Deref;
-use std::pin::Pin;
-use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
+use std::sync::Arc;
 
-use axum::extract::{ConnectInfo, FromRequestParts, MatchedPath, Request};
-use axum::response::{IntoResponse, Response};
-use bff_aggregate::{Aggregation, ReuseHandle};
-use bff_auth::Claims;
-use bff_problem::ApiError;
+use axum::extract::{FromRef, FromRequestParts, MatchedPath};
+use bff_aggregate::{Aggregation, Deadlines, Reuse, ReuseHandle};
+use bff_cache::tiered::FragmentStore;
+use http::HeaderMap;
 use http::request::Parts;
-use http::{HeaderMap, HeaderValue, StatusCode, header};
-
-use crate::in_flight::{GaveUp, InFlight};
-use crate::ratelimit;
-use crate::shared::Shared;
+use parking_lot::Mutex;
 
 /// The `Prefer` header (RFC 7240).
 pub const PREFER: &str = "prefer";
@@ -54,6 +45,27 @@ pub fn prefers_strict(headers: &HeaderMap) -> bool {
         })
 }
 
+/// What the [`Aggregate`] extractor takes from the app's state (by axum's
+/// `FromRef`): the fragment cache and the configured deadlines. A BFF puts
+/// the one [`crate::Shared::aggregate_state`] gives it in its router's
+/// state; a handler that extracts [`Aggregate`] on a router whose state
+/// lacks it does not compile.
+#[derive(Debug, Clone)]
+pub struct AggregateState {
+    fragments: FragmentStore,
+    deadlines: Deadlines,
+}
+
+impl AggregateState {
+    /// The state over `fragments`, with sections held to `deadlines`.
+    pub fn new(fragments: FragmentStore, deadlines: Deadlines) -> Self {
+        AggregateState {
+            fragments,
+            deadlines,
+        }
+    }
+}
+
 /// An [`Aggregation`] set up for the current request.
 #[derive(Debug)]
 pub struct Aggregate(pub Aggregation);
@@ -65,14 +77,18 @@ impl Deref for Aggregate {
     }
 }
 
-impl<S: Send + Sync> FromRequestParts<S> for Aggregate {
-    type Rejection = ApiError;
+impl<S> FromRequestParts<S> for Aggregate
+where
+    S: Send + Sync,
+    AggregateState: FromRef<S>,
+{
+    type Rejection = Infallible;
 
-    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
-        let Some(shared) = parts.extensions.get::<Shared>() else {
-            tracing::error!("Aggregate used on a route outside EdgeBuilder::authenticated");
-            return Err(ApiError::internal());
-        };
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Infallible> {
+        let AggregateState {
+            fragments,
+            deadlines,
+        } = AggregateState::from_ref(state);
         let route = parts
             .extensions
             .get::<MatchedPath>()
@@ -81,20 +97,21 @@ impl<S: Send + Sync> FromRequestParts<S> for Aggregate {
             .extensions
             .get::<crate::context::RequestContext>()
             .is_none_or(|ctx| ctx.trace.is_sampled());
-        let aggregation =
-            Aggregation::new(shared.fragments().clone(), shared.config().deadlines, route)
-                .strict(prefers_strict(&parts.headers))
-                .traced(traced);
+        let aggregation = Aggregation::new(fragments, deadlines, route)
+            .strict(prefers_strict(&parts.headers))
+            .traced(traced);
+        // Outside the API stack (no slot) the response keeps the handler's
+        // cache headers only.
         if let Some(slot) = parts.extensions.get::<ReuseSlot>() {
-            *slot.0.lock().unwrap_or_else(|p| p.into_inner()) = Some(aggregation.reuse_handle());
+            slot.fill(aggregation.reuse_handle());
         }
         Ok(Aggregate(aggregation))
     }
 }
 
-/// Where the request's aggregation leaves its [`ReuseHandle`] for
-/// [`ApiLayer`] to read once the handler is done (in the request's
-/// extensions on the authenticated API routes).
+/// Where the request's aggregation leaves its [`ReuseHandle`] for the
+/// cache headers (and the ETag layer) to read once the handler is done (in
+/// the request's extensions on the authenticated API routes).
 #[derive(Clone, Default)]
 pub struct ReuseSlot(Arc<Mutex<Option<ReuseHandle>>>);
 
@@ -108,180 +125,23 @@ impl ReuseSlot {
     /// Whether the sections that ran say how the response may be reused
     /// (the edge then sets its `Cache-Control` from them).
     pub fn decided(&self) -> bool {
-        self.0
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .as_ref()
-            .and_then(ReuseHandle::reuse)
-            .is_some()
-    }
-}
-
-/// Layer of the authenticated API routes, in one step per request so the
-/// route is wrapped once (every layer on an axum route is one more boxed
-/// service, and each of those is cloned, with every boxed service inside
-/// it, on every request). From the outside in:
-///
-/// 0. waits for a place among the API requests in flight
-///    ([`crate::BffConfig::max_in_flight`], sized to the load by
-///    [`crate::in_flight`]; one bound for every API route, waiters served in
-///    arrival order) before any work is done, for at most the request
-///    deadline (`BFF_DEADLINE_REQUEST`), after which it answers 503 with
-///    `Retry-After`;
-/// 1. makes [`Shared`] reachable for [`Aggregate`], and on the way out sets
-///    `Cache-Control` from what the sections served and says
-///    `Preference-Applied: handling=strict` when the client asked for it
-///    (every API route honours it);
-/// 2. refuses a client address over its `anonymous` quota, and counts a
-///    failed authentication against it ([`crate::ratelimit`]);
-/// 3. verifies the bearer token ([`bff_auth::authenticate`]);
-/// 4. counts the request against its caller's quota.
-#[derive(Debug, Clone)]
-pub(crate) struct ApiLayer {
-    shared: Shared,
-    in_flight: Option<Arc<InFlight>>,
-}
-
-impl ApiLayer {
-    /// `in_flight` is shared by every route the layer is applied to.
-    pub(crate) fn new(shared: Shared, in_flight: Option<Arc<InFlight>>) -> Self {
-        ApiLayer { shared, in_flight }
-    }
-}
-
-impl<S> tower::Layer<S> for ApiLayer {
-    type Service = ApiService<S>;
-
-    fn layer(&self, inner: S) -> Self::Service {
-        ApiService {
-            inner,
-            shared: self.shared.clone(),
-            in_flight: self.in_flight.clone(),
-        }
-    }
-}
-
-/// The service of [`ApiLayer`].
-#[derive(Debug, Clone)]
-pub(crate) struct ApiService<S> {
-    inner: S,
-    shared: Shared,
-    in_flight: Option<Arc<InFlight>>,
-}
-
-impl<S> tower::Service<Request> for ApiService<S>
-where
-    S: tower::Service<Request, Response = Response, Error = Infallible> + Clone + Send + 'static,
-    S::Future: Send,
-{
-    type Response = Response;
-    type Error = Infallible;
-    type Future = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
+        self.reuse().is_some()
     }
 
-    fn call(&mut self, mut request: Request) -> Self::Future {
-        // The ready service goes with the request; a clone stays for the
-        // next one (tower's convention).
-        let clone = self.inner.clone();
-        let inner = std::mem::replace(&mut self.inner, clone);
-        let shared = self.shared.clone();
-        let in_flight = self.in_flight.clone();
-        Box::pin(async move {
-            let _place = match &in_flight {
-                Some(bound) => match bound.enter(shared.config().deadlines.request).await {
-                    Ok(place) => Some(place),
-                    Err(gave_up) => return Ok(overloaded(gave_up)),
-                },
-                None => None,
-            };
-            let strict = prefers_strict(request.headers());
-            let slot = ReuseSlot::default();
-            request.extensions_mut().insert(shared.clone());
-            request.extensions_mut().insert(slot.clone());
-            let response = guarded(&shared, request, inner).await;
-            Ok(finish(response, &slot, strict))
-        })
+    /// Keeps the handle of the request's aggregation.
+    fn fill(&self, handle: ReuseHandle) {
+        *self.0.lock() = Some(handle);
     }
-}
 
-/// The answer to a request that waited the whole request deadline for a
-/// place among those in flight: the replica is past what its CPU or its
-/// upstreams get through, and working on a request this late would only
-/// answer a client that has given up while the queue behind it grows.
-fn overloaded(gave_up: GaveUp) -> Response {
-    tracing::debug!(
-        waited_ms = gave_up.0.as_millis(),
-        "request refused: no place among the requests in flight within the request deadline"
-    );
-    ApiError::unavailable(
-        format!(
-            "the server is at its bound on requests in flight and this request could not start within {} ms",
-            gave_up.0.as_millis()
-        ),
-        1,
-    )
-    .into_response()
-}
-
-/// Steps 2 to 4 of [`ApiLayer`], and the handler.
-async fn guarded<S>(shared: &Shared, mut request: Request, mut inner: S) -> Response
-where
-    S: tower::Service<Request, Response = Response, Error = Infallible>,
-{
-    let peer = request.extensions().get::<ConnectInfo<SocketAddr>>();
-    let ip = match ratelimit::anonymous_before(shared, peer) {
-        Ok(ip) => ip,
-        Err(refused) => return *refused,
-    };
-    let response = match bff_auth::authenticate(shared.auth(), &mut request).await {
-        Err(refused) => refused.into_response(),
-        Ok(()) => match ratelimit::per_caller(shared, request.extensions().get::<Claims>()).await {
-            Err(refused) => refused,
-            Ok(decision) => {
-                let response = match inner.call(request).await {
-                    Ok(response) => response,
-                    Err(never) => match never {},
-                };
-                ratelimit::with_fields(response, decision.as_ref())
-            }
-        },
-    };
-    match ip {
-        Some(ip) => ratelimit::anonymous_after(shared, ip, response).await,
-        None => response,
+    pub(crate) fn reuse(&self) -> Option<Reuse> {
+        self.0.lock().as_ref().and_then(ReuseHandle::reuse)
     }
-}
-
-/// Step 1 of [`ApiLayer`] on the way out.
-fn finish(mut response: Response, slot: &ReuseSlot, strict: bool) -> Response {
-    let status = response.status();
-    if (status.is_success() || status == StatusCode::NOT_MODIFIED)
-        && !response.headers().contains_key(header::CACHE_CONTROL)
-        && let Some(reuse) = slot
-            .0
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .as_ref()
-            .and_then(ReuseHandle::reuse)
-        && let Ok(value) = HeaderValue::from_str(&reuse.header_value())
-    {
-        response.headers_mut().insert(header::CACHE_CONTROL, value);
-    }
-    if strict {
-        response.headers_mut().insert(
-            PREFERENCE_APPLIED,
-            HeaderValue::from_static("handling=strict"),
-        );
-    }
-    response
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http::HeaderValue;
 
     fn prefer(values: &[&str]) -> bool {
         let mut headers = HeaderMap::new();

@@ -23,10 +23,11 @@
 //! stalls; here a stalled upstream holds more requests in flight, and the
 //! bound grows with them, up to the ceiling.
 
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bff_telemetry::names;
+use parking_lot::Mutex;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// How often the bound is sized again: long enough to average a burst
@@ -216,10 +217,10 @@ impl InFlight {
         self.sizing().limit
     }
 
-    fn sizing(&self) -> std::sync::MutexGuard<'_, Sizing> {
+    fn sizing(&self) -> parking_lot::MutexGuard<'_, Sizing> {
         // The sizing is a handful of counters, consistent after every
         // statement: a panic elsewhere while it was held leaves it usable.
-        self.sizing.lock().unwrap_or_else(PoisonError::into_inner)
+        self.sizing.lock()
     }
 
     fn maybe_resize(&self, sizing: &mut Sizing, now: Instant) {

@@ -12,15 +12,21 @@
 //! - [`etag`]: strong ETags and `304 Not Modified`.
 //! - [`extract`]: query extraction whose rejection names the field.
 //! - [`aggregate`]: the [`Aggregate`] extractor (deadlines, cache, route
-//!   label, `Prefer: handling=strict`).
+//!   label, `Prefer: handling=strict`), its state taken by `FromRef`.
+//! - the API stack (`src/api/`): one layer per concern of the
+//!   authenticated routes — admission, the anonymous limit,
+//!   authentication, the per-caller limit, cache headers.
 //! - [`health`]: `/healthz`, `/readyz`, `/metrics`.
 //! - [`server`]: bind, serve HTTP/1.1 and h2c, drain on SIGTERM.
-//! - [`Shared`] and [`EdgeBuilder`]: the pieces a BFF composes its app from.
+//! - [`Shared`]: the pieces a BFF builds its state from;
+//!   [`EdgeBuilder`]: the composition of its app.
 
 #![warn(missing_docs)]
 
 pub mod admin;
 pub mod aggregate;
+mod api;
+mod app;
 pub mod config;
 pub mod context;
 pub mod etag;
@@ -35,7 +41,8 @@ pub mod server;
 mod shared;
 pub mod versioning;
 
-pub use aggregate::Aggregate;
+pub use aggregate::{Aggregate, AggregateState};
+pub use app::EdgeBuilder;
 pub use config::{BffConfig, BffSpec, ConfigError};
 pub use context::RequestContext;
-pub use shared::{EdgeBuilder, Shared, StartError};
+pub use shared::{Shared, StartError};

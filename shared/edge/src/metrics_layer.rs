@@ -8,13 +8,14 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::{OnceLock, PoisonError, RwLock};
+use std::sync::OnceLock;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
 use axum::extract::MatchedPath;
 use bff_telemetry::names;
 use http::StatusCode;
+use parking_lot::RwLock;
 
 /// Counts a request as active until it ends or is dropped.
 struct Active(metrics::Gauge);
@@ -50,12 +51,7 @@ fn histogram(route: &str, method: &'static str, status: StatusCode) -> metrics::
     static SERIES: OnceLock<RwLock<HashMap<Box<str>, RouteSeries>>> = OnceLock::new();
     let series = SERIES.get_or_init(RwLock::default);
     let key = (method, status.as_u16());
-    if let Some(histogram) = series
-        .read()
-        .unwrap_or_else(PoisonError::into_inner)
-        .get(route)
-        .and_then(|route| route.get(&key))
-    {
+    if let Some(histogram) = series.read().get(route).and_then(|route| route.get(&key)) {
         return histogram.clone();
     }
     let histogram = metrics::histogram!(
@@ -66,7 +62,6 @@ fn histogram(route: &str, method: &'static str, status: StatusCode) -> metrics::
     );
     series
         .write()
-        .unwrap_or_else(PoisonError::into_inner)
         .entry(route.into())
         .or_default()
         .insert(key, histogram.clone());

@@ -1,27 +1,16 @@
-//! What every BFF of a process shares, and the composition of its app.
+//! What every BFF of a process shares: the pieces its app is composed from
+//! (by [`crate::EdgeBuilder`]) and its handlers' state is built from.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::Router;
-use axum::response::{IntoResponse, Response};
 use bff_auth::{AuthConfig, Authenticator, IssuerConfig};
 use bff_cache::tiered::{FragmentStore, TieredCache, TieredConfig, TieredError};
-use bff_problem::ApiError;
-use bff_ratelimit::{Decision, LimiterConfig, LimiterError, RateLimiter};
+use bff_ratelimit::{LimiterConfig, LimiterError, RateLimiter};
 use bff_upstream::{Registry, RegistryError};
-use http::{HeaderValue, Method, header};
-use tower_http::catch_panic::CatchPanicLayer;
-use tower_http::compression::CompressionLayer;
-use tower_http::cors::{AllowOrigin, CorsLayer};
-use tower_http::limit::RequestBodyLimitLayer;
-use tower_http::set_header::SetResponseHeaderLayer;
 
+use crate::aggregate::AggregateState;
 use crate::config::BffConfig;
-use crate::context::RequestContextLayer;
-use crate::etag::PerEncodingLayer;
-use crate::metrics_layer::MetricsLayer;
-use crate::{health, ratelimit};
 
 /// Why a BFF could not start.
 #[derive(Debug, thiserror::Error)]
@@ -51,7 +40,6 @@ struct Inner {
     cache: FragmentStore,
     registry: Registry,
     limiter: Option<RateLimiter>,
-    blocked: crate::ratelimit::Blocked,
     streams: bff_live::Streams,
 }
 
@@ -130,7 +118,6 @@ impl Shared {
                 cache,
                 registry,
                 limiter,
-                blocked: ratelimit::Blocked::new(),
                 streams,
             }),
         })
@@ -151,6 +138,12 @@ impl Shared {
         &self.inner.cache
     }
 
+    /// What the [`crate::Aggregate`] extractor takes from a router's state:
+    /// the fragment cache and the configured deadlines.
+    pub fn aggregate_state(&self) -> AggregateState {
+        AggregateState::new(self.inner.cache.clone(), self.inner.config.deadlines)
+    }
+
     /// The upstreams this BFF declared, to build its clients from.
     pub fn registry(&self) -> &Registry {
         &self.inner.registry
@@ -166,143 +159,4 @@ impl Shared {
     pub fn limiter(&self) -> Option<&RateLimiter> {
         self.inner.limiter.as_ref()
     }
-
-    pub(crate) fn blocked(&self, ip: std::net::IpAddr) -> Option<Decision> {
-        self.inner.blocked.get(ip)
-    }
-
-    pub(crate) fn block(&self, ip: std::net::IpAddr, decision: &Decision) {
-        self.inner.blocked.insert(ip, decision);
-    }
-}
-
-/// Composes a BFF's app: its authenticated API routes, the health routes,
-/// and the edge layers every BFF has, in the same order everywhere.
-#[derive(Debug)]
-pub struct EdgeBuilder {
-    shared: Shared,
-    api: Router,
-    /// The bound on API requests in flight (`BffConfig::max_in_flight`),
-    /// one for every authenticated route; probes and metrics are outside.
-    in_flight: Option<Arc<crate::in_flight::InFlight>>,
-    document: Option<serde_json::Value>,
-}
-
-impl EdgeBuilder {
-    /// A builder over `shared`.
-    pub fn new(shared: Shared) -> Self {
-        let in_flight = shared
-            .config()
-            .max_in_flight
-            .map(crate::in_flight::InFlight::new);
-        EdgeBuilder {
-            shared,
-            api: Router::new(),
-            in_flight,
-            document: None,
-        }
-    }
-
-    /// Adds routes that require a verified bearer token, rate-limited per
-    /// caller (and, for failed authentications, per client address), within
-    /// the bound on API requests in flight.
-    pub fn authenticated(mut self, routes: Router) -> Self {
-        let layer = crate::aggregate::ApiLayer::new(self.shared.clone(), self.in_flight.clone());
-        self.api = self.api.merge(routes.route_layer(layer));
-        self
-    }
-
-    /// Serves the OpenAPI document of the routes (`GET /openapi.json`), with
-    /// what every route shares added ([`crate::openapi::document`]).
-    pub fn openapi(mut self, doc: utoipa::openapi::OpenApi, description: &str) -> Self {
-        self.document = Some(crate::openapi::document(
-            doc,
-            self.shared.config().name,
-            self.shared.config().version,
-            description,
-        ));
-        self
-    }
-
-    /// The finished app. Layers, from the outside in: request context and
-    /// problem rescue, metrics, compression (br preferred, gzip), body limit.
-    pub fn build(self) -> Router {
-        let body_limit = self.shared.config().body_limit;
-        let name = self.shared.config().name;
-        let admin = crate::admin::router(&self.shared).unwrap_or_default();
-        let document = self
-            .document
-            .as_ref()
-            .map(crate::openapi::router)
-            .unwrap_or_default();
-        let cors = cors(&self.shared.config().cors_origins);
-        // One layer on the routes, not one per middleware: axum wraps a
-        // route in a boxed service per `layer` call, and each of those is
-        // cloned and boxed again on every request.
-        let edge = tower::ServiceBuilder::new()
-            .layer(RequestContextLayer::new(name))
-            .layer(MetricsLayer)
-            .layer(PerEncodingLayer)
-            .layer(CompressionLayer::new().br(true).gzip(true))
-            .layer(RequestBodyLimitLayer::new(body_limit))
-            .option_layer(cors)
-            .layer(SetResponseHeaderLayer::if_not_present(
-                header::REFERRER_POLICY,
-                HeaderValue::from_static("no-referrer"),
-            ))
-            .layer(SetResponseHeaderLayer::if_not_present(
-                header::X_CONTENT_TYPE_OPTIONS,
-                HeaderValue::from_static("nosniff"),
-            ))
-            .layer(CatchPanicLayer::custom(panicked as fn(_) -> Response));
-        Router::new()
-            .merge(self.api)
-            .merge(admin)
-            .merge(document)
-            .merge(health::router(self.shared))
-            .fallback(|| async { ApiError::not_found("no such resource") })
-            .layer(edge)
-    }
-}
-
-/// A handler (or middleware) panicked: the request gets a 500 problem+json
-/// (the request id is added on the way out), the server goes on.
-fn panicked(panic: Box<dyn std::any::Any + Send + 'static>) -> Response {
-    let message = panic
-        .downcast_ref::<String>()
-        .map(String::as_str)
-        .or_else(|| panic.downcast_ref::<&str>().copied())
-        .unwrap_or("(no message)");
-    tracing::error!(panic = message, "a handler panicked");
-    ApiError::internal().into_response()
-}
-
-/// CORS for the configured browser origins (`BFF_CORS_ORIGINS`): the API's
-/// methods, the headers a client sends, and the ones it may read. None when
-/// no origin is configured (then no CORS header is ever sent).
-fn cors(origins: &[HeaderValue]) -> Option<CorsLayer> {
-    if origins.is_empty() {
-        return None;
-    }
-    Some(
-        CorsLayer::new()
-            .allow_origin(AllowOrigin::list(origins.iter().cloned()))
-            .allow_methods([Method::GET, Method::POST, Method::OPTIONS])
-            .allow_headers([
-                header::AUTHORIZATION,
-                header::CONTENT_TYPE,
-                header::IF_NONE_MATCH,
-                http::HeaderName::from_static("x-request-id"),
-                http::HeaderName::from_static("prefer"),
-            ])
-            .expose_headers([
-                header::ETAG,
-                header::RETRY_AFTER,
-                http::HeaderName::from_static("x-request-id"),
-                http::HeaderName::from_static("ratelimit"),
-                http::HeaderName::from_static("ratelimit-policy"),
-                http::HeaderName::from_static("preference-applied"),
-            ])
-            .max_age(std::time::Duration::from_secs(600)),
-    )
 }

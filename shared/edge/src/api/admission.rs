@@ -1,0 +1,104 @@
+//! Admission: a place among the API requests in flight before any work is
+//! done ([`crate::BffConfig::max_in_flight`], sized to the load by
+//! [`crate::in_flight`]; one bound for every API route, waiters served in
+//! arrival order), for at most the request deadline
+//! (`BFF_DEADLINE_REQUEST`), after which the answer is 503 with
+//! `Retry-After`.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use axum::extract::Request;
+use axum::response::{IntoResponse, Response};
+use bff_problem::ApiError;
+use tower::{Layer, Service};
+
+use super::{ResponseFuture, take_ready};
+use crate::in_flight::{GaveUp, InFlight};
+
+/// Waits for a place among the API requests in flight.
+#[derive(Debug, Clone)]
+pub(crate) struct AdmissionLayer {
+    bound: Option<Arc<InFlight>>,
+    patience: Duration,
+}
+
+impl AdmissionLayer {
+    /// `bound` is shared by every route the layer is applied to; `None`
+    /// admits every request at once.
+    pub(crate) fn new(bound: Option<Arc<InFlight>>, patience: Duration) -> Self {
+        AdmissionLayer { bound, patience }
+    }
+}
+
+impl<S> Layer<S> for AdmissionLayer {
+    type Service = Admission<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        Admission {
+            inner,
+            bound: self.bound.clone(),
+            patience: self.patience,
+        }
+    }
+}
+
+/// The service of [`AdmissionLayer`].
+#[derive(Debug, Clone)]
+pub(crate) struct Admission<S> {
+    inner: S,
+    bound: Option<Arc<InFlight>>,
+    patience: Duration,
+}
+
+impl<S> Service<Request> for Admission<S>
+where
+    S: Service<Request, Response = Response, Error = Infallible> + Clone + Send + 'static,
+    S::Future: Send,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = ResponseFuture;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request) -> Self::Future {
+        let mut inner = take_ready(&mut self.inner);
+        let bound = self.bound.clone();
+        let patience = self.patience;
+        Box::pin(async move {
+            // Held until the response is made (dropped with the future).
+            let _place = match &bound {
+                Some(bound) => match bound.enter(patience).await {
+                    Ok(place) => Some(place),
+                    Err(gave_up) => return Ok(overloaded(gave_up)),
+                },
+                None => None,
+            };
+            inner.call(request).await
+        })
+    }
+}
+
+/// The answer to a request that waited the whole request deadline for a
+/// place among those in flight: the replica is past what its CPU or its
+/// upstreams get through, and working on a request this late would only
+/// answer a client that has given up while the queue behind it grows.
+fn overloaded(gave_up: GaveUp) -> Response {
+    tracing::debug!(
+        waited_ms = gave_up.0.as_millis(),
+        "request refused: no place among the requests in flight within the request deadline"
+    );
+    ApiError::unavailable(
+        format!(
+            "the server is at its bound on requests in flight and this request could not start within {} ms",
+            gave_up.0.as_millis()
+        ),
+        1,
+    )
+    .into_response()
+}

@@ -1,0 +1,79 @@
+//! Cache headers, innermost: the request gets a [`ReuseSlot`] where its
+//! aggregation leaves what its sections served, and on the way out the
+//! response's `Cache-Control` is set from it (`private` when any section is
+//! per-user data, `max-age` the shortest freshness left, `no-store` on a
+//! partial answer) unless the handler set one;
+//! `Preference-Applied: handling=strict` says the client's preference for a
+//! failure over a partial answer was honoured (every API route honours it).
+
+use std::convert::Infallible;
+use std::task::{Context, Poll};
+
+use axum::extract::Request;
+use axum::response::Response;
+use http::{HeaderValue, StatusCode, header};
+use tower::{Layer, Service};
+
+use super::{ResponseFuture, take_ready};
+use crate::aggregate::{PREFERENCE_APPLIED, ReuseSlot, prefers_strict};
+
+/// Sets the cache headers of the API responses.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct CacheHeadersLayer;
+
+impl<S> Layer<S> for CacheHeadersLayer {
+    type Service = CacheHeaders<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        CacheHeaders { inner }
+    }
+}
+
+/// The service of [`CacheHeadersLayer`].
+#[derive(Debug, Clone)]
+pub(crate) struct CacheHeaders<S> {
+    inner: S,
+}
+
+impl<S> Service<Request> for CacheHeaders<S>
+where
+    S: Service<Request, Response = Response, Error = Infallible> + Clone + Send + 'static,
+    S::Future: Send,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = ResponseFuture;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: Request) -> Self::Future {
+        let mut inner = take_ready(&mut self.inner);
+        let strict = prefers_strict(request.headers());
+        let slot = ReuseSlot::default();
+        request.extensions_mut().insert(slot.clone());
+        Box::pin(async move {
+            let response = inner.call(request).await?;
+            Ok(finish(response, &slot, strict))
+        })
+    }
+}
+
+fn finish(mut response: Response, slot: &ReuseSlot, strict: bool) -> Response {
+    let status = response.status();
+    if (status.is_success() || status == StatusCode::NOT_MODIFIED)
+        && !response.headers().contains_key(header::CACHE_CONTROL)
+        && let Some(reuse) = slot.reuse()
+        && let Ok(value) = HeaderValue::from_str(&reuse.header_value())
+    {
+        response.headers_mut().insert(header::CACHE_CONTROL, value);
+    }
+    if strict {
+        response.headers_mut().insert(
+            PREFERENCE_APPLIED,
+            HeaderValue::from_static("handling=strict"),
+        );
+    }
+    response
+}
