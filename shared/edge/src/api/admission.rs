@@ -7,79 +7,48 @@
 
 use std::convert::Infallible;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::extract::Request;
 use axum::response::{IntoResponse, Response};
 use bff_problem::ApiError;
-use tower::{Layer, Service};
+use tower::Service;
 
-use super::{ResponseFuture, take_ready};
+use super::{ResponseFuture, Step};
 use crate::in_flight::{GaveUp, InFlight};
 
 /// Waits for a place among the API requests in flight.
 #[derive(Debug, Clone)]
-pub(crate) struct AdmissionLayer {
+pub(crate) struct Admission {
     bound: Option<Arc<InFlight>>,
     patience: Duration,
 }
 
-impl AdmissionLayer {
-    /// `bound` is shared by every route the layer is applied to; `None`
+impl Admission {
+    /// `bound` is shared by every route the stack is applied to; `None`
     /// admits every request at once.
     pub(crate) fn new(bound: Option<Arc<InFlight>>, patience: Duration) -> Self {
-        AdmissionLayer { bound, patience }
+        Admission { bound, patience }
     }
 }
 
-impl<S> Layer<S> for AdmissionLayer {
-    type Service = Admission<S>;
-
-    fn layer(&self, inner: S) -> Self::Service {
-        Admission {
-            inner,
-            bound: self.bound.clone(),
-            patience: self.patience,
-        }
-    }
-}
-
-/// The service of [`AdmissionLayer`].
-#[derive(Debug, Clone)]
-pub(crate) struct Admission<S> {
-    inner: S,
-    bound: Option<Arc<InFlight>>,
-    patience: Duration,
-}
-
-impl<S> Service<Request> for Admission<S>
-where
-    S: Service<Request, Response = Response, Error = Infallible> + Clone + Send + 'static,
-    S::Future: Send,
-{
-    type Response = Response;
-    type Error = Infallible;
-    type Future = ResponseFuture;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, request: Request) -> Self::Future {
-        let mut inner = take_ready(&mut self.inner);
-        let bound = self.bound.clone();
+impl Step for Admission {
+    fn call<S>(&self, mut next: S, request: Request) -> ResponseFuture
+    where
+        S: Service<Request, Response = Response, Error = Infallible> + Send + 'static,
+        S::Future: Send,
+    {
+        let Some(bound) = self.bound.clone() else {
+            return Box::pin(next.call(request));
+        };
         let patience = self.patience;
         Box::pin(async move {
             // Held until the response is made (dropped with the future).
-            let _place = match &bound {
-                Some(bound) => match bound.enter(patience).await {
-                    Ok(place) => Some(place),
-                    Err(gave_up) => return Ok(overloaded(gave_up)),
-                },
-                None => None,
+            let _place = match bound.enter(patience).await {
+                Ok(place) => place,
+                Err(gave_up) => return Ok(overloaded(gave_up)),
             };
-            inner.call(request).await
+            next.call(request).await
         })
     }
 }

@@ -6,73 +6,37 @@
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 
 use axum::extract::{ConnectInfo, Request};
 use axum::response::Response;
-use tower::{Layer, Service};
+use tower::Service;
 
-use super::{ResponseFuture, take_ready};
+use super::{ResponseFuture, Step};
 use crate::ratelimit::Limits;
 
-/// Counts failed authentications per client address.
+/// Counts failed authentications per client address; `None` (rate limits
+/// off) lets every request through.
 #[derive(Debug, Clone)]
-pub(crate) struct AnonymousLimitLayer {
-    limits: Option<Arc<Limits>>,
-}
+pub(crate) struct AnonymousLimit(pub(crate) Option<Arc<Limits>>);
 
-impl AnonymousLimitLayer {
-    /// `None` (rate limits off) lets every request through.
-    pub(crate) fn new(limits: Option<Arc<Limits>>) -> Self {
-        AnonymousLimitLayer { limits }
-    }
-}
-
-impl<S> Layer<S> for AnonymousLimitLayer {
-    type Service = AnonymousLimit<S>;
-
-    fn layer(&self, inner: S) -> Self::Service {
-        AnonymousLimit {
-            inner,
-            limits: self.limits.clone(),
-        }
-    }
-}
-
-/// The service of [`AnonymousLimitLayer`].
-#[derive(Debug, Clone)]
-pub(crate) struct AnonymousLimit<S> {
-    inner: S,
-    limits: Option<Arc<Limits>>,
-}
-
-impl<S> Service<Request> for AnonymousLimit<S>
-where
-    S: Service<Request, Response = Response, Error = Infallible> + Clone + Send + 'static,
-    S::Future: Send,
-{
-    type Response = Response;
-    type Error = Infallible;
-    type Future = ResponseFuture;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, request: Request) -> Self::Future {
-        let mut inner = take_ready(&mut self.inner);
+impl Step for AnonymousLimit {
+    fn call<S>(&self, mut next: S, request: Request) -> ResponseFuture
+    where
+        S: Service<Request, Response = Response, Error = Infallible> + Send + 'static,
+        S::Future: Send,
+    {
         let peer = request
             .extensions()
             .get::<ConnectInfo<SocketAddr>>()
             .map(|c| c.0.ip());
-        let (Some(limits), Some(ip)) = (self.limits.clone(), peer) else {
-            return Box::pin(inner.call(request));
+        let (Some(limits), Some(ip)) = (self.0.clone(), peer) else {
+            return Box::pin(next.call(request));
         };
         Box::pin(async move {
             if let Err(refused) = limits.anonymous_before(ip) {
                 return Ok(*refused);
             }
-            let response = inner.call(request).await?;
+            let response = next.call(request).await?;
             Ok(limits.anonymous_after(ip, response).await)
         })
     }

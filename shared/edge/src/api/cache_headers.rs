@@ -7,54 +7,30 @@
 //! failure over a partial answer was honoured (every API route honours it).
 
 use std::convert::Infallible;
-use std::task::{Context, Poll};
 
 use axum::extract::Request;
 use axum::response::Response;
 use http::{HeaderValue, StatusCode, header};
-use tower::{Layer, Service};
+use tower::Service;
 
-use super::{ResponseFuture, take_ready};
+use super::{ResponseFuture, Step};
 use crate::aggregate::{PREFERENCE_APPLIED, ReuseSlot, prefers_strict};
 
 /// Sets the cache headers of the API responses.
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct CacheHeadersLayer;
+pub(crate) struct CacheHeaders;
 
-impl<S> Layer<S> for CacheHeadersLayer {
-    type Service = CacheHeaders<S>;
-
-    fn layer(&self, inner: S) -> Self::Service {
-        CacheHeaders { inner }
-    }
-}
-
-/// The service of [`CacheHeadersLayer`].
-#[derive(Debug, Clone)]
-pub(crate) struct CacheHeaders<S> {
-    inner: S,
-}
-
-impl<S> Service<Request> for CacheHeaders<S>
-where
-    S: Service<Request, Response = Response, Error = Infallible> + Clone + Send + 'static,
-    S::Future: Send,
-{
-    type Response = Response;
-    type Error = Infallible;
-    type Future = ResponseFuture;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, mut request: Request) -> Self::Future {
-        let mut inner = take_ready(&mut self.inner);
+impl Step for CacheHeaders {
+    fn call<S>(&self, mut next: S, mut request: Request) -> ResponseFuture
+    where
+        S: Service<Request, Response = Response, Error = Infallible> + Send + 'static,
+        S::Future: Send,
+    {
         let strict = prefers_strict(request.headers());
         let slot = ReuseSlot::default();
         request.extensions_mut().insert(slot.clone());
         Box::pin(async move {
-            let response = inner.call(request).await?;
+            let response = next.call(request).await?;
             Ok(finish(response, &slot, strict))
         })
     }

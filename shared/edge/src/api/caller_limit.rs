@@ -5,64 +5,28 @@
 
 use std::convert::Infallible;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 
 use axum::extract::Request;
 use axum::response::Response;
 use bff_auth::Claims;
-use tower::{Layer, Service};
+use tower::Service;
 
-use super::{ResponseFuture, take_ready};
+use super::{ResponseFuture, Step};
 use crate::ratelimit::{Limits, with_fields};
 
-/// Counts requests per caller.
+/// Counts requests per caller; `None` (rate limits off) lets every request
+/// through.
 #[derive(Debug, Clone)]
-pub(crate) struct CallerLimitLayer {
-    limits: Option<Arc<Limits>>,
-}
+pub(crate) struct CallerLimit(pub(crate) Option<Arc<Limits>>);
 
-impl CallerLimitLayer {
-    /// `None` (rate limits off) lets every request through.
-    pub(crate) fn new(limits: Option<Arc<Limits>>) -> Self {
-        CallerLimitLayer { limits }
-    }
-}
-
-impl<S> Layer<S> for CallerLimitLayer {
-    type Service = CallerLimit<S>;
-
-    fn layer(&self, inner: S) -> Self::Service {
-        CallerLimit {
-            inner,
-            limits: self.limits.clone(),
-        }
-    }
-}
-
-/// The service of [`CallerLimitLayer`].
-#[derive(Debug, Clone)]
-pub(crate) struct CallerLimit<S> {
-    inner: S,
-    limits: Option<Arc<Limits>>,
-}
-
-impl<S> Service<Request> for CallerLimit<S>
-where
-    S: Service<Request, Response = Response, Error = Infallible> + Clone + Send + 'static,
-    S::Future: Send,
-{
-    type Response = Response;
-    type Error = Infallible;
-    type Future = ResponseFuture;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, request: Request) -> Self::Future {
-        let mut inner = take_ready(&mut self.inner);
-        let Some(limits) = self.limits.clone() else {
-            return Box::pin(inner.call(request));
+impl Step for CallerLimit {
+    fn call<S>(&self, mut next: S, request: Request) -> ResponseFuture
+    where
+        S: Service<Request, Response = Response, Error = Infallible> + Send + 'static,
+        S::Future: Send,
+    {
+        let Some(limits) = self.0.clone() else {
+            return Box::pin(next.call(request));
         };
         Box::pin(async move {
             let decision = match limits
@@ -72,7 +36,7 @@ where
                 Ok(decision) => decision,
                 Err(refused) => return Ok(refused),
             };
-            let response = inner.call(request).await?;
+            let response = next.call(request).await?;
             Ok(with_fields(response, decision.as_ref()))
         })
     }

@@ -1,6 +1,7 @@
 //! The stack of the authenticated API routes: one concern per layer, so a
-//! concern that only authenticated routes need is one file here and one
-//! line in [`protect`].
+//! concern that only authenticated routes need is one file here (a
+//! [`Step`]: what it does with a request, given the rest of the stack) and
+//! one `.layer(StepLayer(…))` line in [`protect`].
 //!
 //! From the outside in (the order ARCHITECTURE.md names):
 //!
@@ -21,12 +22,16 @@
 //! `route_layer` per concern: axum boxes a route's service once per
 //! `route_layer` call, and each box is cloned on every request; composed
 //! first, the whole stack is one box, and each layer's service is a plain
-//! struct around the next.
+//! struct around the next. Why a [`Step`] rather than a hand-written
+//! `Layer` and `Service` per concern: those two are the same for every
+//! concern here (readiness is the next one's, the ready service goes with
+//! the request), so they are written once ([`StepLayer`], [`StepService`]).
 
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::Router;
@@ -75,21 +80,71 @@ where
 {
     routes.route_layer(
         ServiceBuilder::new()
-            .layer(admission::AdmissionLayer::new(
+            .layer(StepLayer(admission::Admission::new(
                 pieces.in_flight.clone(),
                 pieces.patience,
-            ))
-            .layer(anonymous::AnonymousLimitLayer::new(pieces.limits.clone()))
-            .layer(authenticate::AuthenticateLayer::new(pieces.auth.clone()))
-            .layer(caller_limit::CallerLimitLayer::new(pieces.limits.clone()))
-            .layer(cache_headers::CacheHeadersLayer)
+            )))
+            .layer(StepLayer(anonymous::AnonymousLimit(pieces.limits.clone())))
+            .layer(StepLayer(authenticate::Authenticate(pieces.auth.clone())))
+            .layer(StepLayer(caller_limit::CallerLimit(pieces.limits.clone())))
+            .layer(StepLayer(cache_headers::CacheHeaders))
             .layer(innermost),
     )
 }
 
-/// The ready service, to go with the request; a clone stays for the next
-/// one (tower's convention: `poll_ready` readied `inner`, not its clone).
-pub(crate) fn take_ready<S: Clone>(inner: &mut S) -> S {
-    let clone = inner.clone();
-    std::mem::replace(inner, clone)
+/// One concern of the stack: what it does with a request, given the rest
+/// of the stack (`next`, ready) to pass it on to. [`StepLayer`] makes it a
+/// tower `Layer`, so a concern is only this impl.
+pub(crate) trait Step: Clone + Send + Sync + 'static {
+    /// Answers `request`, refusing it or passing it to `next`.
+    fn call<S>(&self, next: S, request: Request) -> ResponseFuture
+    where
+        S: Service<Request, Response = Response, Error = Infallible> + Send + 'static,
+        S::Future: Send;
+}
+
+/// The layer of a [`Step`].
+#[derive(Debug, Clone)]
+pub(crate) struct StepLayer<P>(pub(crate) P);
+
+impl<P: Clone, S> Layer<S> for StepLayer<P> {
+    type Service = StepService<P, S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        StepService {
+            step: self.0.clone(),
+            inner,
+        }
+    }
+}
+
+/// The service of a [`Step`] over the rest of the stack.
+#[derive(Debug, Clone)]
+pub(crate) struct StepService<P, S> {
+    step: P,
+    inner: S,
+}
+
+impl<P, S> Service<Request> for StepService<P, S>
+where
+    P: Step,
+    S: Service<Request, Response = Response, Error = Infallible> + Clone + Send + 'static,
+    S::Future: Send,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = ResponseFuture;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request) -> Self::Future {
+        // The ready service goes with the request; a clone stays for the
+        // next one (tower's convention: `poll_ready` readied `inner`, not
+        // its clone).
+        let clone = self.inner.clone();
+        let next = std::mem::replace(&mut self.inner, clone);
+        self.step.call(next, request)
+    }
 }
