@@ -186,6 +186,16 @@ pub async fn serve_edge(stack: &DemoStack, routes: Router) -> (TestServer, Strin
     serve_edge_with(stack, routes, |_| {}).await
 }
 
+/// The spec of an edge without upstreams or fragments, under bff-mobile's
+/// name (its tokens' audience), for tests of the edge itself.
+pub const EDGE_SPEC: BffSpec = BffSpec {
+    version: "0.0.1",
+    name: "bff-mobile",
+    default_port: 8081,
+    upstreams: &[],
+    fragments: &[],
+};
+
 /// [`serve_edge`] with the configuration changed by `configure` first.
 ///
 /// # Panics
@@ -195,16 +205,7 @@ pub async fn serve_edge_with(
     routes: Router,
     configure: impl FnOnce(&mut BffConfig),
 ) -> (TestServer, String) {
-    let mut config = bff_config(
-        stack,
-        BffSpec {
-            version: "0.0.1",
-            name: "bff-mobile",
-            default_port: 8081,
-            upstreams: &[],
-            fragments: &[],
-        },
-    );
+    let mut config = bff_config(stack, EDGE_SPEC);
     configure(&mut config);
     let shared = match Shared::new(config) {
         Ok(shared) => shared,

@@ -13,9 +13,9 @@ mod redis_server;
 mod tokens;
 
 pub use bff::{
-    TestServer, bff_config, bff_config_with, clear_fault, partner_token, serve_bff, serve_edge,
-    serve_edge_with, set_fault, stand_in_only, start_bff, start_stand_in_only, upstreams_of,
-    user_token,
+    EDGE_SPEC, TestServer, bff_config, bff_config_with, clear_fault, partner_token, serve_bff,
+    serve_edge, serve_edge_with, set_fault, stand_in_only, start_bff, start_stand_in_only,
+    upstreams_of, user_token,
 };
 
 pub use binary::{BffProcess, check_cache_series_at_start, check_sigterm_drains};

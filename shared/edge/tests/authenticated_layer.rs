@@ -16,7 +16,7 @@ use axum::extract::Request;
 use axum::response::Response;
 use axum::routing::get;
 use bff_auth::Claims;
-use bff_edge::{BffSpec, EdgeBuilder, Shared};
+use bff_edge::{EdgeBuilder, Shared};
 use http::HeaderValue;
 use tower::{Layer, Service};
 
@@ -82,16 +82,7 @@ where
 #[tokio::test]
 async fn a_layer_given_to_authenticated_with_runs_after_authentication_and_only_there() {
     let stack = testkit::start_demo().await;
-    let config = testkit::bff_config(
-        &stack,
-        BffSpec {
-            version: "0.0.1",
-            name: "bff-mobile",
-            default_port: 8081,
-            upstreams: &[],
-            fragments: &[],
-        },
-    );
+    let config = testkit::bff_config(&stack, testkit::EDGE_SPEC);
     let shared = Shared::new(config).expect("shared");
     let witness = WitnessLayer::default();
     let routes = Router::new().route(
