@@ -5,16 +5,14 @@
 //! (`BFF_DEADLINE_REQUEST`), after which the answer is 503 with
 //! `Retry-After`.
 
-use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::Request;
 use axum::response::{IntoResponse, Response};
 use bff_problem::ApiError;
-use tower::Service;
 
-use super::{ResponseFuture, Step};
+use super::{Next, ResponseFuture, Step};
 use crate::in_flight::{GaveUp, InFlight};
 
 /// Waits for a place among the API requests in flight.
@@ -33,13 +31,9 @@ impl Admission {
 }
 
 impl Step for Admission {
-    fn call<S>(&self, mut next: S, request: Request) -> ResponseFuture
-    where
-        S: Service<Request, Response = Response, Error = Infallible> + Send + 'static,
-        S::Future: Send,
-    {
+    fn call<N: Next>(&self, next: N, request: Request) -> ResponseFuture {
         let Some(bound) = self.bound.clone() else {
-            return Box::pin(next.call(request));
+            return next.run(request);
         };
         let patience = self.patience;
         Box::pin(async move {
@@ -48,7 +42,7 @@ impl Step for Admission {
                 Ok(place) => place,
                 Err(gave_up) => return Ok(overloaded(gave_up)),
             };
-            next.call(request).await
+            next.run(request).await
         })
     }
 }

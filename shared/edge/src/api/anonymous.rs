@@ -3,15 +3,12 @@
 //! request that fails authentication (401) costs its address one request
 //! of that quota, so guessing tokens is limited too.
 
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::extract::{ConnectInfo, Request};
-use axum::response::Response;
-use tower::Service;
 
-use super::{ResponseFuture, Step};
+use super::{Next, ResponseFuture, Step};
 use crate::ratelimit::Limits;
 
 /// Counts failed authentications per client address; `None` (rate limits
@@ -20,23 +17,19 @@ use crate::ratelimit::Limits;
 pub(crate) struct AnonymousLimit(pub(crate) Option<Arc<Limits>>);
 
 impl Step for AnonymousLimit {
-    fn call<S>(&self, mut next: S, request: Request) -> ResponseFuture
-    where
-        S: Service<Request, Response = Response, Error = Infallible> + Send + 'static,
-        S::Future: Send,
-    {
+    fn call<N: Next>(&self, next: N, request: Request) -> ResponseFuture {
         let peer = request
             .extensions()
             .get::<ConnectInfo<SocketAddr>>()
             .map(|c| c.0.ip());
         let (Some(limits), Some(ip)) = (self.0.clone(), peer) else {
-            return Box::pin(next.call(request));
+            return next.run(request);
         };
         Box::pin(async move {
             if let Err(refused) = limits.anonymous_before(ip) {
                 return Ok(*refused);
             }
-            let response = next.call(request).await?;
+            let response = next.run(request).await?;
             Ok(limits.anonymous_after(ip, response).await)
         })
     }

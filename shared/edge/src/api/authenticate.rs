@@ -3,30 +3,24 @@
 //! request for the layers inside and the handler; a missing or invalid
 //! token is answered 401 with the RFC 6750 challenge.
 
-use std::convert::Infallible;
 use std::sync::Arc;
 
 use axum::extract::Request;
-use axum::response::{IntoResponse, Response};
+use axum::response::IntoResponse;
 use bff_auth::Authenticator;
-use tower::Service;
 
-use super::{ResponseFuture, Step};
+use super::{Next, ResponseFuture, Step};
 
 /// Verifies the bearer token.
 #[derive(Debug, Clone)]
 pub(crate) struct Authenticate(pub(crate) Arc<Authenticator>);
 
 impl Step for Authenticate {
-    fn call<S>(&self, mut next: S, mut request: Request) -> ResponseFuture
-    where
-        S: Service<Request, Response = Response, Error = Infallible> + Send + 'static,
-        S::Future: Send,
-    {
+    fn call<N: Next>(&self, next: N, mut request: Request) -> ResponseFuture {
         let auth = self.0.clone();
         Box::pin(async move {
             match bff_auth::authenticate(&auth, &mut request).await {
-                Ok(()) => next.call(request).await,
+                Ok(()) => next.run(request).await,
                 Err(refused) => Ok(refused.into_response()),
             }
         })

@@ -6,14 +6,11 @@
 //! `Preference-Applied: handling=strict` says the client's preference for a
 //! failure over a partial answer was honoured (every API route honours it).
 
-use std::convert::Infallible;
-
 use axum::extract::Request;
 use axum::response::Response;
 use http::{HeaderValue, StatusCode, header};
-use tower::Service;
 
-use super::{ResponseFuture, Step};
+use super::{Next, ResponseFuture, Step};
 use crate::aggregate::{PREFERENCE_APPLIED, ReuseSlot, prefers_strict};
 
 /// Sets the cache headers of the API responses.
@@ -21,16 +18,12 @@ use crate::aggregate::{PREFERENCE_APPLIED, ReuseSlot, prefers_strict};
 pub(crate) struct CacheHeaders;
 
 impl Step for CacheHeaders {
-    fn call<S>(&self, mut next: S, mut request: Request) -> ResponseFuture
-    where
-        S: Service<Request, Response = Response, Error = Infallible> + Send + 'static,
-        S::Future: Send,
-    {
+    fn call<N: Next>(&self, next: N, mut request: Request) -> ResponseFuture {
         let strict = prefers_strict(request.headers());
         let slot = ReuseSlot::default();
         request.extensions_mut().insert(slot.clone());
         Box::pin(async move {
-            let response = next.call(request).await?;
+            let response = next.run(request).await?;
             Ok(finish(response, &slot, strict))
         })
     }

@@ -3,15 +3,12 @@
 //! over the quota the answer is 429 with `Retry-After`, and an answered
 //! request carries the `RateLimit-Policy` and `RateLimit` fields.
 
-use std::convert::Infallible;
 use std::sync::Arc;
 
 use axum::extract::Request;
-use axum::response::Response;
 use bff_auth::Claims;
-use tower::Service;
 
-use super::{ResponseFuture, Step};
+use super::{Next, ResponseFuture, Step};
 use crate::ratelimit::{Limits, with_fields};
 
 /// Counts requests per caller; `None` (rate limits off) lets every request
@@ -20,13 +17,9 @@ use crate::ratelimit::{Limits, with_fields};
 pub(crate) struct CallerLimit(pub(crate) Option<Arc<Limits>>);
 
 impl Step for CallerLimit {
-    fn call<S>(&self, mut next: S, request: Request) -> ResponseFuture
-    where
-        S: Service<Request, Response = Response, Error = Infallible> + Send + 'static,
-        S::Future: Send,
-    {
+    fn call<N: Next>(&self, next: N, request: Request) -> ResponseFuture {
         let Some(limits) = self.0.clone() else {
-            return Box::pin(next.call(request));
+            return next.run(request);
         };
         Box::pin(async move {
             let decision = match limits
@@ -36,7 +29,7 @@ impl Step for CallerLimit {
                 Ok(decision) => decision,
                 Err(refused) => return Ok(refused),
             };
-            let response = next.call(request).await?;
+            let response = next.run(request).await?;
             Ok(with_fields(response, decision.as_ref()))
         })
     }
