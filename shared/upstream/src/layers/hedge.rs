@@ -83,3 +83,26 @@ impl<S: CallService> Layer<S> for HedgeLayer {
         BoxCloneSyncService::new(buffered.map_err(move |e| typed(upstream, e)))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::call::test_request;
+
+    #[test]
+    fn only_reads_are_copied_or_sent_again() {
+        let mut write = test_request();
+        write.info.idempotent = false;
+        let mut read = test_request();
+        read.info.idempotent = true;
+        assert!(
+            ReadsOnly.clone_request(&write).is_none(),
+            "a write is never sent twice"
+        );
+        assert!(!ReadsOnly.can_retry(&write));
+        let copy = ReadsOnly.clone_request(&read).expect("a read is copied");
+        assert_eq!(copy.target, read.target);
+        assert_eq!(copy.body, read.body);
+        assert!(ReadsOnly.can_retry(&read));
+    }
+}

@@ -314,3 +314,88 @@ where
         Poll::Ready(result)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use http::StatusCode;
+    use metrics_util::debugging::{DebugValue, DebuggingRecorder, Snapshotter};
+    use tower::ServiceExt;
+    use tower_test::mock;
+
+    use super::*;
+    use crate::call::test_request;
+
+    /// The samples of the gRPC call duration, by `(outcome, rpc.status_code)`.
+    fn samples(snapshotter: &Snapshotter) -> Vec<(String, String, usize)> {
+        let mut found = Vec::new();
+        for (key, _, _, value) in snapshotter.snapshot().into_vec() {
+            let key = key.key();
+            if key.name() != names::RPC_CLIENT_DURATION {
+                continue;
+            }
+            let label = |name: &str| {
+                key.labels()
+                    .find(|l| l.key() == name)
+                    .map(|l| l.value().to_owned())
+                    .unwrap_or_default()
+            };
+            if let DebugValue::Histogram(values) = value {
+                found.push((label("outcome"), label("rpc.status_code"), values.len()));
+            }
+        }
+        found.sort();
+        found
+    }
+
+    #[test]
+    fn a_call_dropped_before_its_answer_is_measured_as_a_timeout() {
+        let recorder = DebuggingRecorder::new();
+        let snapshotter = recorder.snapshotter();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .start_paused(true)
+            .build()
+            .expect("runtime");
+        metrics::with_local_recorder(&recorder, || {
+            runtime.block_on(async {
+                let (service, mut handle) = mock::pair::<UpstreamRequest, UpstreamResponse>();
+                let service = service
+                    .map_err(|e| UpstreamError::new("t", Failure::Unavailable, e.to_string()));
+                let observed = ObserveLayer::new("t", Protocol::Grpc).layer(service);
+                handle.allow(2);
+
+                // Answered: measured with its outcome.
+                let answered = tokio::spawn(observed.clone().oneshot(test_request()));
+                let (_, reply) = handle.next_request().await.expect("the call");
+                reply.send_response(UpstreamResponse {
+                    status: StatusCode::OK,
+                    decoded: Arc::new(()),
+                });
+                answered.await.expect("task").expect("answered");
+
+                // Abandoned by its caller at a deadline above this layer,
+                // while the upstream still holds it.
+                let abandoned = tokio::time::timeout(
+                    Duration::from_millis(50),
+                    observed.oneshot(test_request()),
+                );
+                let abandoned = tokio::spawn(abandoned);
+                let (_request, _reply_never_sent) =
+                    handle.next_request().await.expect("the second call");
+                assert!(
+                    abandoned.await.expect("task").is_err(),
+                    "the caller gave up"
+                );
+            });
+        });
+        assert_eq!(
+            samples(&snapshotter),
+            [
+                ("ok".to_owned(), "OK".to_owned(), 1),
+                ("timeout".to_owned(), "DEADLINE_EXCEEDED".to_owned(), 1),
+            ]
+        );
+    }
+}
