@@ -50,7 +50,7 @@ impl Reuse {
 }
 
 /// Reads, after the handler has run, how the response may be reused
-/// ([`Aggregation::reuse_handle`]).
+/// ([`Aggregation::reuse_handle`](crate::Aggregation::reuse_handle)).
 #[derive(Debug, Clone)]
 pub struct ReuseHandle(pub(crate) Arc<Mutex<Vec<Outcome>>>);
 

@@ -1,6 +1,6 @@
 //! The policies of the upstream stack, one tower layer each.
 //!
-//! Order, outermost first (see [`crate::stack`]): [`deadline`] →
+//! Order, outermost first (see [`crate::Upstream::new`]): [`deadline`] →
 //! [`observe`] → [`coalesce`] → [`retry`] → [`breaker`] → [`hedge`] (opt-in)
 //! → [`bulkhead`] → transport. Each is protocol-neutral: it sees [`UpstreamRequest`] and
 //! [`UpstreamResponse`] and the typed [`UpstreamError`], never reqwest or
