@@ -38,7 +38,7 @@ use std::fmt::Write as _;
 use std::marker::PhantomData;
 use std::time::Duration;
 
-use crate::tiered::{FragmentPolicy, Invalidation};
+use crate::policy::{FragmentPolicy, Invalidation};
 
 /// A part of a fragment's key: written into the key text, `:`-separated.
 ///

@@ -36,4 +36,5 @@
 #![warn(missing_docs)]
 
 pub mod fragment;
+mod policy;
 pub mod tiered;
