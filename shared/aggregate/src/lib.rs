@@ -81,15 +81,36 @@ pub const RETRY_AFTER_SECS: u64 = 5;
 /// process holds one younger than this (price changes still evict it).
 pub const STAND_IN_REFRESH: Duration = Duration::from_secs(1);
 
-/// How long sections may take.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// How long sections may take: the configuration section
+/// `BFF_DEADLINE_*`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct Deadlines {
     /// The whole request: every section ends within it.
+    #[serde(deserialize_with = "bff_config::de::duration")]
     pub request: Duration,
     /// A critical section.
+    #[serde(deserialize_with = "bff_config::de::duration")]
     pub critical: Duration,
     /// An optional section.
+    #[serde(deserialize_with = "bff_config::de::duration")]
     pub optional: Duration,
+}
+
+/// No section may be given longer than the request it belongs to.
+impl bff_config::Section for Deadlines {
+    fn check(&self) -> Result<(), bff_config::FieldError> {
+        if self.critical > self.request || self.optional > self.request {
+            return Err(bff_config::FieldError::new(
+                "request",
+                format!(
+                    "must be at least the section deadlines ({:?}, {:?})",
+                    self.critical, self.optional
+                ),
+            ));
+        }
+        Ok(())
+    }
 }
 
 impl Default for Deadlines {

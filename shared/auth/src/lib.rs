@@ -27,10 +27,12 @@
 
 mod claims;
 mod jwks;
+mod settings;
 
 pub use claims::{ClaimSet, Claims, Tier};
 pub use jsonwebtoken::jwk::JwkSet;
 pub use jwks::{AuthConfig, AuthError, Authenticator, IssuerConfig};
+pub use settings::AuthSettings;
 
 use std::sync::Arc;
 

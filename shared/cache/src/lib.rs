@@ -37,4 +37,7 @@
 
 pub mod fragment;
 mod policy;
+mod settings;
 pub mod tiered;
+
+pub use settings::CacheConfig;

@@ -43,6 +43,6 @@ pub mod versioning;
 
 pub use aggregate::{Aggregate, AggregateState};
 pub use app::EdgeBuilder;
-pub use config::{BffConfig, BffSpec, ConfigError};
+pub use config::{Args, BffConfig, BffSpec, ConfigError};
 pub use context::RequestContext;
 pub use shared::{Shared, StartError};

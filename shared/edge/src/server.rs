@@ -14,7 +14,7 @@ use bff_telemetry::names;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::config::{BffConfig, BffSpec, config_path_from_args};
+use crate::config::{Args, BffConfig, BffSpec};
 use crate::shared::{Shared, StartError};
 
 /// Resolves on SIGTERM or SIGINT. The handlers are installed when this is
@@ -175,24 +175,20 @@ where
     F: FnOnce(Shared) -> Fut,
     Fut: Future<Output = Result<Router, StartError>>,
 {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    if args.iter().any(|a| a == "--help" || a == "-h") {
-        println!(
-            "{name} {version}\n\nUsage: {name} [--config FILE] [--health-check]\n\n--health-check asks the BFF configured so for /readyz and exits 0 when it is ready (a container HEALTHCHECK).\n\nConfiguration comes from the environment (BFF_LISTEN, BFF_JWKS_URL, …; see the README), optionally from a TOML file; the environment wins.",
-            name = spec.name,
-            version = spec.version
-        );
-        return ExitCode::SUCCESS;
-    }
-    if args.iter().any(|a| a == "--version" || a == "-V") {
-        println!("{} {}", spec.name, spec.version);
-        return ExitCode::SUCCESS;
-    }
-    let health_check = args.iter().any(|a| a == "--health-check");
-    let args = args.into_iter().filter(|a| a != "--health-check");
-    let config = match config_path_from_args(args)
-        .and_then(|file| BffConfig::load(spec, file.as_deref(), std::env::vars()))
-    {
+    let args = match Args::parse(spec, std::env::args().skip(1)) {
+        Ok(args) => args,
+        // --help and --version, or a usage error (exit 2, as clap's own).
+        Err(error) => {
+            let _ = error.print();
+            return if error.use_stderr() {
+                ExitCode::from(2)
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
+    let health_check = args.health_check;
+    let config = match BffConfig::load(spec, args.config.as_deref(), std::env::vars()) {
         Ok(config) => config,
         Err(error) => {
             eprintln!("{}: configuration error: {error}", spec.name);

@@ -20,32 +20,42 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tokio_util::task::task_tracker::TaskTrackerToken;
 
-/// Tuning of live streams (`BFF_LIVE_*`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Tuning of live streams: the configuration section `BFF_LIVE_*`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct LiveConfig {
     /// A `heartbeat` event this often, so proxies and clients see the
     /// stream alive (`BFF_LIVE_HEARTBEAT`).
+    #[serde(deserialize_with = "bff_config::de::duration")]
     pub heartbeat: Duration,
     /// A stream with no event but heartbeats for this long is ended
     /// (`BFF_LIVE_IDLE_TIMEOUT`).
+    #[serde(deserialize_with = "bff_config::de::duration")]
     pub idle_timeout: Duration,
     /// No stream lives longer (`BFF_LIVE_MAX_LIFETIME`); the client resumes
     /// on a new one. A token's expiry ends it sooner.
+    #[serde(deserialize_with = "bff_config::de::duration")]
     pub max_lifetime: Duration,
     /// Open streams per subject (`BFF_LIVE_MAX_PER_SUBJECT`); more get 429.
+    #[serde(deserialize_with = "bff_config::de::count")]
     pub max_per_subject: usize,
     /// Open streams per replica (`BFF_LIVE_MAX_STREAMS`); more get 503.
+    #[serde(deserialize_with = "bff_config::de::count")]
     pub max_streams: usize,
     /// Events in flight per watched key; a client further behind gets the
     /// latest state instead (`BFF_LIVE_BUFFER`).
+    #[serde(deserialize_with = "bff_config::de::count")]
     pub buffer: usize,
     /// Events kept per watched key for resuming (`BFF_LIVE_REPLAY`).
+    #[serde(deserialize_with = "bff_config::de::count")]
     pub replay: usize,
     /// A watched key stays open this long after its last watcher left, so
     /// a reconnecting client resumes (`BFF_LIVE_LINGER`).
+    #[serde(deserialize_with = "bff_config::de::duration_or_zero")]
     pub linger: Duration,
     /// A write to a client that takes longer ends its stream (a stuck
     /// client holds nothing for long).
+    #[serde(deserialize_with = "bff_config::de::duration")]
     pub write_timeout: Duration,
 }
 
@@ -64,6 +74,9 @@ impl Default for LiveConfig {
         }
     }
 }
+
+/// Read under `BFF_LIVE_`: every value stands on its own.
+impl bff_config::Section for LiveConfig {}
 
 struct Inner {
     config: LiveConfig,

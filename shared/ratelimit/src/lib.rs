@@ -20,6 +20,10 @@
 
 #![warn(missing_docs)]
 
+mod settings;
+
+pub use settings::configured_policies;
+
 use std::collections::HashMap;
 use std::num::NonZeroU32;
 use std::sync::Arc;

@@ -15,6 +15,7 @@
 mod export;
 mod init;
 mod metrics_bridge;
+mod settings;
 mod trace_context;
 
 use std::io::IsTerminal;
@@ -24,6 +25,7 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 pub use export::{ExportConfig, ExportConfigError, Protocol, Target, VARIABLES as OTEL_VARIABLES};
 pub use init::{InitError, Options, Telemetry, init, init_logging, init_with, pseudonym, recorded};
+pub use settings::TelemetrySettings;
 pub use trace_context::{TraceContext, continue_trace, inject_span, recording};
 
 /// Names of the metrics the shared crates record.

@@ -33,6 +33,7 @@ mod error;
 pub mod layers;
 mod loader;
 mod registry;
+mod settings;
 mod stack;
 pub mod transport;
 
@@ -46,6 +47,7 @@ pub use error::{Failure, UpstreamError};
 pub use layers::retry::RetryConfig;
 pub use loader::BatchLoader;
 pub use registry::{Registry, RegistryError, UpstreamDecl, UpstreamSettings};
+pub use settings::UpstreamsConfig;
 pub use stack::{Upstream, UpstreamPolicy};
 pub use transport::MAX_BODY_BYTES;
 pub use transport::http::HttpClient;

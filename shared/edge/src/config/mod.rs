@@ -14,39 +14,23 @@
 //! `std::env::var` in code paths, so tests pass their own.
 
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use bff_auth::AuthSettings;
+use bff_cache::CacheConfig;
 use bff_cache::tiered::FragmentPolicy;
-use bff_ratelimit::{Policy, Quota};
-use bff_telemetry::LogFormat;
-use bff_upstream::{UpstreamDecl, UpstreamPolicy, UpstreamSettings};
+use bff_config::Sources;
+use bff_ratelimit::Policy;
+use bff_telemetry::{LogFormat, TelemetrySettings};
+use bff_upstream::{UpstreamDecl, UpstreamSettings, UpstreamsConfig};
 use reqwest::Url;
 
-mod issuers;
-mod source;
+mod section;
 
-use issuers::{issuers, unknown_fragment_kinds};
-use source::Source;
+use section::EdgeSection;
 
-/// A configuration value that cannot be used.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{key}: {message}")]
-pub struct ConfigError {
-    /// The key, as the environment spells it (or the file path).
-    pub key: String,
-    /// What is wrong.
-    pub message: String,
-}
-
-impl ConfigError {
-    fn new(key: &str, message: impl Into<String>) -> Self {
-        ConfigError {
-            key: key.to_owned(),
-            message: message.into(),
-        }
-    }
-}
+pub use bff_config::ConfigError;
 
 /// What distinguishes one BFF binary from another at start-up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -68,15 +52,6 @@ pub struct BffSpec {
 
 /// Variables read under their standard names rather than `BFF_*`.
 const PASSTHROUGH: [&str; 2] = ["REDIS_URL", "RUST_LOG"];
-
-/// Whether the environment variable `key` is configuration: `BFF_*`, the
-/// pass-through names, and the `OTEL_*` variables (from the environment
-/// only, as the OpenTelemetry SDK reads them there too).
-fn is_config_env(key: &str) -> bool {
-    key.starts_with("BFF_")
-        || PASSTHROUGH.contains(&key)
-        || bff_telemetry::OTEL_VARIABLES.contains(&key)
-}
 
 pub use bff_aggregate::Deadlines;
 
@@ -157,50 +132,6 @@ pub struct BffConfig {
     pub warnings: Vec<String>,
 }
 
-/// API requests a BFF works on at once, per CPU it may use, unless
-/// `BFF_MAX_IN_FLIGHT` says otherwise. Past its CPU, a BFF that starts every
-/// request it reads only makes each one slower: more upstream connections
-/// opened, more memory touched, every request's turn further away, until
-/// the bulkheads shed. Measured (BENCHMARKS.md, scenario 10 at 3,000/s on
-/// one CPU): without a bound, a short hiccup grew into seconds of 200–300 ms
-/// answers and hundreds of partial dashboards; with 64, the requests past
-/// it wait a moment, p99 stays in tens of milliseconds and none is partial.
-/// It is a ceiling: the bound in use is sized to the load below it
-/// ([`crate::in_flight`]), so the ceiling only matters against slow
-/// upstreams, where rate × upstream latency is the least a BFF needs. It is
-/// set so that a CPU runs out before the ceiling does for upstreams up to
-/// about 50 ms: a CPU serves 5,000–10,000 dashboards a second (100–200 µs
-/// each), which against 50 ms upstreams is 250–500 in flight. The former
-/// 64 held a replica to 640 requests a second per CPU against 100 ms
-/// upstreams (BENCHMARKS.md, seventh step: offered 1,000/s, it served 610/s
-/// at a p99 of 1.7 s; with 256, all of them, within 1.1 ms of the upstreams).
-const MAX_IN_FLIGHT_PER_CPU: usize = 256;
-
-fn default_max_in_flight() -> Option<usize> {
-    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
-    Some(MAX_IN_FLIGHT_PER_CPU * cpus)
-}
-
-/// `BFF_MAX_IN_FLIGHT`: `off`, or a bound from 1 to 1,000,000.
-fn parse_max_in_flight(raw: &str) -> Result<Option<usize>, String> {
-    match raw {
-        "off" => Ok(None),
-        n => match n.parse::<usize>() {
-            Ok(n) if (1..=1_000_000).contains(&n) => Ok(Some(n)),
-            _ => Err("expected off or a whole number from 1 to 1000000".to_owned()),
-        },
-    }
-}
-
-/// Each policy's default quota: requests per window (seconds). Absent tier
-/// in a token means `standard` (the contract).
-const DEFAULT_RATE_LIMITS: [(&str, u32, u64); 4] = [
-    ("free", 60, 60),
-    ("standard", 300, 60),
-    ("premium", 600, 60),
-    ("anonymous", 20, 60),
-];
-
 impl BffConfig {
     /// The built-in defaults (what an empty environment gives).
     pub fn defaults(spec: BffSpec) -> Self {
@@ -211,208 +142,58 @@ impl BffConfig {
         }
     }
 
-    /// Loads from `file` (if any) and `env`, checking every value.
+    /// Loads from `file` (if any) and `env`, checking every value: each
+    /// crate reads its own section, this only assembles them.
     pub fn load(
         spec: BffSpec,
         file: Option<&Path>,
         env: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Self, ConfigError> {
-        let mut s = Source::load(file, env)?;
-        let listen = s.parse(
-            "BFF_LISTEN",
-            SocketAddr::from(([127, 0, 0, 1], spec.default_port)),
-            |raw| {
-                raw.parse().map_err(|_| {
-                    "expected an address such as 127.0.0.1:8081 or 0.0.0.0:8081".to_owned()
-                })
-            },
-        )?;
-        let jwks_url = s.url(
-            "BFF_JWKS_URL",
-            "http://127.0.0.1:7000/.well-known/jwks.json",
-        )?;
-        let issuer = s
-            .take("BFF_ISSUER")
-            .unwrap_or_else(|| "http://127.0.0.1:7000".to_owned());
-        let audience = s
-            .take("BFF_AUDIENCE")
-            .unwrap_or_else(|| spec.name.to_owned());
-        let jwks_refresh = s.duration("BFF_JWKS_REFRESH", Duration::from_secs(300))?;
-        let jwks_min_refetch = s.duration("BFF_JWKS_MIN_REFETCH", Duration::from_secs(10))?;
-        let extra_issuers = issuers(&mut s, &issuer, &audience)?;
-        let auth_cache_bytes = s.positive("BFF_AUTH_CACHE_BYTES", 16 * 1024 * 1024)?;
-
-        let all = s.policy("BFF_UPSTREAM_ALL", UpstreamPolicy::default())?;
-        let mut upstreams = Vec::with_capacity(spec.upstreams.len());
-        for decl in spec.upstreams {
-            let key = format!("BFF_UPSTREAM_{}", decl.name.to_uppercase());
-            upstreams.push(UpstreamSettings {
-                decl: *decl,
-                url: s.url(&key, decl.default_url)?,
-                policy: s.policy(&key, all)?,
-            });
-        }
-        let deadlines = Deadlines {
-            request: s.duration("BFF_DEADLINE_REQUEST", Duration::from_millis(2500))?,
-            critical: s.duration("BFF_DEADLINE_CRITICAL", Duration::from_millis(500))?,
-            optional: s.duration("BFF_DEADLINE_OPTIONAL", Duration::from_secs(2))?,
-        };
-        if deadlines.critical > deadlines.request || deadlines.optional > deadlines.request {
-            return Err(ConfigError::new(
-                "BFF_DEADLINE_REQUEST",
-                format!(
-                    "must be at least the section deadlines ({:?}, {:?})",
-                    deadlines.critical, deadlines.optional
-                ),
-            ));
-        }
-        let cache_stale_for = s.duration("BFF_CACHE_STALE_FOR", Duration::from_secs(600))?;
-        let mut fragments = Vec::with_capacity(spec.fragments.len());
-        for default in spec.fragments {
-            let key = |suffix: &str| format!("BFF_CACHE_{}_{suffix}", default.kind.to_uppercase());
-            fragments.push(FragmentPolicy {
-                fresh_for: s.duration_or_zero(&key("FRESH"), default.fresh_for)?,
-                revalidate_for: s.duration_or_zero(&key("REVALIDATE"), default.revalidate_for)?,
-                stale_for: s.duration_or_zero(&key("STALE"), default.stale_for)?,
-                ..*default
-            });
-        }
-        unknown_fragment_kinds(&s, spec)?;
-        let admin_token = match s.take("BFF_ADMIN_TOKEN") {
-            Some(token) if token.len() < 32 || token.chars().any(|c| !c.is_ascii_graphic()) => {
-                return Err(ConfigError::new(
-                    "BFF_ADMIN_TOKEN",
-                    "must be at least 32 printable characters without spaces (it guards cache purges)",
-                ));
-            }
-            token => token,
-        };
-        let cors_origins = s.parse("BFF_CORS_ORIGINS", Vec::new(), |raw| {
-            raw.split(',')
-                .map(str::trim)
-                .filter(|o| !o.is_empty())
-                .map(|origin| {
-                    let url = Url::parse(origin)
-                        .map_err(|_| format!("{origin:?} is not an origin such as https://app.example.com"))?;
-                    let bare = url.path() == "/" && url.query().is_none() && !origin.ends_with('/');
-                    if !matches!(url.scheme(), "http" | "https") || !bare || url.host().is_none() {
-                        return Err(format!("{origin:?} is not an origin such as https://app.example.com (scheme, host and port only)"));
-                    }
-                    http::HeaderValue::from_str(origin).map_err(|_| format!("{origin:?} is not a valid header value"))
-                })
-                .collect()
-        })?;
-        let mut rate_limits = Vec::with_capacity(DEFAULT_RATE_LIMITS.len());
-        for (name, limit, window_secs) in DEFAULT_RATE_LIMITS {
-            let key = format!("BFF_RATE_LIMIT_{}", name.to_uppercase());
-            let default = Quota {
-                limit,
-                window: Duration::from_secs(window_secs),
-            };
-            rate_limits.push(Policy {
-                name,
-                quota: s.parse(&key, default, Quota::parse)?,
-            });
-        }
-        let limits_on = s.parse("BFF_RATE_LIMITS", true, |raw| match raw {
-            "on" => Ok(true),
-            "off" => Ok(false),
-            _ => Err("expected on or off".to_owned()),
-        })?;
-        if !limits_on {
-            rate_limits.clear();
-        }
-        let log_format = match s.take("BFF_LOG_FORMAT") {
-            None => LogFormat::detect(),
-            Some(raw) => LogFormat::parse(raw.trim()).ok_or_else(|| {
-                ConfigError::new(
-                    "BFF_LOG_FORMAT",
-                    format!("expected json or pretty (got {raw:?})"),
-                )
-            })?,
-        };
-        let otel: Vec<(&str, String)> = bff_telemetry::OTEL_VARIABLES
-            .iter()
-            .filter_map(|key| s.take(key).map(|value| (*key, value)))
-            .collect();
-        let telemetry = bff_telemetry::ExportConfig::from_env(|key| {
-            otel.iter().find(|(k, _)| *k == key).map(|(_, v)| v.clone())
-        })
-        .map_err(|e| ConfigError::new(e.key, e.message))?;
-        let send_buffer = match s.take("BFF_SEND_BUFFER") {
-            None => None,
-            Some(raw) => match raw.trim().parse::<usize>() {
-                Ok(n) if (4096..=64 * 1024 * 1024).contains(&n) => Some(n),
-                _ => {
-                    return Err(ConfigError::new(
-                        "BFF_SEND_BUFFER",
-                        format!("expected a number of bytes from 4096 to 67108864 (got {raw:?})"),
-                    ));
-                }
-            },
-        };
-        let live_default = bff_live::LiveConfig::default();
-        let live = bff_live::LiveConfig {
-            heartbeat: s.duration("BFF_LIVE_HEARTBEAT", live_default.heartbeat)?,
-            idle_timeout: s.duration("BFF_LIVE_IDLE_TIMEOUT", live_default.idle_timeout)?,
-            max_lifetime: s.duration("BFF_LIVE_MAX_LIFETIME", live_default.max_lifetime)?,
-            max_per_subject: s.count("BFF_LIVE_MAX_PER_SUBJECT", live_default.max_per_subject)?,
-            max_streams: s.count("BFF_LIVE_MAX_STREAMS", live_default.max_streams)?,
-            buffer: s.count("BFF_LIVE_BUFFER", live_default.buffer)?,
-            replay: s.count("BFF_LIVE_REPLAY", live_default.replay)?,
-            linger: s.duration_or_zero("BFF_LIVE_LINGER", live_default.linger)?,
-            write_timeout: s.duration("BFF_LIVE_WRITE_TIMEOUT", live_default.write_timeout)?,
-        };
-        let config = BffConfig {
+        let mut s = Sources::load(file, env, &PASSTHROUGH, bff_telemetry::OTEL_VARIABLES)?;
+        let edge: EdgeSection = s.section("")?;
+        let auth = AuthSettings::configure(&mut s, spec.name)?;
+        let upstreams = UpstreamsConfig::configure(&mut s, spec.upstreams)?;
+        let deadlines: Deadlines = s.section("DEADLINE")?;
+        let cache = CacheConfig::configure(&mut s, spec.name, spec.fragments)?;
+        let rate_limits = bff_ratelimit::configured_policies(&mut s)?;
+        let telemetry = TelemetrySettings::configure(&mut s)?;
+        let live: bff_live::LiveConfig = s.section("LIVE")?;
+        let redis_url = s.take("REDIS_URL");
+        let warnings = s.finish()?;
+        Ok(BffConfig {
             version: spec.version,
             name: spec.name,
-            listen,
-            jwks_url,
-            issuer,
-            audience,
-            jwks_refresh,
-            jwks_min_refetch,
-            upstreams,
-            connect_timeout: s.duration("BFF_CONNECT_TIMEOUT", Duration::from_millis(500))?,
+            listen: edge
+                .listen
+                .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], spec.default_port))),
+            jwks_url: auth.jwks_url,
+            issuer: auth.issuer,
+            audience: auth.audience,
+            jwks_refresh: auth.jwks_refresh,
+            jwks_min_refetch: auth.jwks_min_refetch,
+            upstreams: upstreams.upstreams,
+            connect_timeout: upstreams.connect_timeout,
             deadlines,
-            cache_stale_for,
-            cache_max_bytes: s.positive("BFF_CACHE_MAX_BYTES", 64 * 1024 * 1024)?,
-            fragments,
-            cache_lock_for: s.duration("BFF_CACHE_LOCK_FOR", Duration::from_millis(200))?,
-            redis_timeout: s.duration("BFF_REDIS_TIMEOUT", Duration::from_millis(50))?,
-            admin_token,
-            cors_origins,
+            cache_stale_for: cache.stale_for,
+            cache_max_bytes: cache.max_bytes,
+            fragments: cache.fragments,
+            cache_lock_for: cache.lock_for,
+            redis_timeout: cache.redis_timeout,
+            admin_token: edge.admin_token,
+            cors_origins: edge.cors_origins,
             rate_limits,
-            body_limit: s.positive("BFF_BODY_LIMIT", 64 * 1024)? as usize,
-            max_in_flight: s.parse(
-                "BFF_MAX_IN_FLIGHT",
-                default_max_in_flight(),
-                parse_max_in_flight,
-            )?,
-            shutdown_grace: s.duration("BFF_SHUTDOWN_GRACE", Duration::from_secs(10))?,
-            log_format,
-            log_filter: s.take("RUST_LOG").unwrap_or_else(|| "info".to_owned()),
-            redis_url: s.take("REDIS_URL"),
-            telemetry,
-            extra_issuers,
-            auth_cache_bytes,
+            body_limit: edge.body_limit,
+            max_in_flight: edge.max_in_flight,
+            shutdown_grace: edge.shutdown_grace,
+            log_format: telemetry.log_format,
+            log_filter: telemetry.log_filter,
+            redis_url,
+            telemetry: telemetry.export,
+            extra_issuers: auth.extra_issuers,
+            auth_cache_bytes: auth.cache_bytes,
             live,
-            send_buffer,
-            warnings: Vec::new(),
-        };
-        let (file_unknown, env_unknown) = s.leftovers();
-        if let Some(key) = file_unknown.first() {
-            return Err(ConfigError::new(
-                key,
-                "unknown key in the configuration file",
-            ));
-        }
-        Ok(BffConfig {
-            warnings: env_unknown
-                .into_iter()
-                .map(|k| format!("unknown variable {k} ignored"))
-                .collect(),
-            ..config
+            send_buffer: edge.send_buffer,
+            warnings,
         })
     }
 
@@ -422,29 +203,54 @@ impl BffConfig {
     }
 }
 
-/// Reads `--config FILE` from the command line; anything else is an error
-/// (`--help` and `--version` are answered by the caller).
+/// The command line of a BFF binary (`--help` and `--version` are
+/// answered by [`Args::parse`]'s caller from the error it returns).
+#[derive(Debug, Clone, Default, PartialEq, Eq, clap::Parser)]
+pub struct Args {
+    /// A TOML file of settings; the environment wins over it.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Asks the BFF configured so for /readyz and exits 0 when it is ready
+    /// (a container HEALTHCHECK).
+    #[arg(long)]
+    pub health_check: bool,
+}
+
+impl Args {
+    /// Parses `args` (without the program name) for the BFF `spec`. A
+    /// request for help or the version is an error too, one that
+    /// [`clap::Error::use_stderr`] says is not a failure.
+    pub fn parse(
+        spec: BffSpec,
+        args: impl IntoIterator<Item = String>,
+    ) -> Result<Self, clap::Error> {
+        use clap::{CommandFactory, FromArgMatches};
+        let command = Args::command()
+            .name(spec.name)
+            .version(spec.version)
+            .about(
+                "Configuration comes from the environment (BFF_LISTEN, BFF_JWKS_URL, …; see the README), optionally from a TOML file; the environment wins.",
+            );
+        let matches =
+            command.try_get_matches_from(std::iter::once(spec.name.to_owned()).chain(args))?;
+        Args::from_arg_matches(&matches)
+    }
+}
+
+/// Reads `--config FILE` from the command line; anything else is an error.
 pub fn config_path_from_args(
     args: impl IntoIterator<Item = String>,
-) -> Result<Option<std::path::PathBuf>, ConfigError> {
-    let mut args = args.into_iter();
-    let mut path = None;
-    while let Some(arg) = args.next() {
-        if arg == "--config" {
-            let value = args
-                .next()
-                .ok_or_else(|| ConfigError::new("--config", "expects a file path"))?;
-            path = Some(value.into());
-        } else if let Some(value) = arg.strip_prefix("--config=") {
-            path = Some(value.into());
-        } else {
-            return Err(ConfigError::new(
-                &arg,
-                "unknown argument (usage: [--config FILE])",
-            ));
-        }
+) -> Result<Option<PathBuf>, ConfigError> {
+    use clap::Parser;
+    #[derive(clap::Parser)]
+    #[command(name = "bff", disable_help_flag = true, disable_version_flag = true)]
+    struct ConfigOnly {
+        #[arg(long)]
+        config: Option<PathBuf>,
     }
-    Ok(path)
+    ConfigOnly::try_parse_from(std::iter::once("bff".to_owned()).chain(args))
+        .map(|parsed| parsed.config)
+        .map_err(|e| ConfigError::new("arguments", e.kind().to_string()))
 }
 
 #[cfg(test)]

@@ -3,7 +3,7 @@
 
 use super::*;
 
-use bff_upstream::Protocol;
+use bff_upstream::{Protocol, UpstreamPolicy};
 
 const SPEC: BffSpec = BffSpec {
     version: "9.9.9",
@@ -263,4 +263,25 @@ fn arguments() {
     );
     assert!(args(&["--config"]).is_err());
     assert!(args(&["--port", "1"]).is_err());
+}
+
+#[test]
+fn the_command_line() {
+    let parse = |a: &[&str]| Args::parse(SPEC, a.iter().map(|s| (*s).to_owned()));
+    assert_eq!(parse(&[]).expect("none"), Args::default());
+    assert_eq!(
+        parse(&["--config", "a.toml", "--health-check"]).expect("both"),
+        Args {
+            config: Some("a.toml".into()),
+            health_check: true
+        }
+    );
+    let usage = parse(&["--port", "1"]).expect_err("unknown");
+    assert!(usage.use_stderr(), "a usage error fails (exit 2)");
+    assert_eq!(usage.exit_code(), 2);
+    for asked in ["--help", "--version"] {
+        let answer = parse(&[asked]).expect_err("answered, not run");
+        assert!(!answer.use_stderr(), "{asked} is not a failure");
+        assert!(answer.to_string().contains("bff-test"), "{answer}");
+    }
 }
