@@ -13,16 +13,19 @@
 
 #![warn(missing_docs)]
 
+mod by_id;
+mod grpc;
 pub mod models;
 mod price_feed;
 mod services;
 
 pub use price_feed::{FeedEvent, PriceChange, PriceFeed, follow_price_changes};
 
+pub use by_id::{ByIdClient, ByIdRpc, Call};
+pub use grpc::{InventoryClient, ProductClient, ProductRpc, StockRpc, StockUpdate, StockWatch};
 pub use services::{
-    BATCH_WINDOW, Call, InventoryClient, MAX_BATCH, OrderClient, PRICE_QUERY, PRICES_QUERY,
-    PricingClient, ProductClient, RecommendationClient, ReviewClient, StockUpdate, StockWatch,
-    UserClient,
+    BATCH_WINDOW, MAX_BATCH, OrderClient, PRICE_QUERY, PRICES_QUERY, PricingClient,
+    RecommendationClient, ReviewClient, UserClient,
 };
 
 /// The declarations of the domain services, for a BFF's spec.
