@@ -31,15 +31,18 @@ use bff_clients::models::{Price, Stock};
 use bff_clients::{FeedEvent, InventoryClient, PriceFeed, PricingClient, StockUpdate, StockWatch};
 use bff_edge::extract::{Query, parse_uuid};
 use bff_edge::{Aggregate, RequestContext};
-use bff_live::{Delivery, EventId, Frame, Hub, HubConfig, Publisher, Session, SnapshotFn, Streams};
+use bff_live::{
+    Delivery, EventId, Followed, Frame, Hub, HubConfig, Publisher, Reconnecting, Session,
+    SnapshotFn, Streams,
+};
 use bff_problem::{ApiError, FieldError};
 use bff_telemetry::names;
-use bff_upstream::{Backoff, CallContext};
+use bff_upstream::CallContext;
+use futures::StreamExt;
 use http::HeaderMap;
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
-use tokio::time::Instant;
 use uuid::Uuid;
 
 use crate::product::{
@@ -321,17 +324,15 @@ async fn watch_product(sources: Arc<Sources>, id: Uuid, publisher: Publisher<Uui
         }
         p.hub.subscribe((), None)
     });
-    let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
-    let mut stock: Option<StockWatch> = None;
-    let mut retry_at = Instant::now();
+    let inventory = sources.inventory.clone();
+    let mut stock = Reconnecting::new("stock", OPEN_TIMEOUT, move || {
+        let inventory = inventory.clone();
+        async move {
+            let watch = inventory.watch(&CallContext::detached(), id).await?;
+            Ok::<_, bff_upstream::UpstreamError>(updates(watch))
+        }
+    });
     loop {
-        let opening = stock.is_none();
-        let next_stock = async {
-            match stock.as_mut() {
-                Some(watch) => watch.next().await,
-                None => std::future::pending().await,
-            }
-        };
         let next_price = async {
             match prices.as_mut() {
                 Some(sub) => sub.next().await,
@@ -339,23 +340,8 @@ async fn watch_product(sources: Arc<Sources>, id: Uuid, publisher: Publisher<Uui
             }
         };
         tokio::select! {
-            () = tokio::time::sleep_until(retry_at), if opening => {
-                match tokio::time::timeout(OPEN_TIMEOUT, sources.inventory.watch(&ctx, id)).await {
-                    // Recovery is reported with the stream's first message.
-                    Ok(Ok(watch)) => stock = Some(watch),
-                    Ok(Err(error)) => {
-                        degraded.lose(&publisher, "stock", error.to_string());
-                        retry_at = Instant::now() + backoff.next_delay();
-                    }
-                    Err(_) => {
-                        degraded.lose(&publisher, "stock", "timed out opening the stock stream".to_owned());
-                        retry_at = Instant::now() + backoff.next_delay();
-                    }
-                }
-            }
-            update = next_stock => match update {
-                Some(Ok(update)) => {
-                    backoff.reset();
+            followed = stock.next() => match followed {
+                Followed::Item(update) => {
                     let (StockUpdate::Snapshot(s) | StockUpdate::Changed(s)) = update;
                     // A snapshot after a reconnect may differ from the last
                     // value the watchers have: send it, after `recovered`.
@@ -364,19 +350,7 @@ async fn watch_product(sources: Arc<Sources>, id: Uuid, publisher: Publisher<Uui
                     sources.fragments.invalidate(&fragments::STOCK, &id).await;
                     publish(&publisher, "stock", &StockBody::new(s));
                 }
-                Some(Err(error)) => {
-                    stock = None;
-                    metrics::counter!(names::LIVE_UPSTREAM_RECONNECTS, "source" => "stock").increment(1);
-                    tracing::warn!(product = %id, %error, "stock stream lost; reconnecting");
-                    degraded.lose(&publisher, "stock", error.to_string());
-                    retry_at = Instant::now() + backoff.next_delay();
-                }
-                None => {
-                    stock = None;
-                    metrics::counter!(names::LIVE_UPSTREAM_RECONNECTS, "source" => "stock").increment(1);
-                    degraded.lose(&publisher, "stock", "the inventory service ended the stream".to_owned());
-                    retry_at = Instant::now() + backoff.next_delay();
-                }
+                Followed::Lost(reason) => degraded.lose(&publisher, "stock", reason),
             },
             delivery = next_price => match delivery {
                 Some(Delivery::Event(event)) => match &event.payload {
@@ -403,6 +377,16 @@ async fn watch_product(sources: Arc<Sources>, id: Uuid, publisher: Publisher<Uui
             },
         }
     }
+}
+
+/// A stock watch as a stream, for [`Reconnecting`].
+fn updates(
+    watch: StockWatch,
+) -> futures::stream::BoxStream<'static, Result<StockUpdate, bff_upstream::UpstreamError>> {
+    futures::stream::unfold(watch, |mut watch| async move {
+        watch.next().await.map(|update| (update, watch))
+    })
+    .boxed()
 }
 
 /// The current price, after changes may have been missed.

@@ -31,10 +31,12 @@ use parking_lot::Mutex;
 use tokio::sync::broadcast;
 use tokio::task::AbortHandle;
 
+pub mod follow;
 pub mod session;
 pub mod streams;
 pub mod transport;
 
+pub use follow::{Followed, Reconnecting};
 pub use session::{EndReason, Frame, Outgoing, Session, SnapshotFn};
 pub use streams::{LiveConfig, Streams, Ticket};
 pub use transport::{sse, websocket};
