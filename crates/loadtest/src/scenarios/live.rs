@@ -14,8 +14,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
-use crate::procs::Proc;
-use crate::{Plan, Row, addr, bff_env, control, wait_http};
+use crate::bench::*;
 
 const LIVE_WEB_PORT: u16 = 18_088;
 
@@ -301,4 +300,31 @@ pub(crate) async fn live(
         ms(1.0)
     ));
     Ok(notes)
+}
+
+/// Runs the scenario, adding its rows and notes to the bench.
+pub(super) async fn run(b: &mut Bench<'_>) -> Result<(), String> {
+    let Bench {
+        args,
+        bin,
+        plan,
+        web_token,
+        product_ids,
+        rows,
+        notes,
+        ..
+    } = b;
+    notes.extend(
+        live(
+            bin,
+            plan,
+            web_token,
+            product_ids,
+            args.live_streams,
+            args.fan_out,
+            rows,
+        )
+        .await?,
+    );
+    Ok(())
 }
