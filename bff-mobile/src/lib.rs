@@ -9,17 +9,14 @@
 
 #![warn(missing_docs)]
 
-use std::sync::Arc;
-
 mod dashboard;
 mod fragments;
 mod images;
 mod sources;
 
 use axum::Router;
-use axum::extract::FromRef;
 use bff_clients::{OrderClient, RecommendationClient, UserClient, upstreams};
-use bff_edge::{AggregateState, BffSpec, EdgeBuilder, Shared, StartError};
+use bff_edge::{BffSpec, BffState, EdgeBuilder, Shared, StartError};
 
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -43,14 +40,6 @@ pub struct AppState {
     recommendations: RecommendationClient,
 }
 
-/// The router's state: the handlers' [`AppState`] and what the edge's
-/// [`bff_edge::Aggregate`] extractor takes, each reached by `FromRef`.
-#[derive(Clone, FromRef)]
-struct RouterState {
-    app: Arc<AppState>,
-    aggregate: AggregateState,
-}
-
 /// The mobile BFF's app over `shared`.
 pub async fn app(shared: Shared) -> Result<Router, StartError> {
     let registry = shared.registry();
@@ -62,10 +51,7 @@ pub async fn app(shared: Shared) -> Result<Router, StartError> {
     let (api, doc) = OpenApiRouter::new()
         .routes(routes!(dashboard::dashboard))
         .layer(bff_edge::etag::EtagLayer)
-        .with_state(RouterState {
-            app: Arc::new(state),
-            aggregate: shared.aggregate_state(),
-        })
+        .with_state(BffState::new(state, shared.aggregate_state()))
         .split_for_parts();
     Ok(EdgeBuilder::new(shared)
         .authenticated(api)

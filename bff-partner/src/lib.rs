@@ -9,20 +9,17 @@
 
 #![warn(missing_docs)]
 
-use std::sync::Arc;
-
 mod fragments;
 mod products;
 
 use axum::Router;
-use axum::extract::FromRef;
 use axum::extract::Request;
 use axum::middleware::{Next, from_fn, from_fn_with_state};
 use axum::response::Response;
 use bff_auth::Claims;
 use bff_clients::{InventoryClient, PricingClient, ProductClient, upstreams};
 use bff_edge::versioning;
-use bff_edge::{AggregateState, BffSpec, EdgeBuilder, Shared, StartError};
+use bff_edge::{BffSpec, BffState, EdgeBuilder, Shared, StartError};
 use bff_problem::ApiError;
 
 use utoipa_axum::router::OpenApiRouter;
@@ -49,14 +46,6 @@ pub struct AppState {
     products: ProductClient,
     pricing: PricingClient,
     inventory: InventoryClient,
-}
-
-/// The router's state: the handlers' [`AppState`] and what the edge's
-/// [`bff_edge::Aggregate`] extractor takes, each reached by `FromRef`.
-#[derive(Clone, FromRef)]
-struct RouterState {
-    app: Arc<AppState>,
-    aggregate: AggregateState,
 }
 
 async fn require_catalog_scope(
@@ -93,10 +82,7 @@ pub async fn app(shared: Shared) -> Result<Router, StartError> {
         .merge(v1)
         .merge(v2)
         .routes(routes!(products::negotiated))
-        .with_state(RouterState {
-            app: Arc::new(state),
-            aggregate: shared.aggregate_state(),
-        })
+        .with_state(BffState::new(state, shared.aggregate_state()))
         .split_for_parts();
     // The scope check is a concern of these routes only, after the token is
     // verified: it joins the edge's API stack rather than adding a layer.

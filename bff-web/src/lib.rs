@@ -8,20 +8,17 @@
 
 #![warn(missing_docs)]
 
-use std::sync::Arc;
-
 mod dashboard;
 mod fragments;
 mod live;
 mod product;
 
 use axum::Router;
-use axum::extract::FromRef;
 use bff_clients::{
     InventoryClient, OrderClient, PriceFeed, PricingClient, ProductClient, RecommendationClient,
     ReviewClient, UserClient, upstreams,
 };
-use bff_edge::{AggregateState, BffSpec, EdgeBuilder, Shared, StartError};
+use bff_edge::{BffSpec, BffState, EdgeBuilder, Shared, StartError};
 
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -49,14 +46,6 @@ pub struct AppState {
     reviews: ReviewClient,
     inventory: InventoryClient,
     live: live::Live,
-}
-
-/// The router's state: the handlers' [`AppState`] and what the edge's
-/// [`bff_edge::Aggregate`] extractor takes, each reached by `FromRef`.
-#[derive(Clone, FromRef)]
-struct RouterState {
-    app: Arc<AppState>,
-    aggregate: AggregateState,
 }
 
 /// The web BFF's app over `shared`.
@@ -102,10 +91,7 @@ pub async fn app(shared: Shared) -> Result<Router, StartError> {
         .routes(routes!(dashboard::dashboard))
         .routes(routes!(product::product_page))
         .routes(routes!(live::live))
-        .with_state(RouterState {
-            app: Arc::new(state),
-            aggregate: shared.aggregate_state(),
-        })
+        .with_state(BffState::new(state, shared.aggregate_state()))
         .split_for_parts();
     Ok(EdgeBuilder::new(shared)
         .authenticated(api)

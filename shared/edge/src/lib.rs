@@ -39,6 +39,7 @@ pub mod ratelimit;
 pub mod rescue;
 pub mod server;
 mod shared;
+mod state;
 pub mod versioning;
 
 pub use aggregate::{Aggregate, AggregateState};
@@ -46,3 +47,4 @@ pub use app::EdgeBuilder;
 pub use config::{Args, BffConfig, BffSpec, ConfigError};
 pub use context::RequestContext;
 pub use shared::{Shared, StartError};
+pub use state::BffState;
