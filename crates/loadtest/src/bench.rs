@@ -54,6 +54,8 @@ pub(crate) const NODE_PORT: u16 = 18_091;
 pub(crate) const FLOOR_PORT: u16 = 18_092;
 pub(crate) const STATIC_MOBILE_PORT: u16 = 18_088;
 pub(crate) const STATIC_FLOOR_PORT: u16 = 18_093;
+/// Scenario 9's bff-web (its own, with live limits raised).
+pub(crate) const LIVE_WEB_PORT: u16 = 18_089;
 /// The static upstream stand-ins of scenario 10: user, order, recommendation.
 pub(crate) const STATIC_BASE: u16 = 17_201;
 
@@ -274,6 +276,7 @@ pub(crate) fn ports_free() -> Result<(), String> {
         FLOOR_PORT,
         STATIC_MOBILE_PORT,
         STATIC_FLOOR_PORT,
+        LIVE_WEB_PORT,
     ];
     let demo = (0..8).chain([99]).map(|offset| DEMO_BASE + offset);
     let statics = (0..3).map(|offset| STATIC_BASE + offset);

@@ -16,8 +16,6 @@ use tokio::sync::mpsc;
 
 use crate::bench::*;
 
-const LIVE_WEB_PORT: u16 = 18_088;
-
 /// Opens an SSE stream and reads until its first event (the snapshot).
 async fn open_stream(path: &str, token: &str) -> Result<TcpStream, String> {
     let mut socket = TcpStream::connect(addr(LIVE_WEB_PORT))
