@@ -222,11 +222,6 @@ impl InventoryClient {
         })
     }
 
-    /// The reads by id (`GetStock`, `BatchGetStock`, batched loads).
-    pub fn reads(&self) -> &ByIdClient<StockRpc> {
-        &self.reads
-    }
-
     /// The upstream.
     pub fn upstream(&self) -> &Upstream {
         self.reads.upstream()

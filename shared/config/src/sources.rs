@@ -122,11 +122,6 @@ impl Sources {
             .filter(|v| !v.trim().is_empty())
     }
 
-    /// Whether `key` was given (read or not).
-    pub fn contains(&self, key: &str) -> bool {
-        self.values.contains_key(key)
-    }
-
     /// Every key given, read or not, in order.
     pub fn keys(&self) -> impl Iterator<Item = &str> {
         self.values.keys().map(String::as_str)

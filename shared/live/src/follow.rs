@@ -108,13 +108,13 @@ where
                     None => self.cut(format!("the {} stream ended", self.source)),
                 };
             }
-            if self.opening.is_none() {
-                tokio::time::sleep_until(self.retry_at).await;
-                let open = (self.open)();
-                self.opening = Some(Box::pin(tokio::time::timeout(self.open_timeout, open)));
-            }
-            let Some(opening) = self.opening.as_mut() else {
-                continue;
+            let opening = match &mut self.opening {
+                Some(opening) => opening,
+                None => {
+                    tokio::time::sleep_until(self.retry_at).await;
+                    let open = tokio::time::timeout(self.open_timeout, (self.open)());
+                    self.opening.insert(Box::pin(open))
+                }
             };
             let opened = opening.await;
             self.opening = None;

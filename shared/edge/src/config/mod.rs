@@ -237,21 +237,5 @@ impl Args {
     }
 }
 
-/// Reads `--config FILE` from the command line; anything else is an error.
-pub fn config_path_from_args(
-    args: impl IntoIterator<Item = String>,
-) -> Result<Option<PathBuf>, ConfigError> {
-    use clap::Parser;
-    #[derive(clap::Parser)]
-    #[command(name = "bff", disable_help_flag = true, disable_version_flag = true)]
-    struct ConfigOnly {
-        #[arg(long)]
-        config: Option<PathBuf>,
-    }
-    ConfigOnly::try_parse_from(std::iter::once("bff".to_owned()).chain(args))
-        .map(|parsed| parsed.config)
-        .map_err(|e| ConfigError::new("arguments", e.kind().to_string()))
-}
-
 #[cfg(test)]
 mod tests;

@@ -251,7 +251,8 @@ fn more_issuers_from_the_environment_and_the_file() {
 
 #[test]
 fn arguments() {
-    let args = |a: &[&str]| config_path_from_args(a.iter().map(|s| (*s).to_owned()));
+    let args =
+        |a: &[&str]| Args::parse(SPEC, a.iter().map(|s| (*s).to_owned())).map(|args| args.config);
     assert_eq!(args(&[]).expect("none"), None);
     assert_eq!(
         args(&["--config", "a.toml"]).expect("path"),
