@@ -205,15 +205,26 @@ pub async fn serve_edge_with(
     routes: Router,
     configure: impl FnOnce(&mut BffConfig),
 ) -> (TestServer, String) {
+    serve_edge_composed(stack, configure, |edge| edge.authenticated(routes)).await
+}
+
+/// [`serve_edge_with`], the app composed by `compose` (several groups of
+/// routes, admission classes, layers).
+///
+/// # Panics
+/// When the configuration is refused, or as [`serve_bff`].
+pub async fn serve_edge_composed(
+    stack: &DemoStack,
+    configure: impl FnOnce(&mut BffConfig),
+    compose: impl FnOnce(bff_edge::EdgeBuilder) -> bff_edge::EdgeBuilder,
+) -> (TestServer, String) {
     let mut config = bff_config(stack, EDGE_SPEC);
     configure(&mut config);
     let shared = match Shared::new(config) {
         Ok(shared) => shared,
         Err(e) => panic!("shared: {e}"),
     };
-    let app = bff_edge::EdgeBuilder::new(shared)
-        .authenticated(routes)
-        .build();
+    let app = compose(bff_edge::EdgeBuilder::new(shared)).build();
     let token = user_token(stack, "user0001", "bff-mobile", None);
     (serve_bff(app).await, token)
 }

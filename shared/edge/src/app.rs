@@ -19,10 +19,10 @@ use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::set_header::SetResponseHeaderLayer;
 
+use crate::admission::{self, AdmissionClass};
 use crate::api::{self, Pieces};
 use crate::context::RequestContextLayer;
 use crate::etag::PerEncodingLayer;
-use crate::in_flight::InFlight;
 use crate::metrics_layer::MetricsLayer;
 use crate::ratelimit::Limits;
 use crate::shared::Shared;
@@ -45,8 +45,8 @@ impl EdgeBuilder {
     pub fn new(shared: Shared) -> Self {
         let config = shared.config();
         let pieces = Pieces {
-            in_flight: config.max_in_flight.map(InFlight::new),
-            patience: config.deadlines.request,
+            limiter: admission::limiter(config),
+            queue: config.admission_queue,
             limits: shared
                 .limiter()
                 .map(|limiter| Arc::new(Limits::new(limiter.clone(), config.name))),
@@ -62,9 +62,16 @@ impl EdgeBuilder {
 
     /// Adds routes that require a verified bearer token, rate-limited per
     /// caller (and, for failed authentications, per client address), within
-    /// the bound on API requests in flight: the API stack (`src/api/`).
+    /// the limit on API requests in flight: the API stack (`src/api/`).
     pub fn authenticated(self, routes: Router) -> Self {
-        self.authenticated_with(routes, Identity::new())
+        self.authenticated_in_with(AdmissionClass::DEFAULT, routes, Identity::new())
+    }
+
+    /// [`EdgeBuilder::authenticated`], admitted in `class`: the share of
+    /// the limit on requests in flight kept for it cannot be taken by the
+    /// routes of other classes ([`crate::admission`]).
+    pub fn authenticated_in(self, class: AdmissionClass, routes: Router) -> Self {
+        self.authenticated_in_with(class, routes, Identity::new())
     }
 
     /// [`EdgeBuilder::authenticated`], with `layer` between the API stack
@@ -72,7 +79,7 @@ impl EdgeBuilder {
     /// sees the verified [`bff_auth::Claims`] in the request and runs only
     /// for requests the stack let through. It joins the stack's one
     /// `route_layer`, so it costs no extra boxed service per request.
-    pub fn authenticated_with<L>(mut self, routes: Router, layer: L) -> Self
+    pub fn authenticated_with<L>(self, routes: Router, layer: L) -> Self
     where
         L: Layer<Route> + Clone + Send + Sync + 'static,
         L::Service: Service<Request, Response = Response, Error = Infallible>
@@ -82,7 +89,23 @@ impl EdgeBuilder {
             + 'static,
         <L::Service as Service<Request>>::Future: Send + 'static,
     {
-        self.api = self.api.merge(api::protect(routes, &self.pieces, layer));
+        self.authenticated_in_with(AdmissionClass::DEFAULT, routes, layer)
+    }
+
+    /// [`EdgeBuilder::authenticated_with`], admitted in `class`.
+    pub fn authenticated_in_with<L>(mut self, class: AdmissionClass, routes: Router, layer: L) -> Self
+    where
+        L: Layer<Route> + Clone + Send + Sync + 'static,
+        L::Service: Service<Request, Response = Response, Error = Infallible>
+            + Clone
+            + Send
+            + Sync
+            + 'static,
+        <L::Service as Service<Request>>::Future: Send + 'static,
+    {
+        self.api = self
+            .api
+            .merge(api::protect(routes, &self.pieces, class, layer));
         self
     }
 

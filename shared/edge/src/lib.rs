@@ -13,6 +13,8 @@
 //! - [`extract`]: query extraction whose rejection names the field.
 //! - [`aggregate`]: the [`Aggregate`] extractor (deadlines, cache, route
 //!   label, `Prefer: handling=strict`), its state taken by `FromRef`.
+//! - [`admission`]: the adaptive limit on API requests in flight, by
+//!   class, and fast refusals past it.
 //! - the API stack (`src/api/`): one layer per concern of the
 //!   authenticated routes — admission, the anonymous limit,
 //!   authentication, the per-caller limit, cache headers.
@@ -24,6 +26,7 @@
 #![warn(missing_docs)]
 
 pub mod admin;
+pub mod admission;
 pub mod aggregate;
 mod api;
 mod app;
@@ -32,7 +35,6 @@ pub mod context;
 pub mod etag;
 pub mod extract;
 pub mod health;
-pub mod in_flight;
 mod metrics_layer;
 pub mod openapi;
 pub mod ratelimit;
@@ -42,6 +44,7 @@ mod shared;
 mod state;
 pub mod versioning;
 
+pub use admission::AdmissionClass;
 pub use aggregate::{Aggregate, AggregateState};
 pub use app::EdgeBuilder;
 pub use config::{Args, BffConfig, BffSpec, ConfigError};

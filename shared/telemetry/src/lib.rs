@@ -38,15 +38,23 @@ pub mod names {
     pub const SERVER_ACTIVE_REQUESTS: &str = "http.server.active_requests";
     /// Gauge of open client connections (HTTP/1.1 and HTTP/2).
     pub const SERVER_CONNECTIONS: &str = "bff.server.connections";
-    /// Gauge of the bound on API requests worked on at once, as sized to the
-    /// load (`BFF_MAX_IN_FLIGHT` is its ceiling).
+    /// Gauge of the limit on API requests worked on at once, as adapted to
+    /// their latency (`BFF_MAX_IN_FLIGHT` is its ceiling).
     pub const SERVER_IN_FLIGHT_LIMIT: &str = "bff.server.in_flight.limit";
+    /// Gauge of API requests worked on, by admission `class`.
+    pub const SERVER_IN_FLIGHT: &str = "bff.server.in_flight";
+    /// Gauge of API requests waiting for a place.
+    pub const SERVER_QUEUED: &str = "bff.server.queued";
+    /// Counter of API requests refused at admission, by `reason` (`full`, `queue_timeout`) and `class`.
+    pub const SERVER_REFUSED: &str = "bff.server.refused";
     /// Histogram (seconds) of REST and GraphQL upstream calls, by `upstream`, `operation`, `outcome`, `http.request.method`, `server.address`, `http.response.status_code` and, on failure, `error.type`.
     pub const CLIENT_DURATION: &str = "http.client.request.duration";
     /// Histogram (seconds) of gRPC upstream calls, by `upstream`, `operation`, `outcome`, `rpc.system.name` (`grpc`), `rpc.method` (`package.Service/Method`), `rpc.status_code` (`OK`, `UNAVAILABLE`, …) and `server.address`.
     pub const RPC_CLIENT_DURATION: &str = "rpc.client.call.duration";
     /// Gauge of each upstream's bulkhead use: calls in flight over the limit (0 to 1).
     pub const BULKHEAD_SATURATION: &str = "bff.upstream.bulkhead.saturation";
+    /// Gauge of each upstream's limit on calls in flight, as adapted to its latency.
+    pub const BULKHEAD_LIMIT: &str = "bff.upstream.bulkhead.limit";
     /// Counter of circuit transitions, by `upstream` and the `state` entered.
     pub const CIRCUIT_TRANSITIONS: &str = "bff.upstream.circuit.transitions";
     /// Counter of retries, by `upstream` and `result` (`retried`, `budget_exhausted`).
@@ -141,7 +149,25 @@ pub mod names {
             SERVER_IN_FLIGHT_LIMIT,
             Kind::Gauge,
             None,
-            "API requests worked on at once at most, as sized to the load.",
+            "API requests worked on at once at most, as adapted to their latency.",
+        ),
+        (
+            SERVER_IN_FLIGHT,
+            Kind::Gauge,
+            None,
+            "API requests worked on, by admission class.",
+        ),
+        (
+            SERVER_QUEUED,
+            Kind::Gauge,
+            None,
+            "API requests waiting for a place.",
+        ),
+        (
+            SERVER_REFUSED,
+            Kind::Counter,
+            None,
+            "API requests refused at admission, by reason and class.",
         ),
         (
             CLIENT_DURATION,
@@ -160,6 +186,12 @@ pub mod names {
             Kind::Gauge,
             None,
             "Share of an upstream's bulkhead in use (0 to 1).",
+        ),
+        (
+            BULKHEAD_LIMIT,
+            Kind::Gauge,
+            None,
+            "Calls in flight to an upstream at most, as adapted to its latency.",
         ),
         (LIVE_STREAMS, Kind::Gauge, None, "Open live-update streams."),
         (

@@ -1,67 +1,96 @@
 //! Admission: a place among the API requests in flight before any work is
-//! done ([`crate::BffConfig::max_in_flight`], sized to the load by
-//! [`crate::in_flight`]; one bound for every API route, waiters served in
-//! arrival order), for at most the request deadline
-//! (`BFF_DEADLINE_REQUEST`), after which the answer is 503 with
-//! `Retry-After`.
+//! done, within the route's class ([`crate::admission`]), or 503 with
+//! `Retry-After` after at most the admission queue's short wait.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::Request;
 use axum::response::{IntoResponse, Response};
+use bff_limit::{ClassId, Limiter, Refused};
 use bff_problem::ApiError;
+use bff_telemetry::names;
 
 use super::{Next, ResponseFuture, Step};
-use crate::in_flight::{GaveUp, InFlight};
+use crate::admission::AdmissionClass;
 
-/// Waits for a place among the API requests in flight.
+/// Waits, briefly, for a place among the API requests in flight.
 #[derive(Debug, Clone)]
 pub(crate) struct Admission {
-    bound: Option<Arc<InFlight>>,
-    patience: Duration,
+    limit: Option<Arc<Limited>>,
+}
+
+/// What admission into one class needs.
+#[derive(Debug)]
+struct Limited {
+    limiter: Arc<Limiter>,
+    class: ClassId,
+    wait: Duration,
+    /// `bff.server.refused` for this class, by reason: full, then
+    /// queue_timeout.
+    refused: [metrics::Counter; 2],
 }
 
 impl Admission {
-    /// `bound` is shared by every route the stack is applied to; `None`
-    /// admits every request at once.
-    pub(crate) fn new(bound: Option<Arc<InFlight>>, patience: Duration) -> Self {
-        Admission { bound, patience }
+    /// Admission into `class` of `limiter` (shared by every route the
+    /// stack is applied to), waiting at most `wait`; `None` admits every
+    /// request at once.
+    pub(crate) fn new(limiter: Option<&Arc<Limiter>>, class: AdmissionClass, wait: Duration) -> Self {
+        let limit = limiter.map(|limiter| {
+            let in_flight = metrics::gauge!(names::SERVER_IN_FLIGHT, "class" => class.name);
+            let refused = |reason: &'static str| {
+                metrics::counter!(names::SERVER_REFUSED, "reason" => reason, "class" => class.name)
+            };
+            Arc::new(Limited {
+                class: limiter.class(class.name, class.share, in_flight),
+                limiter: limiter.clone(),
+                wait,
+                refused: [
+                    refused(Refused::Full.reason()),
+                    refused(Refused::Waited(wait).reason()),
+                ],
+            })
+        });
+        Admission { limit }
     }
 }
 
 impl Step for Admission {
     fn call<N: Next>(&self, next: N, request: Request) -> ResponseFuture {
-        let Some(bound) = self.bound.clone() else {
+        let Some(limit) = self.limit.clone() else {
             return next.run(request);
         };
-        let patience = self.patience;
         Box::pin(async move {
             // Held until the response is made (dropped with the future).
-            let _place = match bound.enter(patience).await {
+            let _place = match limit.limiter.acquire(limit.class, limit.wait).await {
                 Ok(place) => place,
-                Err(gave_up) => return Ok(overloaded(gave_up)),
+                Err(refused) => return Ok(limit.refuse(refused)),
             };
             next.run(request).await
         })
     }
 }
 
-/// The answer to a request that waited the whole request deadline for a
-/// place among those in flight: the replica is past what its CPU or its
-/// upstreams get through, and working on a request this late would only
-/// answer a client that has given up while the queue behind it grows.
-fn overloaded(gave_up: GaveUp) -> Response {
-    tracing::debug!(
-        waited_ms = gave_up.0.as_millis(),
-        "request refused: no place among the requests in flight within the request deadline"
-    );
-    ApiError::unavailable(
-        format!(
-            "the server is at its bound on requests in flight and this request could not start within {} ms",
-            gave_up.0.as_millis()
-        ),
-        1,
-    )
-    .into_response()
+impl Limited {
+    /// The answer to a request that found no place: the replica is past
+    /// what its CPU gets through at a latency near its usual one, and a
+    /// client told so at once can try another replica.
+    fn refuse(&self, refused: Refused) -> Response {
+        let (counter, detail) = match refused {
+            Refused::Full => (
+                &self.refused[0],
+                "the server is at its limit on requests in flight".to_owned(),
+            ),
+            Refused::Waited(wait) => (
+                &self.refused[1],
+                format!(
+                    "the server is at its limit on requests in flight and no place freed up within {} ms",
+                    wait.as_millis()
+                ),
+            ),
+        };
+        counter.increment(1);
+        tracing::debug!(reason = refused.reason(), "request refused at admission");
+        ApiError::unavailable(detail, 1).into_response()
+    }
 }

@@ -5,8 +5,8 @@
 //!
 //! From the outside in (the order ARCHITECTURE.md names):
 //!
-//! 1. [`admission`]: a place among the API requests in flight, or 503 with
-//!    `Retry-After` once the request deadline has passed waiting for one;
+//! 1. [`admission`]: a place among the API requests in flight, within the
+//!    routes' class, or 503 with `Retry-After` after a short wait;
 //! 2. [`anonymous`]: a client address over its `anonymous` quota is
 //!    refused before its token is looked at, and a failed authentication
 //!    costs it one request of that quota;
@@ -45,7 +45,7 @@ use axum::response::Response;
 use bff_auth::Authenticator;
 use tower::{Layer, Service, ServiceBuilder};
 
-use crate::in_flight::InFlight;
+use crate::admission::AdmissionClass;
 use crate::ratelimit::Limits;
 
 pub(crate) mod admission;
@@ -59,30 +59,35 @@ pub(crate) mod caller_limit;
 pub(crate) type ResponseFuture = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
 
 /// What the layers of the stack are made from, built once per app and
-/// shared by every authenticated route (one bound on requests in flight,
+/// shared by every authenticated route (one limit on requests in flight,
 /// one set of blocked addresses).
 #[derive(Debug, Clone)]
 pub(crate) struct Pieces {
-    /// The bound on API requests in flight; `None` when off.
-    pub(crate) in_flight: Option<Arc<InFlight>>,
-    /// How long a request may wait for a place (the request deadline).
-    pub(crate) patience: Duration,
+    /// The limit on API requests in flight; `None` when off.
+    pub(crate) limiter: Option<Arc<bff_limit::Limiter>>,
+    /// How long a request may wait for a place (`BFF_ADMISSION_QUEUE`).
+    pub(crate) queue: Duration,
     /// The rate limits; `None` when off.
     pub(crate) limits: Option<Arc<Limits>>,
     /// The token verifier.
     pub(crate) auth: Arc<Authenticator>,
 }
 
-/// `routes` behind the API stack, with `innermost` between the stack and
-/// the handlers.
-pub(crate) fn protect<L>(routes: Router, pieces: &Pieces, innermost: L) -> Router
+/// `routes` behind the API stack, admitted in `class`, with `innermost`
+/// between the stack and the handlers.
+pub(crate) fn protect<L>(
+    routes: Router,
+    pieces: &Pieces,
+    class: AdmissionClass,
+    innermost: L,
+) -> Router
 where
     L: Layer<axum::routing::Route> + Clone + Send + Sync + 'static,
     L::Service:
         Service<Request, Response = Response, Error = Infallible> + Clone + Send + Sync + 'static,
     <L::Service as Service<Request>>::Future: Send + 'static,
 {
-    let steps = admission::Admission::new(pieces.in_flight.clone(), pieces.patience)
+    let steps = admission::Admission::new(pieces.limiter.as_ref(), class, pieces.queue)
         .then(anonymous::AnonymousLimit(pieces.limits.clone()))
         .then(authenticate::Authenticate(pieces.auth.clone()))
         .then(caller_limit::CallerLimit(pieces.limits.clone()))

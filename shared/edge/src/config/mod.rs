@@ -103,11 +103,18 @@ pub struct BffConfig {
     pub rate_limits: Vec<Policy>,
     /// Largest request body accepted.
     pub body_limit: usize,
-    /// `BFF_MAX_IN_FLIGHT`: the most API requests worked on at once; more
-    /// wait, in arrival order, until one ends (`None`: `off`, no bound).
-    /// Below it, the bound in use follows the load ([`crate::in_flight`]).
-    /// Probes, metrics and the OpenAPI document are never held.
+    /// `BFF_MAX_IN_FLIGHT`: the most API requests worked on at once
+    /// (`None`: `off`, no limit). Below it the limit in use adapts to the
+    /// requests' latency unless `adaptive_limit` is off
+    /// ([`crate::admission`]). Probes, metrics and the OpenAPI document are
+    /// never held.
     pub max_in_flight: Option<usize>,
+    /// `BFF_ADAPTIVE_LIMIT`: whether the limit adapts to latency (`on`) or
+    /// is `max_in_flight` itself (`off`).
+    pub adaptive_limit: bool,
+    /// `BFF_ADMISSION_QUEUE`: how long a request may wait for a place
+    /// before it is refused with 503 (0: refused at once).
+    pub admission_queue: Duration,
     /// How long in-flight requests may take to finish after SIGTERM.
     pub shutdown_grace: Duration,
     /// Log line format.
@@ -184,6 +191,8 @@ impl BffConfig {
             rate_limits,
             body_limit: edge.body_limit,
             max_in_flight: edge.max_in_flight,
+            adaptive_limit: edge.adaptive_limit,
+            admission_queue: edge.admission_queue,
             shutdown_grace: edge.shutdown_grace,
             log_format: telemetry.log_format,
             log_filter: telemetry.log_filter,

@@ -6,24 +6,27 @@ use std::time::Duration;
 use bff_config::{FieldError, Section, de};
 use reqwest::Url;
 
-/// API requests a BFF works on at once, per CPU it may use, unless
-/// `BFF_MAX_IN_FLIGHT` says otherwise. Past its CPU, a BFF that starts every
-/// request it reads only makes each one slower: more upstream connections
-/// opened, more memory touched, every request's turn further away, until
-/// the bulkheads shed. Measured (BENCHMARKS.md, scenario 10 at 3,000/s on
-/// one CPU): without a bound, a short hiccup grew into seconds of 200–300 ms
-/// answers and hundreds of partial dashboards; with 64, the requests past
-/// it wait a moment, p99 stays in tens of milliseconds and none is partial.
-/// It is a ceiling: the bound in use is sized to the load below it
-/// ([`crate::in_flight`]), so the ceiling only matters against slow
-/// upstreams, where rate × upstream latency is the least a BFF needs. It is
-/// set so that a CPU runs out before the ceiling does for upstreams up to
-/// about 50 ms: a CPU serves 5,000–10,000 dashboards a second (100–200 µs
-/// each), which against 50 ms upstreams is 250–500 in flight. The former
-/// 64 held a replica to 640 requests a second per CPU against 100 ms
-/// upstreams (BENCHMARKS.md, seventh step: offered 1,000/s, it served 610/s
-/// at a p99 of 1.7 s; with 256, all of them, within 1.1 ms of the upstreams).
+/// API requests a BFF works on at once at most, per CPU it may use, unless
+/// `BFF_MAX_IN_FLIGHT` says otherwise: the ceiling of the adaptive limit
+/// ([`crate::admission`]), which is what bounds the work in practice. The
+/// ceiling is a memory bound, set so that a CPU runs out before it does
+/// for upstreams up to about 50 ms: a CPU serves 5,000–10,000 dashboards a
+/// second (100–200 µs each), which against 50 ms upstreams is 250–500 in
+/// flight (BENCHMARKS.md, seventh step: a ceiling of 64 held a replica to
+/// 640 requests a second per CPU against 100 ms upstreams).
 const MAX_IN_FLIGHT_PER_CPU: usize = 256;
+
+/// How long an API request may wait for a place before it is refused,
+/// unless `BFF_ADMISSION_QUEUE` says otherwise. Long enough to absorb the
+/// bunching of arrivals at a limit that is not overloaded (a place frees
+/// up every few hundred microseconds at a few thousand requests a second),
+/// short enough that a refused client hears so within a few milliseconds
+/// and tries another replica instead of waiting seconds for this one.
+const ADMISSION_QUEUE: Duration = Duration::from_millis(2);
+
+/// The longest `BFF_ADMISSION_QUEUE` may be: a queue is what the limit is
+/// there to keep short.
+const MAX_ADMISSION_QUEUE: Duration = Duration::from_secs(1);
 
 /// The keys without a prefix that the edge reads (`BFF_LISTEN`, …).
 #[derive(Debug, serde::Deserialize)]
@@ -40,6 +43,10 @@ pub(super) struct EdgeSection {
     pub(super) body_limit: usize,
     #[serde(deserialize_with = "max_in_flight")]
     pub(super) max_in_flight: Option<usize>,
+    #[serde(deserialize_with = "de::on_off")]
+    pub(super) adaptive_limit: bool,
+    #[serde(deserialize_with = "de::duration_or_zero")]
+    pub(super) admission_queue: Duration,
     #[serde(deserialize_with = "de::duration")]
     pub(super) shutdown_grace: Duration,
     #[serde(deserialize_with = "send_buffer")]
@@ -55,6 +62,8 @@ impl Default for EdgeSection {
             cors_origins: Vec::new(),
             body_limit: 64 * 1024,
             max_in_flight: Some(MAX_IN_FLIGHT_PER_CPU * cpus),
+            adaptive_limit: true,
+            admission_queue: ADMISSION_QUEUE,
             shutdown_grace: Duration::from_secs(10),
             send_buffer: None,
         }
@@ -62,9 +71,15 @@ impl Default for EdgeSection {
 }
 
 impl Section for EdgeSection {
-    /// The admin token guards cache purges: a short one is refused, and
-    /// the message never repeats it.
+    /// The admission queue is short by design; the admin token guards cache
+    /// purges: a short one is refused, and the message never repeats it.
     fn check(&self) -> Result<(), FieldError> {
+        if self.admission_queue > MAX_ADMISSION_QUEUE {
+            return Err(FieldError::new(
+                "admission_queue",
+                "must be at most 1s (0 refuses at once)",
+            ));
+        }
         match &self.admin_token {
             Some(token) if token.len() < 32 || token.chars().any(|c| !c.is_ascii_graphic()) => {
                 Err(FieldError::new(
