@@ -18,7 +18,7 @@ use bff_clients::{
     InventoryClient, OrderClient, PriceFeed, PricingClient, ProductClient, RecommendationClient,
     ReviewClient, UserClient, upstreams,
 };
-use bff_edge::{BffSpec, BffState, EdgeBuilder, Shared, StartError};
+use bff_edge::{AdmissionClass, BffSpec, BffState, EdgeBuilder, Shared, StartError};
 
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -87,14 +87,35 @@ pub async fn app(shared: Shared) -> Result<Router, StartError> {
         shared.fragments().cache(),
         fragments::price_changed,
     );
-    let (api, doc) = OpenApiRouter::new()
+    let state = BffState::new(state, shared.aggregate_state());
+    let (pages, mut doc) = OpenApiRouter::new()
         .routes(routes!(dashboard::dashboard))
         .routes(routes!(product::product_page))
-        .routes(routes!(live::live))
-        .with_state(BffState::new(state, shared.aggregate_state()))
+        .with_state(state.clone())
         .split_for_parts();
+    let (streams, streams_doc) = OpenApiRouter::new()
+        .routes(routes!(live::live))
+        .with_state(state)
+        .split_for_parts();
+    doc.merge(streams_doc);
     Ok(EdgeBuilder::new(shared)
-        .authenticated(api)
+        .authenticated_in(PAGES, pages)
+        .authenticated_in(LIVE, streams)
         .openapi(doc, DESCRIPTION)
         .build())
 }
+
+/// The pages keep 60% of the limit on requests in flight: a storm of live
+/// streams reconnecting (after a deploy, say) cannot take their places.
+const PAGES: AdmissionClass = AdmissionClass {
+    name: "pages",
+    share: 60,
+};
+
+/// Opening live streams keeps 20%: while the pages are busy, clients can
+/// still subscribe to updates (the place is held until the stream's first
+/// answer, not for the stream's life).
+const LIVE: AdmissionClass = AdmissionClass {
+    name: "live",
+    share: 20,
+};

@@ -54,6 +54,11 @@ pub(crate) const NODE_PORT: u16 = 18_091;
 pub(crate) const FLOOR_PORT: u16 = 18_092;
 pub(crate) const STATIC_MOBILE_PORT: u16 = 18_088;
 pub(crate) const STATIC_FLOOR_PORT: u16 = 18_093;
+/// Scenario 11's bff-mobile (its own port: scenario 10's may still be
+/// closing).
+pub(crate) const OVERLOAD_MOBILE_PORT: u16 = 18_094;
+/// Scenario 11's I/O floor.
+pub(crate) const OVERLOAD_FLOOR_PORT: u16 = 18_095;
 /// Scenario 9's bff-web (its own, with live limits raised).
 pub(crate) const LIVE_WEB_PORT: u16 = 18_089;
 /// The static upstream stand-ins of scenario 10: user, order, recommendation.
@@ -185,6 +190,7 @@ pub(crate) fn bff_env(port: u16) -> Vec<(String, String)> {
         // One token makes every request: quotas it never reaches, so each
         // request pays for its check and none is refused. (Run with
         // BFF_RATE_LIMITS=off in the environment to measure without.)
+        ("BFF_RATE_LIMIT_FREE".into(), "100000000/1s".into()),
         ("BFF_RATE_LIMIT_STANDARD".into(), "100000000/1s".into()),
         ("BFF_RATE_LIMIT_PREMIUM".into(), "100000000/1s".into()),
     ]
@@ -277,6 +283,8 @@ pub(crate) fn ports_free() -> Result<(), String> {
         STATIC_MOBILE_PORT,
         STATIC_FLOOR_PORT,
         LIVE_WEB_PORT,
+        OVERLOAD_MOBILE_PORT,
+        OVERLOAD_FLOOR_PORT,
     ];
     let demo = (0..8).chain([99]).map(|offset| DEMO_BASE + offset);
     let statics = (0..3).map(|offset| STATIC_BASE + offset);
@@ -376,4 +384,177 @@ pub(crate) async fn alternate(
         }
     }
     Ok(cpu)
+}
+
+/// The static upstream stand-ins (`static-upstream`) answering recorded
+/// bodies, with nginx's keep-alive behaviour; stopped, and their
+/// recordings removed, when dropped.
+pub(crate) struct Statics {
+    _proc: Proc,
+    dir: PathBuf,
+}
+
+impl Drop for Statics {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+impl Statics {
+    /// Records what each workload of `workloads` gets from the demo
+    /// services and serves it: the `i`th target of every workload on
+    /// [`STATIC_BASE`] + `i`, so a BFF pointed there ([`static_env`]) sees
+    /// the demo world's answers. Returns the same workloads on the static
+    /// upstreams.
+    pub(crate) async fn start(
+        bin: &Path,
+        plan: &Plan,
+        workloads: &[Arc<Vec<Target>>],
+        args: &Args,
+    ) -> Result<(Statics, Vec<Arc<Vec<Target>>>), String> {
+        let dir = std::env::temp_dir().join(format!("loadtest-static-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        let mut routes = Vec::new();
+        let mut statics = Vec::new();
+        for (w, workload) in workloads.iter().enumerate() {
+            let mut targets = Vec::new();
+            for (i, t) in workload.iter().enumerate() {
+                let (status, body) = load::fetch(t).await?;
+                if status != 200 {
+                    return Err(format!("recording {}: status {status}", t.path));
+                }
+                let file = dir.join(format!("{w}-{i}.json"));
+                std::fs::write(&file, &body).map_err(|e| format!("{}: {e}", file.display()))?;
+                let port = STATIC_BASE + i as u16;
+                routes.push(format!("{}={}={}", addr(port), file.display(), t.path));
+                targets.push(Target::get(addr(port), t.path.clone()));
+            }
+            statics.push(Arc::new(targets));
+        }
+        let mut static_args = vec![args.upstream_keepalive.to_string(), "5000".to_owned()];
+        static_args.extend(routes);
+        let static_args: Vec<&str> = static_args.iter().map(String::as_str).collect();
+        let proc = Proc::spawn(
+            "static-upstream",
+            &bin.join("static-upstream"),
+            &static_args,
+            &[],
+            plan.other_cpu,
+        )?;
+        let statics_up = Statics { _proc: proc, dir };
+        if let Some(first) = statics.first() {
+            for t in first.iter() {
+                wait_http(t.addr.port(), &t.path, "the static upstreams").await?;
+            }
+        }
+        Ok((statics_up, statics))
+    }
+}
+
+/// Connections the static upstreams have accepted, all addresses summed.
+pub(crate) async fn static_connections() -> Result<u64, String> {
+    let mut total = 0;
+    for i in 0..3 {
+        let target = Target::get(addr(STATIC_BASE + i), "/_static/connections");
+        let (status, body) = load::fetch(&target).await?;
+        let count = std::str::from_utf8(&body)
+            .ok()
+            .and_then(|t| t.trim().parse::<u64>().ok());
+        match (status, count) {
+            (200, Some(n)) => total += n,
+            _ => {
+                return Err(format!(
+                    "static upstream {i}: no connection count ({status})"
+                ));
+            }
+        }
+    }
+    Ok(total)
+}
+
+/// The environment of a bff-mobile on `port` over the static upstreams,
+/// coalescing off so that it makes every call the I/O floor makes: no
+/// figure then depends on many clients asking for one user at once.
+pub(crate) fn static_env(port: u16) -> Vec<(String, String)> {
+    let mut env = bff_env(port);
+    for (name, port) in [
+        ("BFF_UPSTREAM_USER", STATIC_BASE),
+        ("BFF_UPSTREAM_ORDER", STATIC_BASE + 1),
+        ("BFF_UPSTREAM_RECOMMENDATION", STATIC_BASE + 2),
+    ] {
+        env.retain(|(k, _)| k != name);
+        env.push((name.into(), format!("http://{}", addr(port))));
+    }
+    env.push(("BFF_UPSTREAM_ALL_COALESCE".into(), "false".into()));
+    env
+}
+
+/// What a BFF's counters say it degraded: dashboards answered in part,
+/// upstream calls shed by a full bulkhead, requests refused at admission.
+/// A partial dashboard is a 200, so the harness's own error count does not
+/// see it.
+pub(crate) struct Degradation {
+    pub(crate) partial: u64,
+    pub(crate) shed: u64,
+    pub(crate) refused: u64,
+    /// 503 answers, and of them those the BFF gave within 5 ms of reading
+    /// the request (its `http.server.request.duration` histogram).
+    pub(crate) answered_503: u64,
+    pub(crate) answered_503_within_5ms: u64,
+}
+
+impl Degradation {
+    /// The BFF's counters now (its `/metrics` on `port`).
+    pub(crate) async fn of(port: u16) -> Result<Self, String> {
+        let (status, body) = load::fetch(&Target::get(addr(port), "/metrics")).await?;
+        if status != 200 {
+            return Err(format!("GET /metrics on port {port}: status {status}"));
+        }
+        let text = String::from_utf8_lossy(&body);
+        Ok(Degradation {
+            partial: counter_total(&text, "bff_aggregate_partial_responses_total"),
+            shed: counter_total(&text, "bff_upstream_shed_total"),
+            refused: counter_total(&text, "bff_server_refused_total"),
+            answered_503: histogram_503(&text, "http_server_request_duration_seconds_count", None),
+            answered_503_within_5ms: histogram_503(
+                &text,
+                "http_server_request_duration_seconds_bucket",
+                Some("0.005"),
+            ),
+        })
+    }
+
+    /// What was counted after `before`.
+    pub(crate) fn since(&self, before: &Degradation) -> Degradation {
+        Degradation {
+            partial: self.partial.saturating_sub(before.partial),
+            shed: self.shed.saturating_sub(before.shed),
+            refused: self.refused.saturating_sub(before.refused),
+            answered_503: self.answered_503.saturating_sub(before.answered_503),
+            answered_503_within_5ms: self
+                .answered_503_within_5ms
+                .saturating_sub(before.answered_503_within_5ms),
+        }
+    }
+}
+
+/// The sum of the series of `name` answered 503 (and, for a histogram's
+/// buckets, the one up to `le`).
+fn histogram_503(metrics: &str, name: &str, le: Option<&str>) -> u64 {
+    metrics
+        .lines()
+        .filter_map(|line| {
+            let rest = line.strip_prefix(name)?.strip_prefix('{')?;
+            let (labels, value) = rest.rsplit_once("} ")?;
+            if !labels.contains("http_response_status_code=\"503\"") {
+                return None;
+            }
+            if let Some(le) = le
+                && !labels.contains(&format!("le=\"{le}\""))
+            {
+                return None;
+            }
+            value.trim().parse::<f64>().ok()
+        })
+        .sum::<f64>() as u64
 }

@@ -49,8 +49,8 @@ pub struct Args {
     /// Closed-loop concurrent connections.
     #[arg(long, default_value_t = 32)]
     pub connections: usize,
-    /// Scenarios to run (1–10).
-    #[arg(long, value_delimiter = ',', default_value = "1,2,3,4,5,6,7,8,9,10")]
+    /// Scenarios to run (1–11).
+    #[arg(long, value_delimiter = ',', default_value = "1,2,3,4,5,6,7,8,9,10,11")]
     pub scenarios: Vec<u8>,
     /// Scenario 9: idle live streams held open at once.
     #[arg(long, default_value_t = 10_000)]
@@ -82,7 +82,10 @@ pub struct Args {
     /// shows the bound's ceiling (`BFF_MAX_IN_FLIGHT`) holding requests back.
     #[arg(long, default_value = "20ms", value_parser = humantime::parse_duration)]
     pub upstream_latency: Duration,
-    /// Scenario 10: closed-loop connections.
+    /// Scenario 11: users whose dashboards are asked for in turn.
+    #[arg(long, default_value_t = 200)]
+    pub overload_users: usize,
+    /// Scenarios 10 and 11: closed-loop connections.
     #[arg(long, default_value_t = 64)]
     pub static_connections: usize,
     /// Scenario 10: record each measurement with `perf` and draw it as a
@@ -92,7 +95,7 @@ pub struct Args {
     #[arg(long)]
     pub perf: Option<PathBuf>,
     /// Another bff-mobile binary (e.g. the previous commit's) to measure in
-    /// scenario 1 against this one, alternately, in the same run.
+    /// scenarios 1 and 11 against this one, alternately, in the same run.
     #[arg(long)]
     pub compare_with: Option<PathBuf>,
 }

@@ -74,6 +74,15 @@ pub struct Stats {
     pub ok: u64,
     /// Iterations with an error status or a transport error.
     pub errors: u64,
+    /// Of `errors`, those answered 503 (a server refusing work past its
+    /// limit): their latency is also in `refused_latency`.
+    pub refused: u64,
+    /// Latency of the refused iterations, microseconds.
+    pub refused_latency: Histogram<u64>,
+    /// The same from when the generator sent them rather than from when
+    /// they were due: what the server took, without the generator's own
+    /// lateness.
+    pub refused_service: Histogram<u64>,
     /// Open loop: arrivals dropped because too many were outstanding.
     pub dropped: u64,
     /// Wall time of the run.
@@ -97,13 +106,31 @@ pub const STALL_WINDOW: Duration = Duration::from_millis(250);
 /// The latency that marks a window as stalled.
 pub const STALL_LATENCY: Duration = Duration::from_millis(50);
 
+fn histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 60_000_000, 3)
+        .unwrap_or_else(|_| Histogram::new(3).unwrap_or_else(|_| unreachable!()))
+}
+
+/// How one iteration ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Outcome {
+    /// Every response 2xx or 3xx.
+    Ok,
+    /// Some response 503, none worse.
+    Refused,
+    /// Some other error status, or a transport error.
+    Failed,
+}
+
 impl Stats {
     fn new() -> Self {
         Stats {
-            latency: Histogram::new_with_bounds(1, 60_000_000, 3)
-                .unwrap_or_else(|_| Histogram::new(3).unwrap_or_else(|_| unreachable!())),
+            latency: histogram(),
             ok: 0,
             errors: 0,
+            refused: 0,
+            refused_latency: histogram(),
+            refused_service: histogram(),
             dropped: 0,
             elapsed: Duration::ZERO,
             bytes: 0,
@@ -115,8 +142,11 @@ impl Stats {
 
     fn merge(&mut self, other: &Stats) {
         let _ = self.latency.add(&other.latency);
+        let _ = self.refused_latency.add(&other.refused_latency);
+        let _ = self.refused_service.add(&other.refused_service);
         self.ok += other.ok;
         self.errors += other.errors;
+        self.refused += other.refused;
         self.dropped += other.dropped;
         self.bytes += other.bytes;
         self.stalled.extend(&other.stalled);
@@ -136,6 +166,37 @@ impl Stats {
     /// A latency percentile in milliseconds.
     pub fn percentile_ms(&self, q: f64) -> f64 {
         self.latency.value_at_quantile(q) as f64 / 1000.0
+    }
+
+    /// A percentile of the refused iterations' latency, in milliseconds.
+    pub fn refused_percentile_ms(&self, q: f64) -> f64 {
+        self.refused_latency.value_at_quantile(q) as f64 / 1000.0
+    }
+
+    /// Successful iterations per second.
+    pub fn ok_per_sec(&self) -> f64 {
+        self.ok as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+
+    /// A percentile of the refused iterations' time from their sending,
+    /// in milliseconds.
+    pub fn refused_service_ms(&self, q: f64) -> f64 {
+        self.refused_service.value_at_quantile(q) as f64 / 1000.0
+    }
+
+    fn record(&mut self, outcome: Outcome, latency_us: u64, service_us: u64, bytes: u64) {
+        let _ = self.latency.record(latency_us);
+        self.bytes += bytes;
+        match outcome {
+            Outcome::Ok => self.ok += 1,
+            Outcome::Refused => {
+                self.errors += 1;
+                self.refused += 1;
+                let _ = self.refused_latency.record(latency_us);
+                let _ = self.refused_service.record(service_us);
+            }
+            Outcome::Failed => self.errors += 1,
+        }
     }
 }
 
@@ -167,8 +228,8 @@ impl Worker {
         }
     }
 
-    /// Runs every target concurrently; true when all succeeded.
-    async fn iterate(&mut self, targets: &[Target]) -> (bool, u64) {
+    /// Runs every target concurrently.
+    async fn iterate(&mut self, targets: &[Target]) -> (Outcome, u64) {
         let futures = self
             .conns
             .iter_mut()
@@ -178,59 +239,88 @@ impl Worker {
                     *slot = connect(target.addr).await.ok();
                 }
                 let Some(conn) = slot.as_mut() else {
-                    return (false, 0);
+                    return (Outcome::Failed, 0);
                 };
                 if conn.ready().await.is_err() {
                     *slot = None;
-                    return (false, 0);
+                    return (Outcome::Failed, 0);
                 }
                 let Ok(request) = target.request() else {
-                    return (false, 0);
+                    return (Outcome::Failed, 0);
                 };
                 match conn.send_request(request).await {
                     Ok(response) => {
                         let status = response.status();
+                        let outcome = if status.is_success() || status.is_redirection() {
+                            Outcome::Ok
+                        } else if status == http::StatusCode::SERVICE_UNAVAILABLE {
+                            Outcome::Refused
+                        } else {
+                            Outcome::Failed
+                        };
                         match response.into_body().collect().await {
-                            Ok(body) => (
-                                status.is_success() || status.is_redirection(),
-                                body.to_bytes().len() as u64,
-                            ),
+                            Ok(body) => (outcome, body.to_bytes().len() as u64),
                             Err(_) => {
                                 *slot = None;
-                                (false, 0)
+                                (Outcome::Failed, 0)
                             }
                         }
                     }
                     Err(_) => {
                         *slot = None;
-                        (false, 0)
+                        (Outcome::Failed, 0)
                     }
                 }
             });
         let results = futures::future::join_all(futures).await;
-        (
-            results.iter().all(|(ok, _)| *ok),
-            results.iter().map(|(_, b)| b).sum(),
-        )
+        // The worst outcome of the iteration's requests.
+        let outcome = results
+            .iter()
+            .map(|(o, _)| *o)
+            .max_by_key(|o| match o {
+                Outcome::Ok => 0,
+                Outcome::Refused => 1,
+                Outcome::Failed => 2,
+            })
+            .unwrap_or(Outcome::Ok);
+        (outcome, results.iter().map(|(_, b)| b).sum())
     }
+}
+
+/// Workloads to take in turn, one per iteration (each the same number of
+/// targets on the same addresses, so a worker's connections serve all):
+/// many users' dashboards, say, so that no cache serves them all.
+pub type Mix = Arc<Vec<Arc<Vec<Target>>>>;
+
+/// The next workload of `mix`, in turn.
+fn pick<'a>(mix: &'a Mix, turn: &std::sync::atomic::AtomicUsize) -> &'a Arc<Vec<Target>> {
+    let i = turn.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    &mix[i % mix.len()]
 }
 
 /// `workers` loops, each running the workload back to back for `duration`.
 pub async fn closed_loop(targets: Arc<Vec<Target>>, workers: usize, duration: Duration) -> Stats {
+    closed_loop_mix(Arc::new(vec![targets]), workers, duration).await
+}
+
+/// [`closed_loop`] over the workloads of `mix`, in turn.
+pub async fn closed_loop_mix(mix: Mix, workers: usize, duration: Duration) -> Stats {
     let started = Instant::now();
     let deadline = started + duration;
+    let width = mix.first().map_or(0, |t| t.len());
+    let turn = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let mut tasks = Vec::with_capacity(workers);
     for _ in 0..workers {
-        let targets = targets.clone();
+        let (mix, turn) = (mix.clone(), turn.clone());
         tasks.push(tokio::spawn(async move {
             let mut stats = Stats::new();
-            let mut worker = Worker::new(targets.len());
+            let mut worker = Worker::new(width);
             while Instant::now() < deadline {
                 let t = Instant::now();
-                let (ok, bytes) = worker.iterate(&targets).await;
-                let _ = stats.latency.record(t.elapsed().as_micros().max(1) as u64);
-                stats.bytes += bytes;
-                if ok { stats.ok += 1 } else { stats.errors += 1 }
+                let targets = pick(&mix, &turn);
+                let (outcome, bytes) = worker.iterate(targets).await;
+                let took = t.elapsed().as_micros().max(1) as u64;
+                stats.record(outcome, took, took, bytes);
             }
             stats
         }));
@@ -254,6 +344,18 @@ pub async fn open_loop(
     duration: Duration,
     max_outstanding: usize,
 ) -> Stats {
+    open_loop_mix(Arc::new(vec![targets]), rate, duration, max_outstanding).await
+}
+
+/// [`open_loop`] over the workloads of `mix`, in turn.
+pub async fn open_loop_mix(
+    mix: Mix,
+    rate: f64,
+    duration: Duration,
+    max_outstanding: usize,
+) -> Stats {
+    let width = mix.first().map_or(0, |t| t.len());
+    let turn = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let pool: Arc<Mutex<Vec<Worker>>> = Arc::default();
     let stats = Arc::new(Mutex::new(Stats::new()));
     let outstanding = Arc::new(tokio::sync::Semaphore::new(max_outstanding));
@@ -274,25 +376,26 @@ pub async fn open_loop(
             }
             continue;
         };
-        let (pool, stats, targets) = (pool.clone(), stats.clone(), targets.clone());
+        let targets = pick(&mix, &turn).clone();
+        let (pool, stats) = (pool.clone(), stats.clone());
         tasks.spawn(async move {
             let _permit = permit;
             let mut worker = pool
                 .lock()
                 .ok()
                 .and_then(|mut p| p.pop())
-                .unwrap_or_else(|| Worker::new(targets.len()));
-            let (ok, bytes) = worker.iterate(&targets).await;
+                .unwrap_or_else(|| Worker::new(width));
+            let sent = tokio::time::Instant::now();
+            let (outcome, bytes) = worker.iterate(&targets).await;
+            let service = sent.elapsed().as_micros().max(1) as u64;
             let waited = due.elapsed();
             let latency = waited.as_micros().max(1) as u64;
             if let Ok(mut s) = stats.lock() {
-                let _ = s.latency.record(latency);
                 if waited > STALL_LATENCY {
                     let window = (due - started).as_millis() / STALL_WINDOW.as_millis();
                     s.stalled.insert(window as u64);
                 }
-                s.bytes += bytes;
-                if ok { s.ok += 1 } else { s.errors += 1 }
+                s.record(outcome, latency, service, bytes);
             }
             if let Ok(mut p) = pool.lock() {
                 p.push(worker);

@@ -14,8 +14,8 @@ mod tokens;
 
 pub use bff::{
     EDGE_SPEC, TestServer, bff_config, bff_config_with, clear_fault, partner_token, serve_bff,
-    serve_edge, serve_edge_composed, serve_edge_with, set_fault, stand_in_only, start_bff, start_stand_in_only,
-    upstreams_of, user_token,
+    serve_edge, serve_edge_composed, serve_edge_with, set_fault, stand_in_only, start_bff,
+    start_stand_in_only, upstreams_of, user_token,
 };
 
 pub use binary::{BffProcess, check_cache_series_at_start, check_sigterm_drains};

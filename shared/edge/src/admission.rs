@@ -55,13 +55,15 @@ impl AdmissionClass {
     };
 }
 
-/// The limit starts here per CPU: enough for a page that opens with a
-/// dozen calls at once on a replica that was idle, little enough that a
-/// burst on a cold replica does not start more than its CPU finishes.
+/// The limit starts here per CPU: little enough that a burst on a cold
+/// replica does not start more than its CPU finishes, and it grows by its
+/// square root every 100 ms while the latency holds.
 pub const INITIAL_PER_CPU: usize = 32;
 
-/// The least the limit becomes, per CPU.
-pub const MIN_PER_CPU: usize = 4;
+/// The least the limit becomes, per CPU: a page that opens with a dozen
+/// calls at once is not refused by a replica that was quiet (an unused
+/// limit drifts down toward twice what was in flight).
+pub const MIN_PER_CPU: usize = 16;
 
 /// The limiter of `config`'s API routes; `None` when `BFF_MAX_IN_FLIGHT`
 /// is `off`.

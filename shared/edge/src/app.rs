@@ -93,7 +93,12 @@ impl EdgeBuilder {
     }
 
     /// [`EdgeBuilder::authenticated_with`], admitted in `class`.
-    pub fn authenticated_in_with<L>(mut self, class: AdmissionClass, routes: Router, layer: L) -> Self
+    pub fn authenticated_in_with<L>(
+        mut self,
+        class: AdmissionClass,
+        routes: Router,
+        layer: L,
+    ) -> Self
     where
         L: Layer<Route> + Clone + Send + Sync + 'static,
         L::Service: Service<Request, Response = Response, Error = Infallible>

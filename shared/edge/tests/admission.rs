@@ -139,7 +139,10 @@ async fn requests_past_the_limit_are_refused_within_the_queue_and_probes_are_not
     assert_eq!((served, refused), (2, 3), "two places, three refused");
     assert_eq!(gauge.most.load(Ordering::SeqCst), 2, "at most two at once");
     for at in refused_in {
-        assert!(at < WORK / 2, "a refusal came after {at:?}, not within the queue");
+        assert!(
+            at < WORK / 2,
+            "a refusal came after {at:?}, not within the queue"
+        );
     }
     assert_eq!(probe_status.expect("a probe answer"), 200);
     assert!(probe_took < WORK, "the probe waited {probe_took:?}");
@@ -217,7 +220,10 @@ async fn a_burst_in_one_class_leaves_the_share_of_another() {
             assert_refused(answer).await;
         }
     }
-    assert_eq!(served, 2, "the default class gets the places not kept for pages");
+    assert_eq!(
+        served, 2,
+        "the default class gets the places not kept for pages"
+    );
     for page in pages {
         assert_eq!(page.expect("a page"), 200, "the pages' share was kept");
     }

@@ -49,6 +49,16 @@ pub struct GradientConfig {
     /// The same share while the CPU was saturated (the latency is a queue
     /// for it).
     pub overload_rise: f64,
+    /// What an unused limit is multiplied by per window, down to twice the
+    /// most in flight in the window.
+    pub unused_decay: f64,
+    /// Whether the work runs on this process's CPU (true: an edge's
+    /// requests), so that a latency grown while the CPU was saturated is
+    /// the queue for it and lowers the limit; false for calls whose latency
+    /// is another service's (a bulkhead): while this process's CPU is
+    /// saturated their latency says nothing of that service, and the limit
+    /// and baseline are left as they are.
+    pub on_this_cpu: bool,
 }
 
 impl GradientConfig {
@@ -63,6 +73,8 @@ impl GradientConfig {
             tolerance: 1.5,
             rise: 0.1,
             overload_rise: 0.002,
+            unused_decay: 0.9,
+            on_this_cpu: true,
         }
     }
 }
@@ -120,16 +132,19 @@ impl Gradient {
     }
 
     /// Takes `window` into account and returns the limit. A window without
-    /// samples changes nothing. The limit grows only when it was used (half
-    /// of it in use at some moment, or work turned away) and the CPU had
-    /// room; it falls when the latency is over the tolerance and either
-    /// the limit was used or the CPU was saturated. Otherwise only the
-    /// baseline moves: a limit nobody reaches, on a CPU with room, says
-    /// nothing about the latency it causes.
+    /// samples changes nothing. The limit falls whenever the latency is
+    /// over the tolerance (what is in flight then is too much for what
+    /// serves it, whether the limit was reached or not), and grows only
+    /// when it was used (half of it in use at some moment, or work turned
+    /// away) and the CPU had room. Unused, it drifts down toward twice the
+    /// most that was in flight ([`GradientConfig::unused_decay`]).
     pub fn update(&mut self, window: &Window) -> usize {
         let Some(latency) = window.mean() else {
             return self.limit();
         };
+        if window.saturated && !self.config.on_this_cpu {
+            return self.limit();
+        }
         let baseline = match self.baseline {
             Some(b) if latency > b => {
                 let rise = if window.saturated {
@@ -145,15 +160,17 @@ impl Gradient {
         let used = window.peak_in_flight as f64 >= self.limit / 2.0 || window.turned_away > 0;
         let gradient = (self.config.tolerance * baseline / latency).clamp(0.5, 1.0);
         let mut next = self.limit * gradient + self.limit.sqrt();
-        if next > self.limit && (window.saturated || !used) {
+        if next > self.limit && window.saturated {
             // The CPU is full: more work at once would only queue for it.
-            // Or the limit is not what holds the work back.
             next = self.limit;
         }
-        if next < self.limit && !used && !window.saturated {
-            // A higher latency with the limit far from reached and the CPU
-            // with room is not the limit's doing.
-            next = self.limit;
+        if next >= self.limit && !used {
+            // Not what holds the work back: toward twice what was used, so
+            // the limit stays near the work it has, and a sudden slowness
+            // meets a limit near what was in flight rather than far above.
+            next = (self.limit * self.config.unused_decay)
+                .max(2.0 * window.peak_in_flight as f64)
+                .min(self.limit);
         }
         self.limit = next.clamp(self.config.min as f64, self.config.max as f64);
         self.limit()
@@ -186,12 +203,23 @@ mod tests {
     }
 
     #[test]
-    fn an_unused_limit_does_not_move() {
+    fn an_unused_limit_does_not_grow_but_falls_with_the_latency() {
         let mut g = Gradient::new(GradientConfig::new(64, 4, 1000));
-        assert_eq!(g.update(&window(1.0, 10, 0, false)), 64);
-        assert_eq!(g.update(&window(5.0, 10, 0, false)), 64, "not even down");
-        let falls = g.update(&window(10.0, 10, 0, true));
-        assert!(falls < 64, "down when the CPU is saturated: {falls}");
+        assert_eq!(
+            g.update(&window(1.0, 10, 0, false)),
+            58,
+            "not up: drifts down"
+        );
+        for _ in 0..30 {
+            g.update(&window(1.0, 10, 0, false));
+        }
+        let near = g.limit();
+        assert!(
+            (20..=25).contains(&near),
+            "near twice the most in flight: {near}"
+        );
+        let falls = g.update(&window(5.0, 10, 0, false));
+        assert!(falls < 64, "but down with the latency: {falls}");
     }
 
     #[test]
@@ -221,7 +249,11 @@ mod tests {
         let mut g = Gradient::new(GradientConfig::new(32, 4, 1000));
         g.update(&window(2.0, 1, 0, false));
         g.update(&window(1.0, 1, 0, false));
-        assert_eq!(g.baseline(), Some(Duration::from_millis(1)), "falls at once");
+        assert_eq!(
+            g.baseline(),
+            Some(Duration::from_millis(1)),
+            "falls at once"
+        );
         g.update(&window(2.0, 32, 5, true));
         let overloaded = g.baseline().map(|b| b.as_secs_f64() * 1000.0);
         assert!(
@@ -233,6 +265,22 @@ mod tests {
         assert!(
             adopted.is_some_and(|b| b > 1.09),
             "a slower upstream, nobody turned away: {adopted:?}"
+        );
+    }
+
+    #[test]
+    fn work_off_this_cpu_ignores_windows_where_the_cpu_was_saturated() {
+        let mut g = Gradient::new(GradientConfig {
+            on_this_cpu: false,
+            ..GradientConfig::new(64, 4, 1000)
+        });
+        g.update(&window(1.0, 64, 1, false));
+        let at = g.limit();
+        assert_eq!(g.update(&window(10.0, 64, 1, true)), at, "held");
+        assert_eq!(g.baseline(), Some(Duration::from_millis(1)));
+        assert!(
+            g.update(&window(10.0, 64, 1, false)) < at,
+            "but not otherwise"
         );
     }
 

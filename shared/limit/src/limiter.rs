@@ -336,7 +336,11 @@ impl Limiter {
     }
 
     /// A place for `class`, waiting at most `wait` for one.
-    pub async fn acquire(self: &Arc<Self>, class: ClassId, wait: Duration) -> Result<Permit, Refused> {
+    pub async fn acquire(
+        self: &Arc<Self>,
+        class: ClassId,
+        wait: Duration,
+    ) -> Result<Permit, Refused> {
         let mut rx = {
             let mut s = self.state();
             if s.admits(class.0) {
@@ -366,6 +370,12 @@ impl Limiter {
         let gone = before - waiters.len();
         s.queued -= gone;
         Err(Refused::Waited(wait))
+    }
+
+    /// In flight now, and the limit.
+    pub fn usage(&self) -> (usize, usize) {
+        let s = self.state();
+        (s.in_flight, s.limit)
     }
 
     /// What the limiter holds now.

@@ -34,6 +34,8 @@ struct PolicySection {
     min_budget: Duration,
     #[serde(deserialize_with = "de::positive")]
     max_concurrency: usize,
+    #[serde(deserialize_with = "de::flag")]
+    adaptive_concurrency: bool,
     #[serde(deserialize_with = "de::percent::<0, _>")]
     critical_reserve: u8,
     #[serde(deserialize_with = "de::positive")]
@@ -73,6 +75,7 @@ impl Default for PolicySection {
             timeout: p.timeout,
             min_budget: p.min_budget,
             max_concurrency: p.max_concurrency,
+            adaptive_concurrency: p.adaptive_concurrency,
             critical_reserve: p.critical_reserve,
             breaker_window: p.breaker.window,
             breaker_min_calls: p.breaker.minimum_calls,
@@ -121,6 +124,7 @@ impl From<PolicySection> for UpstreamPolicy {
                 half_open_calls: s.half_open_calls,
             },
             max_concurrency: s.max_concurrency,
+            adaptive_concurrency: s.adaptive_concurrency,
             critical_reserve: s.critical_reserve,
             retry: RetryConfig {
                 max_retries: s.retries,

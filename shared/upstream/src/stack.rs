@@ -13,7 +13,7 @@ use crate::circuit::{BreakerConfig, CircuitBreaker, CircuitState};
 use crate::error::UpstreamError;
 use crate::layers::CallService;
 use crate::layers::breaker::BreakerLayer;
-use crate::layers::bulkhead::BulkheadLayer;
+use crate::layers::bulkhead::{BulkheadConfig, BulkheadLayer};
 use crate::layers::coalesce::CoalesceLayer;
 use crate::layers::deadline::DeadlineLayer;
 use crate::layers::hedge::HedgeLayer;
@@ -32,7 +32,10 @@ pub struct UpstreamPolicy {
     pub breaker: BreakerConfig,
     /// Calls in flight at most; more are shed at once.
     pub max_concurrency: usize,
-    /// Percent of `max_concurrency` kept for critical calls.
+    /// Whether the limit on calls in flight follows the upstream's latency
+    /// below `max_concurrency` ([`crate::layers::bulkhead`]).
+    pub adaptive_concurrency: bool,
+    /// Percent of the limit kept for critical calls.
     pub critical_reserve: u8,
     /// Retries of idempotent calls.
     pub retry: RetryConfig,
@@ -50,6 +53,7 @@ impl Default for UpstreamPolicy {
             min_budget: Duration::from_millis(5),
             breaker: BreakerConfig::default(),
             max_concurrency: 256,
+            adaptive_concurrency: true,
             critical_reserve: 20,
             retry: RetryConfig::default(),
             coalesce: true,
@@ -85,7 +89,6 @@ impl Upstream {
         transport: T,
     ) -> Self {
         let breaker = CircuitBreaker::new(name, policy.breaker);
-        let reserved = policy.max_concurrency * usize::from(policy.critical_reserve.min(100)) / 100;
         let service = ServiceBuilder::new()
             .layer(DeadlineLayer::new(name, policy.timeout, policy.min_budget))
             .layer(ObserveLayer::new(name, protocol))
@@ -97,7 +100,14 @@ impl Upstream {
                     .hedge_percentile
                     .map(|p| HedgeLayer::new(name, f32::from(p.min(100)) / 100.0)),
             )
-            .layer(BulkheadLayer::new(name, policy.max_concurrency, reserved))
+            .layer(BulkheadLayer::new(
+                name,
+                BulkheadConfig {
+                    max: policy.max_concurrency,
+                    critical_reserve: policy.critical_reserve,
+                    adaptive: policy.adaptive_concurrency,
+                },
+            ))
             .service(transport);
         Upstream(Arc::new(Parts {
             name,

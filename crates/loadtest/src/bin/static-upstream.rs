@@ -11,7 +11,9 @@
 //! Every `LISTEN=FILE=PATH` answers `GET PATH` (path and query, exactly) on
 //! `LISTEN` with the bytes of `FILE` as `application/json`; any other request
 //! on that address gets a 404, so a request the recording does not cover is
-//! an error in the harness's figures, never a silent success.
+//! an error in the harness's figures, never a silent success. Besides,
+//! `GET /_static/connections` answers how many connections that address
+//! has accepted (not counted as a request of the connection).
 
 use std::cell::Cell;
 use std::collections::HashMap;
@@ -19,6 +21,7 @@ use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -26,6 +29,10 @@ use http::{HeaderValue, Request, Response, StatusCode, header};
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
+
+/// The path that answers the connections accepted (never a recorded one:
+/// the demo services have no such route).
+const CONNECTIONS_PATH: &str = "/_static/connections";
 
 /// The recorded bodies of one listening address, by path and query.
 type Bodies = HashMap<String, Bytes>;
@@ -62,19 +69,30 @@ fn answer(bodies: &Bodies, request: &Request<Incoming>, last: bool) -> Response<
     response
 }
 
+/// Connections accepted on this address since start, the answer to
+/// `GET /_static/connections` (text): how many connections a client opened,
+/// against the closes the keep-alive limit caused.
 async fn serve(listener: tokio::net::TcpListener, bodies: Arc<Bodies>, limit: u32, idle: Duration) {
+    let accepted = Arc::new(AtomicU64::new(0));
     loop {
         let Ok((stream, _)) = listener.accept().await else {
             continue;
         };
+        accepted.fetch_add(1, Ordering::Relaxed);
         let _ = stream.set_nodelay(true);
-        let bodies = bodies.clone();
+        let (bodies, accepted) = (bodies.clone(), accepted.clone());
         tokio::spawn(async move {
             let served = Cell::new(0u32);
             let service = hyper::service::service_fn(move |request: Request<Incoming>| {
+                if request.uri().path() == CONNECTIONS_PATH {
+                    let count = accepted.load(Ordering::Relaxed).to_string();
+                    return std::future::ready(Ok::<_, Infallible>(Response::new(Full::new(
+                        Bytes::from(count),
+                    ))));
+                }
                 served.set(served.get() + 1);
                 let response = answer(&bodies, &request, served.get() >= limit);
-                async move { Ok::<_, Infallible>(response) }
+                std::future::ready(Ok::<_, Infallible>(response))
             });
             // The header read timeout doubles as the idle timeout between
             // requests of a kept-alive connection.

@@ -9,6 +9,7 @@ mod cache_hits;
 mod dashboard;
 mod live;
 mod memory;
+mod overload;
 mod partner_batch;
 mod slow_upstreams;
 mod static_upstreams;
@@ -28,7 +29,7 @@ pub(crate) struct Scenario {
 
 /// Every scenario, in the order they run: the ones that restart upstreams
 /// or add load of their own come after those that need a quiet machine.
-pub(crate) const SCENARIOS: [Scenario; 10] = [
+pub(crate) const SCENARIOS: [Scenario; 11] = [
     Scenario {
         number: 1,
         uses_mobile: true,
@@ -68,6 +69,11 @@ pub(crate) const SCENARIOS: [Scenario; 10] = [
         number: 10,
         uses_mobile: false,
         run: |b| Box::pin(static_upstreams::run(b)),
+    },
+    Scenario {
+        number: 11,
+        uses_mobile: false,
+        run: |b| Box::pin(overload::run(b)),
     },
     Scenario {
         number: 8,

@@ -37,46 +37,10 @@ async fn static_upstreams(
     rows: &mut Vec<Row>,
 ) -> Result<Vec<String>, String> {
     let (duration, rate, connections) = (args.duration, args.rate, args.static_connections);
-    let dir = std::env::temp_dir().join(format!("loadtest-static-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    let mut routes = Vec::new();
-    let mut statics = Vec::new();
-    for (i, t) in upstreams.iter().enumerate() {
-        let (status, body) = load::fetch(t).await?;
-        if status != 200 {
-            return Err(format!("recording {}: status {status}", t.path));
-        }
-        let file = dir.join(format!("{i}.json"));
-        std::fs::write(&file, &body).map_err(|e| format!("{}: {e}", file.display()))?;
-        let port = STATIC_BASE + i as u16;
-        routes.push(format!("{}={}={}", addr(port), file.display(), t.path));
-        statics.push(Target::get(addr(port), t.path.clone()));
-    }
-    let mut static_args = vec![args.upstream_keepalive.to_string(), "5000".to_owned()];
-    static_args.extend(routes);
-    let static_args: Vec<&str> = static_args.iter().map(String::as_str).collect();
-    let _static = Proc::spawn(
-        "static-upstream",
-        &bin.join("static-upstream"),
-        &static_args,
-        &[],
-        plan.other_cpu,
-    )?;
-    for t in &statics {
-        wait_http(t.addr.port(), &t.path, "the static upstreams").await?;
-    }
-    let statics = Arc::new(statics);
+    let (_static, mut recorded) = Statics::start(bin, plan, &[upstreams.clone()], args).await?;
+    let statics = recorded.pop().ok_or("no static upstreams")?;
 
-    let mut env = bff_env(STATIC_MOBILE_PORT);
-    for (name, port) in [
-        ("BFF_UPSTREAM_USER", STATIC_BASE),
-        ("BFF_UPSTREAM_ORDER", STATIC_BASE + 1),
-        ("BFF_UPSTREAM_RECOMMENDATION", STATIC_BASE + 2),
-    ] {
-        env.retain(|(k, _)| k != name);
-        env.push((name.into(), format!("http://{}", addr(port))));
-    }
-    env.push(("BFF_UPSTREAM_ALL_COALESCE".into(), "false".into()));
+    let env = static_env(STATIC_MOBILE_PORT);
     let mobile = Proc::spawn(
         "bff-mobile (static upstreams)",
         &bin.join("bff-mobile"),
@@ -212,7 +176,6 @@ async fn static_upstreams(
             &note,
         ));
     }
-    let _ = std::fs::remove_dir_all(&dir);
     let mut notes = Vec::new();
     for (j, load) in [format!("closed ×{connections}"), format!("open {rate}/s")]
         .iter()
@@ -228,35 +191,4 @@ async fn static_upstreams(
         }
     }
     Ok(notes)
-}
-
-/// What a BFF's counters say it degraded: dashboards answered in part,
-/// upstream calls shed by a full bulkhead. A partial dashboard is a 200, so
-/// the harness's own error count does not see it.
-struct Degradation {
-    partial: u64,
-    shed: u64,
-}
-
-impl Degradation {
-    /// The BFF's counters now (its `/metrics` on `port`).
-    async fn of(port: u16) -> Result<Self, String> {
-        let (status, body) = load::fetch(&Target::get(addr(port), "/metrics")).await?;
-        if status != 200 {
-            return Err(format!("GET /metrics on port {port}: status {status}"));
-        }
-        let text = String::from_utf8_lossy(&body);
-        Ok(Degradation {
-            partial: counter_total(&text, "bff_aggregate_partial_responses_total"),
-            shed: counter_total(&text, "bff_upstream_shed_total"),
-        })
-    }
-
-    /// What was counted after `before`.
-    fn since(&self, before: &Degradation) -> Degradation {
-        Degradation {
-            partial: self.partial.saturating_sub(before.partial),
-            shed: self.shed.saturating_sub(before.shed),
-        }
-    }
 }

@@ -35,7 +35,11 @@ impl Admission {
     /// Admission into `class` of `limiter` (shared by every route the
     /// stack is applied to), waiting at most `wait`; `None` admits every
     /// request at once.
-    pub(crate) fn new(limiter: Option<&Arc<Limiter>>, class: AdmissionClass, wait: Duration) -> Self {
+    pub(crate) fn new(
+        limiter: Option<&Arc<Limiter>>,
+        class: AdmissionClass,
+        wait: Duration,
+    ) -> Self {
         let limit = limiter.map(|limiter| {
             let in_flight = metrics::gauge!(names::SERVER_IN_FLIGHT, "class" => class.name);
             let refused = |reason: &'static str| {

@@ -131,8 +131,15 @@ async fn a_refusal_comes_within_the_wait_or_at_once_when_the_queue_is_full() {
 
     let started = Instant::now();
     let waited = limiter.acquire(class, Duration::from_millis(2)).await;
-    assert_eq!(waited.err(), Some(Refused::Waited(Duration::from_millis(2))));
-    assert_eq!(started.elapsed(), Duration::from_millis(2), "exactly the wait");
+    assert_eq!(
+        waited.err(),
+        Some(Refused::Waited(Duration::from_millis(2)))
+    );
+    assert_eq!(
+        started.elapsed(),
+        Duration::from_millis(2),
+        "exactly the wait"
+    );
     assert_eq!(limiter.snapshot().queued, 0, "the waiter is gone");
 
     // One waiting already fills a queue as long as the limit: the next is
@@ -159,7 +166,11 @@ async fn a_refusal_comes_within_the_wait_or_at_once_when_the_queue_is_full() {
 
 #[tokio::test(start_paused = true)]
 async fn a_burst_of_one_class_leaves_the_share_kept_for_another() {
-    let limiter = Limiter::new(LimiterConfig::fixed(10), Saturation::never(), Gauges::none());
+    let limiter = Limiter::new(
+        LimiterConfig::fixed(10),
+        Saturation::never(),
+        Gauges::none(),
+    );
     let batch = limiter.class("batch", 0, metrics::Gauge::noop());
     let interactive = limiter.class("interactive", 30, metrics::Gauge::noop());
 
