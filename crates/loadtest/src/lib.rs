@@ -85,7 +85,7 @@ pub struct Args {
     /// Scenario 11: users whose dashboards are asked for in turn.
     #[arg(long, default_value_t = 200)]
     pub overload_users: usize,
-    /// Scenarios 10 and 11: closed-loop connections.
+    /// Scenario 10: closed-loop connections.
     #[arg(long, default_value_t = 64)]
     pub static_connections: usize,
     /// Scenario 10: record each measurement with `perf` and draw it as a

@@ -13,7 +13,10 @@
 //! Waiting: a request that finds no place waits at most the wait it was
 //! given (the queue target) and is then refused; when the queue already
 //! holds as many as the limit, it is refused at once, since the places
-//! that free up within a short wait go to those already waiting. A place
+//! that free up within a short wait go to those already waiting; and for a
+//! window after a waiter was refused, nobody waits (as CoDel drops at once
+//! once the queue has stood above its target): under a lasting overload a
+//! wait only delays the refusal and costs the CPU a timer. A place
 //! that frees up goes straight to a waiter (the class furthest below its
 //! share first, in arrival order within a class), never to a newcomer.
 //!
@@ -212,6 +215,9 @@ struct State {
     classes: Vec<Class>,
     in_flight: usize,
     queued: usize,
+    /// Until when a request that finds no place is refused without
+    /// waiting: a waiter was refused less than a window ago.
+    no_wait_until: Option<Instant>,
     window: Accumulated,
     saturation: Saturation,
 }
@@ -269,6 +275,7 @@ impl Limiter {
                 classes: Vec::new(),
                 in_flight: 0,
                 queued: 0,
+                no_wait_until: None,
                 window: Accumulated {
                     start: Instant::now(),
                     samples: 0,
@@ -347,7 +354,8 @@ impl Limiter {
                 return Ok(self.admit(&mut s, class.0));
             }
             s.window.turned_away += 1;
-            if wait.is_zero() || s.queued >= s.limit {
+            let standing = s.no_wait_until.is_some_and(|until| Instant::now() < until);
+            if wait.is_zero() || s.queued >= s.limit || standing {
                 return Err(Refused::Full);
             }
             let (tx, rx) = oneshot::channel();
@@ -369,6 +377,7 @@ impl Limiter {
         waiters.retain(|tx| !tx.is_closed());
         let gone = before - waiters.len();
         s.queued -= gone;
+        s.no_wait_until = Some(Instant::now() + self.window);
         Err(Refused::Waited(wait))
     }
 

@@ -142,6 +142,13 @@ async fn a_refusal_comes_within_the_wait_or_at_once_when_the_queue_is_full() {
     );
     assert_eq!(limiter.snapshot().queued, 0, "the waiter is gone");
 
+    // For a window after a waiter was refused, nobody waits.
+    let started = Instant::now();
+    let standing = limiter.acquire(class, Duration::from_millis(2)).await;
+    assert_eq!(standing.err(), Some(Refused::Full));
+    assert_eq!(started.elapsed(), Duration::ZERO, "refused at once");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+
     // One waiting already fills a queue as long as the limit: the next is
     // refused without waiting.
     let first = tokio::spawn({
