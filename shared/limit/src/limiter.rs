@@ -14,9 +14,11 @@
 //! given (the queue target) and is then refused; when the queue already
 //! holds as many as the limit, it is refused at once, since the places
 //! that free up within a short wait go to those already waiting; and for a
-//! window after a waiter was refused, nobody waits (as CoDel drops at once
-//! once the queue has stood above its target): under a lasting overload a
-//! wait only delays the refusal and costs the CPU a timer. A place
+//! window after one in which most waiters (at least two) were refused,
+//! nobody waits (as CoDel drops at once once the queue has stood above its
+//! target for an interval): under a lasting overload a wait only delays
+//! the refusal and costs the CPU a timer, while the bunching of arrivals
+//! at a limit that keeps up is still absorbed by the wait. A place
 //! that frees up goes straight to a waiter (the class furthest below its
 //! share first, in arrival order within a class), never to a newcomer.
 //!
@@ -215,9 +217,9 @@ struct State {
     classes: Vec<Class>,
     in_flight: usize,
     queued: usize,
-    /// Until when a request that finds no place is refused without
-    /// waiting: a waiter was refused less than a window ago.
-    no_wait_until: Option<Instant>,
+    /// Whether a request that finds no place is refused without waiting:
+    /// in the last window, most waiters waited in vain.
+    standing: bool,
     window: Accumulated,
     saturation: Saturation,
 }
@@ -229,6 +231,9 @@ struct Accumulated {
     latency_sum: Duration,
     peak: usize,
     turned_away: u64,
+    /// Requests that waited for a place, and those of them refused.
+    waited: u32,
+    waited_in_vain: u32,
 }
 
 /// A place in flight; given back when dropped, its latency measured from
@@ -275,13 +280,15 @@ impl Limiter {
                 classes: Vec::new(),
                 in_flight: 0,
                 queued: 0,
-                no_wait_until: None,
+                standing: false,
                 window: Accumulated {
                     start: Instant::now(),
                     samples: 0,
                     latency_sum: Duration::ZERO,
                     peak: 0,
                     turned_away: 0,
+                    waited: 0,
+                    waited_in_vain: 0,
                 },
                 saturation,
             }),
@@ -354,10 +361,10 @@ impl Limiter {
                 return Ok(self.admit(&mut s, class.0));
             }
             s.window.turned_away += 1;
-            let standing = s.no_wait_until.is_some_and(|until| Instant::now() < until);
-            if wait.is_zero() || s.queued >= s.limit || standing {
+            if wait.is_zero() || s.queued >= s.limit || s.standing {
                 return Err(Refused::Full);
             }
+            s.window.waited += 1;
             let (tx, rx) = oneshot::channel();
             s.classes[class.0].waiters.push_back(tx);
             s.queued += 1;
@@ -377,7 +384,7 @@ impl Limiter {
         waiters.retain(|tx| !tx.is_closed());
         let gone = before - waiters.len();
         s.queued -= gone;
-        s.no_wait_until = Some(Instant::now() + self.window);
+        s.window.waited_in_vain += 1;
         Err(Refused::Waited(wait))
     }
 
@@ -466,6 +473,8 @@ impl Limiter {
                 }
             }
         }
+        let (waited, in_vain) = (s.window.waited, s.window.waited_in_vain);
+        s.standing = in_vain >= 2 && in_vain * 2 > waited;
         self.gauges.limit.set(s.limit as f64);
         self.gauges.queued.set(s.queued as f64);
         for class in &s.classes {
@@ -477,6 +486,8 @@ impl Limiter {
             latency_sum: Duration::ZERO,
             peak: s.in_flight,
             turned_away: 0,
+            waited: 0,
+            waited_in_vain: 0,
         };
     }
 }

@@ -142,13 +142,6 @@ async fn a_refusal_comes_within_the_wait_or_at_once_when_the_queue_is_full() {
     );
     assert_eq!(limiter.snapshot().queued, 0, "the waiter is gone");
 
-    // For a window after a waiter was refused, nobody waits.
-    let started = Instant::now();
-    let standing = limiter.acquire(class, Duration::from_millis(2)).await;
-    assert_eq!(standing.err(), Some(Refused::Full));
-    assert_eq!(started.elapsed(), Duration::ZERO, "refused at once");
-    tokio::time::sleep(Duration::from_millis(100)).await;
-
     // One waiting already fills a queue as long as the limit: the next is
     // refused without waiting.
     let first = tokio::spawn({
@@ -169,6 +162,46 @@ async fn a_refusal_comes_within_the_wait_or_at_once_when_the_queue_is_full() {
     assert_eq!(limiter.snapshot().in_flight, 1);
     drop(permit);
     assert_eq!(limiter.snapshot().in_flight, 0);
+}
+
+/// A queue that stood: in a window where most waiters were refused, the
+/// next window refuses at once; once waiters get places again, they wait.
+#[tokio::test(start_paused = true)]
+async fn after_a_window_of_waiting_in_vain_nobody_waits_for_a_window() {
+    let config = LimiterConfig {
+        min_samples: 1,
+        ..LimiterConfig::fixed(1)
+    };
+    let limiter = Limiter::new(config, Saturation::never(), Gauges::none());
+    let class = limiter.default_class();
+    let wait = Duration::from_millis(2);
+    let held = limiter.acquire(class, wait).await.expect("free");
+    for _ in 0..3 {
+        assert_eq!(
+            limiter.acquire(class, wait).await.err(),
+            Some(Refused::Waited(wait))
+        );
+    }
+    // The window ends as the place comes back: three of three in vain.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    drop(held);
+    let held = limiter.acquire(class, wait).await.expect("free");
+    let started = Instant::now();
+    assert_eq!(
+        limiter.acquire(class, wait).await.err(),
+        Some(Refused::Full)
+    );
+    assert_eq!(started.elapsed(), Duration::ZERO, "refused at once");
+    // A window in which nobody waited in vain: waiting again.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    drop(held);
+    let _held = limiter.acquire(class, wait).await.expect("free");
+    let started = Instant::now();
+    assert_eq!(
+        limiter.acquire(class, wait).await.err(),
+        Some(Refused::Waited(wait))
+    );
+    assert_eq!(started.elapsed(), wait);
 }
 
 #[tokio::test(start_paused = true)]
