@@ -212,11 +212,18 @@ async fn metrics_count_known_traffic_with_semantic_convention_names() {
     assert_eq!(value(&all, "http_server_active_requests", &[]), Some(1.0));
     let connections = value(&all, "bff_server_connections", &[]).expect("connections");
     assert!((1.0..=3.0).contains(&connections), "{connections}");
-    // The in-flight bound, sized between its floor and its ceiling (the
-    // defaults: 16 and 256 per CPU).
+    // The limit on requests in flight, between its floor and its ceiling
+    // (the defaults: 32 and 256 per CPU); the pages' and live streams'
+    // classes each have their gauge.
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
-    let bound = value(&all, "bff_server_in_flight_limit", &[]).expect("in-flight bound");
-    assert!((16.0 * cpus..=256.0 * cpus).contains(&bound), "{bound}");
+    let bound = value(&all, "bff_server_in_flight_limit", &[]).expect("in-flight limit");
+    assert!((32.0 * cpus..=256.0 * cpus).contains(&bound), "{bound}");
+    for class in ["pages", "live"] {
+        assert!(
+            value(&all, "bff_server_in_flight", &[("class", class)]).is_some(),
+            "{class}"
+        );
+    }
 
     // Every series is in the catalogue dashboards are checked against.
     let catalogue: Vec<String> = bff_telemetry::names::CATALOGUE
