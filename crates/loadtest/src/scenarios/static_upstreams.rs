@@ -37,7 +37,8 @@ async fn static_upstreams(
     rows: &mut Vec<Row>,
 ) -> Result<Vec<String>, String> {
     let (duration, rate, connections) = (args.duration, args.rate, args.static_connections);
-    let (_static, mut recorded) = Statics::start(bin, plan, &[upstreams.clone()], args).await?;
+    let (_static, mut recorded) =
+        Statics::start(bin, plan, std::slice::from_ref(upstreams), args).await?;
     let statics = recorded.pop().ok_or("no static upstreams")?;
 
     let env = static_env(STATIC_MOBILE_PORT);
