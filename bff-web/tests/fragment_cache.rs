@@ -23,6 +23,9 @@ async fn start(stack: &DemoStack) -> TestServer {
         ("BFF_CACHE_RECOMMENDATIONS_FRESH", "60s"),
         // The cache alone must make a burst one load.
         ("BFF_UPSTREAM_ALL_COALESCE", "false"),
+        // A thousand requests at once on a cold replica: here the cache is
+        // under test, not admission (which would refuse most of them).
+        ("BFF_MAX_IN_FLIGHT", "off"),
         ("BFF_ADMIN_TOKEN", ADMIN_TOKEN),
     ];
     let config = testkit::bff_config_with(stack, bff_web::SPEC, &env);
