@@ -240,8 +240,15 @@ pub(crate) async fn open(
         .map(|(b, a)| a.saturating_sub(b));
     let cpu = before
         .zip(after)
-        .map(|(b, a)| (a - b).as_secs_f64() * 1e6 / (stats.ok + stats.errors).max(1) as f64);
+        .and_then(|(b, a)| cpu_per_request(a - b, &stats));
     Ok((stats, cpu))
+}
+
+/// A server's CPU microseconds per iteration of `stats` (`None` when none
+/// completed).
+pub(crate) fn cpu_per_request(cpu: Duration, stats: &Stats) -> Option<f64> {
+    let n = stats.ok + stats.errors;
+    (n > 0).then(|| cpu.as_secs_f64() * 1e6 / n as f64)
 }
 
 /// Closed loop with `connections` workers, with CPU time per request.
@@ -261,7 +268,7 @@ pub(crate) async fn closed(
         .map(|(b, a)| a.saturating_sub(b));
     let cpu = before
         .zip(after)
-        .map(|(b, a)| (a - b).as_secs_f64() * 1e6 / (stats.ok + stats.errors).max(1) as f64);
+        .and_then(|(b, a)| cpu_per_request(a - b, &stats));
     Ok((stats, cpu))
 }
 

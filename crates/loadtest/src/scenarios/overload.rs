@@ -103,9 +103,7 @@ pub(super) async fn run(b: &mut Bench<'_>) -> Result<(), String> {
     }
 
     // The I/O floor at the rate the BFF's tail is held to, for reference.
-    let size = load::fetch(&dashboards[0][0])
-        .await
-        .map_or(0, |r| r.1.len());
+    let size = load::fetch(&dashboards[0][0]).await?.1.len();
     let first = statics.first().ok_or("no static upstreams")?;
     let (floor, floor_target) = start_floor(
         bin,
@@ -151,7 +149,7 @@ async fn measure(
         load::closed_loop_mix(dashboards.clone(), connections, duration),
     )
     .await;
-    let cpu = per_request(mobile.cpu_time()? - before, &capacity);
+    let cpu = cpu_per_request(mobile.cpu_time()? - before, &capacity);
     let served = capacity.ok_per_sec();
     rows.push(row(
         scenario,
@@ -179,7 +177,7 @@ async fn measure(
             load::open_loop_mix(dashboards.clone(), rate, duration, 4096),
         )
         .await;
-        let cpu = per_request(mobile.cpu_time()? - before, &stats);
+        let cpu = cpu_per_request(mobile.cpu_time()? - before, &stats);
         let degraded = Degradation::of(OVERLOAD_MOBILE_PORT)
             .await?
             .since(&counters);
@@ -242,12 +240,6 @@ async fn measure(
         let _ = write!(note, "; {line}");
     }
     Ok(note)
-}
-
-/// CPU microseconds per completed iteration.
-fn per_request(cpu: Duration, stats: &load::Stats) -> Option<f64> {
-    let n = stats.ok + stats.errors;
-    (n > 0).then(|| cpu.as_secs_f64() * 1e6 / n as f64)
 }
 
 /// The BFF's limit on requests in flight now (its gauge).
