@@ -5,7 +5,8 @@
 //! v1 announces its retirement with `Deprecation`, `Sunset` and a
 //! successor `Link`, and a batch of up to 50 products costs exactly one call
 //! per upstream, whatever its size. Every route needs the `catalog:read`
-//! scope.
+//! scope. A partner's quota is counted in product ids: a batch of 50 costs
+//! 50, one id costs 1.
 
 #![warn(missing_docs)]
 
@@ -87,6 +88,7 @@ pub async fn app(shared: Shared) -> Result<Router, StartError> {
     // The scope check is a concern of these routes only, after the token is
     // verified: it joins the edge's API stack rather than adding a layer.
     Ok(EdgeBuilder::new(shared)
+        .charging(products::COST)
         .authenticated_with(api, from_fn(require_catalog_scope))
         .openapi(doc, DESCRIPTION)
         .build())

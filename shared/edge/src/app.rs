@@ -28,16 +28,32 @@ use crate::ratelimit::Limits;
 use crate::shared::Shared;
 use crate::{admin, health, openapi};
 
+/// Authenticated routes waiting for the API stack: they are put behind it
+/// when the app is built, so that what the BFF declares about every route
+/// ([`EdgeBuilder::charging`]) holds whatever the order of the calls.
+type Pending = Box<dyn FnOnce(&Pieces) -> Router + Send>;
+
 /// Composes a BFF's app: its authenticated API routes, the health routes,
 /// and the edge layers every BFF has, in the same order everywhere.
-#[derive(Debug)]
 pub struct EdgeBuilder {
     shared: Shared,
-    api: Router,
+    api: Vec<Pending>,
     /// What the API stack is made of, one for every authenticated route
     /// (probes and metrics are outside it).
     pieces: Pieces,
-    document: Option<serde_json::Value>,
+    /// The routes' document and description, finished when the app is
+    /// built (what the BFF charges is in it).
+    document: Option<(utoipa::openapi::OpenApi, String)>,
+}
+
+impl std::fmt::Debug for EdgeBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EdgeBuilder")
+            .field("shared", &self.shared)
+            .field("route_sets", &self.api.len())
+            .field("pieces", &self.pieces)
+            .finish_non_exhaustive()
+    }
 }
 
 impl EdgeBuilder {
@@ -51,13 +67,23 @@ impl EdgeBuilder {
                 .limiter()
                 .map(|limiter| Arc::new(Limits::new(limiter.clone(), config.name))),
             auth: shared.auth().clone(),
+            cost: None,
         };
         EdgeBuilder {
             shared,
-            api: Router::new(),
+            api: Vec::new(),
             pieces,
             document: None,
         }
+    }
+
+    /// Charges every authenticated request its `cost` in the BFF's unit
+    /// instead of one request ([`crate::ratelimit`]): a team whose requests
+    /// cost the upstreams very different amounts (a batch of 50 ids and one
+    /// id) declares what each costs, so callers' quotas follow the work.
+    pub fn charging(mut self, cost: bff_ratelimit::Cost) -> Self {
+        self.pieces.cost = Some(cost);
+        self
     }
 
     /// Adds routes that require a verified bearer token, rate-limited per
@@ -108,21 +134,16 @@ impl EdgeBuilder {
             + 'static,
         <L::Service as Service<Request>>::Future: Send + 'static,
     {
-        self.api = self
-            .api
-            .merge(api::protect(routes, &self.pieces, class, layer));
+        self.api.push(Box::new(move |pieces| {
+            api::protect(routes, pieces, class, layer)
+        }));
         self
     }
 
     /// Serves the OpenAPI document of the routes (`GET /openapi.json`), with
     /// what every route shares added ([`crate::openapi::document`]).
     pub fn openapi(mut self, doc: utoipa::openapi::OpenApi, description: &str) -> Self {
-        self.document = Some(openapi::document(
-            doc,
-            self.shared.config().name,
-            self.shared.config().version,
-            description,
-        ));
+        self.document = Some((doc, description.to_owned()));
         self
     }
 
@@ -134,15 +155,25 @@ impl EdgeBuilder {
         let admin = admin::router(&self.shared).unwrap_or_default();
         let document = self
             .document
-            .as_ref()
-            .map(openapi::router)
+            .map(|(doc, description)| {
+                openapi::router(&openapi::document_charging(
+                    doc,
+                    name,
+                    self.shared.config().version,
+                    &description,
+                    self.pieces.cost.as_ref(),
+                ))
+            })
             .unwrap_or_default();
         let cors = cors(&self.shared.config().cors_origins);
         // One layer on the routes, not one per middleware: axum wraps a
         // route in a boxed service per `layer` call, and each of those is
         // cloned and boxed again on every request.
         let edge = tower::ServiceBuilder::new()
-            .layer(RequestContextLayer::new(name))
+            .layer(
+                RequestContextLayer::new(name)
+                    .trusting(self.shared.config().trusted_proxies.clone()),
+            )
             .layer(MetricsLayer)
             .layer(PerEncodingLayer)
             .layer(CompressionLayer::new().br(true).gzip(true))
@@ -157,8 +188,12 @@ impl EdgeBuilder {
                 HeaderValue::from_static("nosniff"),
             ))
             .layer(CatchPanicLayer::custom(panicked as fn(_) -> Response));
+        let api = self
+            .api
+            .into_iter()
+            .fold(Router::new(), |all, routes| all.merge(routes(&self.pieces)));
         Router::new()
-            .merge(self.api)
+            .merge(api)
             .merge(admin)
             .merge(document)
             .merge(health::router(self.shared))

@@ -2,12 +2,14 @@
 //! request at the edge and carried to every upstream call.
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::ops::Deref;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
-use axum::extract::{FromRequestParts, MatchedPath, Request, State};
+use axum::extract::{ConnectInfo, FromRequestParts, MatchedPath, Request, State};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use bff_telemetry::TraceContext;
@@ -16,6 +18,7 @@ use http::HeaderValue;
 use http::request::Parts;
 use tracing::Instrument;
 
+use crate::client_address::{ClientAddress, TrustedProxies};
 use crate::rescue;
 
 /// The header carrying the request id.
@@ -76,9 +79,14 @@ struct Begun {
 }
 
 /// Establishes the request's context: the request id (the client's when
-/// valid), its span and trace context, and the [`RequestContext`]
+/// valid), the client's address ([`ClientAddress`], believing only
+/// `proxies`), its span and trace context, and the [`RequestContext`]
 /// extension.
-fn begin<B>(client: &'static str, request: &mut http::Request<B>) -> Begun {
+fn begin<B>(
+    client: &'static str,
+    proxies: &TrustedProxies,
+    request: &mut http::Request<B>,
+) -> Begun {
     let started = Instant::now();
     let request_id = request
         .headers()
@@ -109,10 +117,22 @@ fn begin<B>(client: &'static str, request: &mut http::Request<B>) -> Begun {
             request_id = request_id.to_str().unwrap_or_default(),
             trace_id = tracing::field::Empty,
             span_id = tracing::field::Empty,
+            client.address = tracing::field::Empty,
             enduser.pseudo.id = tracing::field::Empty,
             http.response.status_code = tracing::field::Empty,
         )
     };
+    let peer = request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip());
+    if let Some(peer) = peer {
+        let address = proxies.client(peer, request.headers());
+        if !span.is_disabled() {
+            span.record("client.address", tracing::field::display(address));
+        }
+        request.extensions_mut().insert(ClientAddress(address));
+    }
     let trace = TraceContext::start(request.headers(), &span);
     if !span.is_disabled() {
         span.record("trace_id", trace.trace_id());
@@ -157,9 +177,10 @@ fn finish(begun: Begun, response: Response) -> Response {
     response
 }
 
-/// Middleware: establishes the [`RequestContext`], runs the request inside
-/// its span (the trace's server span when spans are exported: route,
-/// client, pseudonymous subject, status), writes one log line per request
+/// Middleware: establishes the [`RequestContext`] and the
+/// [`ClientAddress`] (the peer: no proxy is trusted here), runs the request
+/// inside its span (the trace's server span when spans are exported: route,
+/// client, client address, pseudonymous subject, status), writes one log line per request
 /// at `info` (path without its query, never a header), echoes
 /// `x-request-id`, and turns every error response into problem+json with
 /// the ids ([`rescue`]). `client` is the BFF's name.
@@ -171,23 +192,36 @@ pub async fn request_context(
     mut request: Request,
     next: Next,
 ) -> Response {
-    let begun = begin(client, &mut request);
+    let begun = begin(client, &TrustedProxies::default(), &mut request);
     let span = begun.span.clone();
     let response = next.run(request).instrument(span).await;
     finish(begun, response)
 }
 
-/// Layer doing what [`request_context`] does, with a named future: the
+/// Layer doing what [`request_context`] does, with a named future, and
+/// taking the client's address from the proxies it is told to trust: the
 /// outermost layer of every BFF, so it must not box or clone per request.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct RequestContextLayer {
     client: &'static str,
+    proxies: Arc<TrustedProxies>,
 }
 
 impl RequestContextLayer {
-    /// The layer of the BFF named `client`.
+    /// The layer of the BFF named `client`, trusting no proxy.
     pub fn new(client: &'static str) -> Self {
-        RequestContextLayer { client }
+        RequestContextLayer {
+            client,
+            proxies: Arc::default(),
+        }
+    }
+
+    /// The same layer, believing what `proxies` say of the client's
+    /// address ([`crate::client_address`]).
+    #[must_use]
+    pub fn trusting(mut self, proxies: TrustedProxies) -> Self {
+        self.proxies = Arc::new(proxies);
+        self
     }
 }
 
@@ -198,6 +232,7 @@ impl<S> tower::Layer<S> for RequestContextLayer {
         RequestContextService {
             inner,
             client: self.client,
+            proxies: self.proxies.clone(),
         }
     }
 }
@@ -207,6 +242,7 @@ impl<S> tower::Layer<S> for RequestContextLayer {
 pub struct RequestContextService<S> {
     inner: S,
     client: &'static str,
+    proxies: Arc<TrustedProxies>,
 }
 
 impl<S, B, R> tower::Service<http::Request<B>> for RequestContextService<S>
@@ -223,7 +259,7 @@ where
     }
 
     fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
-        let begun = begin(self.client, &mut request);
+        let begun = begin(self.client, &self.proxies, &mut request);
         // Whatever the services below do when called runs in the span too.
         let inner = {
             let _entered = begun.span.enter();

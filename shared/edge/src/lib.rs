@@ -4,6 +4,8 @@
 //! - [`config`]: one typed configuration per binary, from defaults, an
 //!   optional TOML file and the environment; a bad value stops the process
 //!   with the key's name (exit code 2).
+//! - [`client_address`]: the client's address, across trusted proxies
+//!   only.
 //! - [`context`]: request id (honoured when valid, generated otherwise,
 //!   echoed, sent upstream) and W3C trace context, as the
 //!   [`RequestContext`] extractor.
@@ -30,6 +32,7 @@ pub mod admission;
 pub mod aggregate;
 mod api;
 mod app;
+pub mod client_address;
 pub mod config;
 pub mod context;
 pub mod etag;
@@ -47,6 +50,7 @@ pub mod versioning;
 pub use admission::AdmissionClass;
 pub use aggregate::{Aggregate, AggregateState};
 pub use app::EdgeBuilder;
+pub use client_address::{ClientAddress, TrustedProxies};
 pub use config::{Args, BffConfig, BffSpec, ConfigError};
 pub use context::RequestContext;
 pub use shared::{Shared, StartError};

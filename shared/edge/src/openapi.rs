@@ -12,6 +12,7 @@ use axum::Router;
 use axum::body::Bytes;
 use axum::response::IntoResponse;
 use axum::routing::get;
+use bff_ratelimit::Cost;
 use http::{HeaderValue, header};
 use serde_json::{Map, Value, json};
 
@@ -139,7 +140,7 @@ fn merge(target: &mut Value, extra: Value) {
     }
 }
 
-fn finish_operation(operation: &mut Value) {
+fn finish_operation(operation: &mut Value, cost: Option<&Cost>) {
     if operation.get("security").is_none() {
         operation["security"] = json!([{ "bearer": [] }]);
     }
@@ -184,6 +185,14 @@ fn finish_operation(operation: &mut Value) {
                         "Cache-Control": { "$ref": "#/components/headers/Cache-Control" }
                     }}),
                 );
+                if cost.is_some() && status.starts_with('2') {
+                    merge(
+                        response,
+                        json!({ "headers": {
+                            "Request-Cost": { "$ref": "#/components/headers/Request-Cost" }
+                        }}),
+                    );
+                }
             }
         }
         for (status, name, _) in ERRORS {
@@ -201,6 +210,19 @@ pub fn document(
     version: &str,
     description: &str,
 ) -> Value {
+    document_charging(doc, name, version, description, None)
+}
+
+/// [`document`] of a BFF that charges its requests `cost`
+/// ([`crate::EdgeBuilder::charging`]): every answer names its cost
+/// (`Request-Cost`), and the quota fields count in the cost's unit.
+pub fn document_charging(
+    doc: utoipa::openapi::OpenApi,
+    name: &str,
+    version: &str,
+    description: &str,
+    cost: Option<&Cost>,
+) -> Value {
     let mut doc = serde_json::to_value(doc).unwrap_or_else(|_| json!({ "paths": {} }));
     doc["openapi"] = json!("3.1.0");
     doc["info"] = json!({
@@ -212,12 +234,26 @@ pub fn document(
     if doc.get("components").is_none() {
         doc["components"] = json!({});
     }
+    if let Some(cost) = cost {
+        let unit = cost.unit;
+        merge(
+            &mut doc["components"],
+            json!({ "headers": {
+                "Request-Cost": {
+                    "description": format!("The {unit} this request was charged to your quota: one per {} it asks for. A request costing more than is left of the quota is refused whole (429, `quota-exceeded`).", unit.trim_end_matches('s')),
+                    "schema": { "type": "integer", "minimum": 1 }
+                },
+                "RateLimit": { "description": format!("draft-ietf-httpapi-ratelimit-headers-11: `\"tier\";r=remaining;t=seconds`, remaining in {unit}."), "schema": { "type": "string" } },
+                "RateLimit-Policy": { "description": format!("draft-ietf-httpapi-ratelimit-headers-11: `\"tier\";q=quota;qu=\"{unit}\";w=window`: the quota is counted in {unit}."), "schema": { "type": "string" } }
+            }}),
+        );
+    }
     merge(&mut doc["components"], components());
     if let Some(paths) = doc["paths"].as_object_mut() {
         for item in paths.values_mut() {
             for method in METHODS {
                 if let Some(operation) = item.get_mut(method) {
-                    finish_operation(operation);
+                    finish_operation(operation, cost);
                 }
             }
         }

@@ -10,6 +10,13 @@
 //! `RateLimit` fields (draft-ietf-httpapi-ratelimit-headers-11); over the
 //! quota the answer is 429 problem+json of the registered `quota-exceeded`
 //! type with `Retry-After`.
+//!
+//! A BFF whose requests cost its upstreams very different amounts declares
+//! a [`Cost`] ([`crate::EdgeBuilder::charging`]): each request is then
+//! charged its cost in the BFF's unit, the fields count in that unit
+//! (`qu="ids"`), an answered request says what it cost in `Request-Cost`
+//! (and `bff_ratelimit_cost_total` per tier and client), and a request
+//! costing more than what is left is refused whole.
 
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
@@ -17,6 +24,7 @@ use std::time::{Duration, Instant};
 use axum::response::{IntoResponse, Response};
 use bff_auth::Claims;
 use bff_problem::ApiError;
+pub use bff_ratelimit::Cost;
 use bff_ratelimit::{Decision, RateLimiter};
 use bff_telemetry::names;
 use http::{HeaderName, HeaderValue, StatusCode};
@@ -25,6 +33,9 @@ use http::{HeaderName, HeaderValue, StatusCode};
 pub const RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
 /// `RateLimit`.
 pub const RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
+/// `Request-Cost`: the quota units an answered request was charged, where
+/// the BFF declares a [`Cost`].
+pub const REQUEST_COST: HeaderName = HeaderName::from_static("request-cost");
 /// The policy of callers without a valid token (by IP address).
 pub const ANONYMOUS: &str = "anonymous";
 
@@ -65,27 +76,58 @@ impl Limits {
             "client" => client.to_owned()
         )
         .increment(1);
-        let mut response =
-            ApiError::quota_exceeded(decision.policy, decision.retry_after_secs()).into_response();
+        let mut problem = ApiError::quota_exceeded(decision.policy, decision.retry_after_secs());
+        if let Some(unit) = decision.unit {
+            let (policy, cost) = (decision.policy, decision.cost);
+            problem = problem.with_detail(if decision.exceeds_quota() {
+                format!(
+                    "this request costs {cost} {unit}, more than the whole {policy} quota of {} per {} s",
+                    decision.quota.limit,
+                    decision.quota.window.as_secs().max(1)
+                )
+            } else {
+                format!(
+                    "this request costs {cost} {unit}, more than is left of the {policy} quota; retry in {} s",
+                    decision.retry_after_secs()
+                )
+            });
+        }
+        let mut response = problem.into_response();
         set_fields(&mut response, decision);
         response
     }
 
-    /// Inside authentication: counts the request against its caller's tier
-    /// and subject. `Err` is the refusal (429); `Ok` the decision whose
-    /// fields go on the response, if the caller is limited.
+    /// Inside authentication: charges the request (`cost` units of
+    /// `unit`, or one request) to its caller's tier and subject. `Err` is
+    /// the refusal (429); `Ok` the decision whose fields go on the
+    /// response, if the caller is limited.
     pub(crate) async fn per_caller(
         &self,
         claims: Option<&Claims>,
+        cost: u32,
+        unit: Option<&'static str>,
     ) -> Result<Option<Decision>, Response> {
         let Some(claims) = claims else {
             return Ok(None);
         };
-        let Some(decision) = self.limiter.check(claims.tier.as_str(), &claims.sub).await else {
+        let Some(decision) = self
+            .limiter
+            .check_cost(claims.tier.as_str(), &claims.sub, cost, unit)
+            .await
+        else {
             return Ok(None);
         };
         if !decision.allowed {
             return Err(self.refused(&decision, client_label(&claims.sub)));
+        }
+        if decision.unit.is_some() {
+            metrics::counter!(
+                names::RATE_LIMIT_COST,
+                "bff" => self.bff,
+                "tier" => decision.policy,
+                "client" => client_label(&claims.sub).to_owned()
+            )
+            .increment(u64::from(decision.cost));
         }
         Ok(Some(decision))
     }
@@ -127,12 +169,35 @@ fn client_label(subject: &str) -> &str {
     }
 }
 
-/// Adds the `RateLimit` fields of `decision` to `response`.
+/// Adds the `RateLimit` fields of `decision` to `response`, and what the
+/// request cost when it was charged in a declared unit.
 pub(crate) fn with_fields(mut response: Response, decision: Option<&Decision>) -> Response {
     if let Some(decision) = decision {
         set_fields(&mut response, decision);
+        if decision.unit.is_some() {
+            response
+                .headers_mut()
+                .insert(REQUEST_COST, HeaderValue::from(decision.cost));
+        }
     }
     response
+}
+
+/// The cost of `request` under `cost` (1 without one), and its unit.
+pub(crate) fn cost_of(
+    cost: Option<&Cost>,
+    request: axum::extract::Request,
+) -> (axum::extract::Request, u32, Option<&'static str>) {
+    let Some(cost) = cost else {
+        return (request, 1, None);
+    };
+    let (parts, body) = request.into_parts();
+    let units = (cost.of)(&parts).max(1);
+    (
+        axum::extract::Request::from_parts(parts, body),
+        units,
+        Some(cost.unit),
+    )
 }
 
 /// Addresses over the anonymous quota, until when. Bounded, so a flood of

@@ -313,6 +313,13 @@ impl ApiError {
         ApiError::new(status, code, title, detail)
     }
 
+    /// The same problem, explained by `detail` instead.
+    #[must_use]
+    pub fn with_detail(mut self, detail: impl Into<String>) -> Self {
+        self.detail = detail.into();
+        self
+    }
+
     /// Adds a `Retry-After`.
     pub fn with_retry_after(mut self, secs: u64) -> Self {
         self.retry_after = Some(secs_u32(secs));

@@ -15,6 +15,14 @@
 //! counted and logged, and answered by the in-process limiter instead (a
 //! replica then enforces the quota on its own share of the traffic).
 //!
+//! A request costs one unit of its caller's quota unless its BFF declares
+//! a [`Cost`]: a partner's batch of 50 ids costs the upstreams 50 times what
+//! one id costs, so it is charged 50 (`check_cost`), and the policy's quota
+//! is then counted in that unit (`qu="ids"` in `RateLimit-Policy`). A
+//! request costing more than what is left is refused whole, and one costing
+//! more than the whole quota can never pass (it says so rather than asking
+//! the caller to retry).
+//!
 //! A [`Decision`] carries what the `RateLimit-Policy` and `RateLimit`
 //! fields of draft-ietf-httpapi-ratelimit-headers-11 say.
 
@@ -92,6 +100,18 @@ fn parse_duration(raw: &str) -> Result<Duration, String> {
     Ok(unit * u32::try_from(number).map_err(|_| format!("{raw:?} is too long"))?)
 }
 
+/// What a BFF charges its callers' quotas in, declared by the team that
+/// owns the BFF (a request costs 1 without one): the unit's name, as the
+/// `qu` parameter of `RateLimit-Policy` says it, and the cost of a request,
+/// from what it asks for.
+#[derive(Debug, Clone, Copy)]
+pub struct Cost {
+    /// The quota unit (`ids`).
+    pub unit: &'static str,
+    /// The units a request costs (at least 1; 0 is taken as 1).
+    pub of: fn(&http::request::Parts) -> u32,
+}
+
 /// A named quota.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Policy {
@@ -108,9 +128,14 @@ pub struct Decision {
     pub policy: &'static str,
     /// Its quota.
     pub quota: Quota,
+    /// The unit the quota is counted in, when not requests.
+    pub unit: Option<&'static str>,
+    /// What the request was charged (or would have been, when refused).
+    pub cost: u32,
     /// Whether the request may go on.
     pub allowed: bool,
-    /// Requests the caller may still make at once.
+    /// Units (requests, unless `unit` says otherwise) the caller may still
+    /// spend at once.
     pub remaining: u32,
     /// Until the caller's whole quota is available again.
     pub reset: Duration,
@@ -119,14 +144,23 @@ pub struct Decision {
 }
 
 impl Decision {
-    /// The `RateLimit-Policy` field: `"standard";q=600;w=60`.
+    /// The `RateLimit-Policy` field: `"standard";q=600;w=60`, with the
+    /// quota unit when it is not requests (`"premium";q=100;qu="ids";w=60`).
     pub fn policy_field(&self) -> String {
-        format!(
-            "\"{}\";q={};w={}",
-            self.policy,
-            self.quota.limit,
-            self.quota.window.as_secs().max(1)
-        )
+        let window = self.quota.window.as_secs().max(1);
+        match self.unit {
+            None => format!("\"{}\";q={};w={window}", self.policy, self.quota.limit),
+            Some(unit) => format!(
+                "\"{}\";q={};qu=\"{unit}\";w={window}",
+                self.policy, self.quota.limit
+            ),
+        }
+    }
+
+    /// Whether the request costs more than the whole quota: it can never
+    /// pass, however long the caller waits.
+    pub fn exceeds_quota(&self) -> bool {
+        self.cost > self.quota.limit
     }
 
     /// The `RateLimit` field: `"standard";r=541;t=17`.
@@ -208,16 +242,18 @@ impl std::fmt::Debug for RateLimiter {
 }
 
 /// GCRA in one atomic step, on Redis's clock. KEYS[1]: the caller's
-/// theoretical arrival time (ms). ARGV: interval and window (ms). Returns
-/// {allowed, remaining, reset ms, retry-after ms}.
+/// theoretical arrival time (ms). ARGV: interval and window (ms), and the
+/// request's cost in units. Returns {allowed, remaining, reset ms,
+/// retry-after ms}.
 const GCRA: &str = r"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local interval = tonumber(ARGV[1])
 local window = tonumber(ARGV[2])
+local cost = tonumber(ARGV[3] or 1)
 local tat = tonumber(redis.call('GET', KEYS[1]) or now)
 if tat < now then tat = now end
-local new_tat = tat + interval
+local new_tat = tat + interval * cost
 if new_tat - now > window then
   return {0, 0, tat - now, new_tat - now - window}
 end
@@ -276,25 +312,71 @@ impl RateLimiter {
     /// Counts one request of `caller` under `policy`; `None` when no such
     /// policy is configured.
     pub async fn check(&self, policy: &str, caller: &str) -> Option<Decision> {
+        self.check_cost(policy, caller, 1, None).await
+    }
+
+    /// Charges `cost` units (at least 1) of `caller`'s quota under
+    /// `policy`, counted in `unit` (`None`: requests), all or nothing;
+    /// `None` when no such policy is configured.
+    pub async fn check_cost(
+        &self,
+        policy: &str,
+        caller: &str,
+        cost: u32,
+        unit: Option<&'static str>,
+    ) -> Option<Decision> {
         let limit = self.inner.limits.get(policy)?;
+        let cost = cost.max(1);
+        if cost > limit.policy.quota.limit {
+            return Some(self.never(limit, cost, unit));
+        }
         if let Some(shared) = &self.inner.shared
-            && let Some(decision) = self.check_shared(shared, limit, caller).await
+            && let Some(decision) = self.check_shared(shared, limit, caller, cost, unit).await
         {
             return Some(decision);
         }
-        Some(self.check_local(limit, caller))
+        Some(self.check_local(limit, caller, cost, unit))
     }
 
-    fn check_local(&self, limit: &Limit, caller: &str) -> Decision {
+    /// A request costing more than the whole quota: refused without
+    /// touching the caller's allowance (what is left is not known here, so
+    /// none is claimed).
+    fn never(&self, limit: &Limit, cost: u32, unit: Option<&'static str>) -> Decision {
+        let quota = limit.policy.quota;
+        Decision {
+            policy: limit.policy.name,
+            quota,
+            unit,
+            cost,
+            allowed: false,
+            remaining: 0,
+            reset: quota.window,
+            retry_after: quota.window,
+        }
+    }
+
+    fn check_local(
+        &self,
+        limit: &Limit,
+        caller: &str,
+        cost: u32,
+        unit: Option<&'static str>,
+    ) -> Decision {
         let quota = limit.policy.quota;
         let interval = quota.interval();
-        let (allowed, remaining, retry_after) = match limit.local.check_key(&caller.to_owned()) {
-            Ok(state) => (true, state.remaining_burst_capacity(), Duration::ZERO),
-            Err(not_until) => (false, 0, not_until.wait_time_from(self.inner.clock.now())),
+        let n = NonZeroU32::new(cost).unwrap_or(NonZeroU32::MIN);
+        let (allowed, remaining, retry_after) = match limit.local.check_key_n(&caller.to_owned(), n)
+        {
+            Ok(Ok(state)) => (true, state.remaining_burst_capacity(), Duration::ZERO),
+            Ok(Err(not_until)) => (false, 0, not_until.wait_time_from(self.inner.clock.now())),
+            // More than the burst: `check_cost` refuses it before.
+            Err(_) => return self.never(limit, cost, unit),
         };
         Decision {
             policy: limit.policy.name,
             quota,
+            unit,
+            cost,
             allowed,
             remaining,
             reset: interval * quota.limit.saturating_sub(remaining),
@@ -302,14 +384,21 @@ impl RateLimiter {
         }
     }
 
-    async fn check_shared(&self, shared: &Shared, limit: &Limit, caller: &str) -> Option<Decision> {
+    async fn check_shared(
+        &self,
+        shared: &Shared,
+        limit: &Limit,
+        caller: &str,
+        cost: u32,
+        unit: Option<&'static str>,
+    ) -> Option<Decision> {
         let quota = limit.policy.quota;
         let key = format!("{}:rl:{}:{caller}", self.inner.namespace, limit.policy.name);
         let interval_ms = (quota.interval().as_micros() as f64 / 1000.0).max(0.001);
         let window_ms = quota.window.as_millis() as u64;
         let mut conn = shared.conn.clone();
         let mut invocation = shared.script.key(&key);
-        invocation.arg(interval_ms).arg(window_ms);
+        invocation.arg(interval_ms).arg(window_ms).arg(cost);
         let started = std::time::Instant::now();
         let result = tokio::time::timeout(
             shared.timeout,
@@ -324,6 +413,8 @@ impl RateLimiter {
                 return Some(Decision {
                     policy: limit.policy.name,
                     quota,
+                    unit,
+                    cost,
                     allowed: allowed == 1,
                     remaining: u32::try_from(remaining.max(0)).unwrap_or(u32::MAX),
                     reset: ms(reset_ms),
@@ -383,12 +474,14 @@ mod tests {
 
     #[test]
     fn fields_follow_the_draft() {
-        let decision = Decision {
+        let mut decision = Decision {
             policy: "premium",
             quota: Quota {
                 limit: 600,
                 window: Duration::from_secs(60),
             },
+            unit: None,
+            cost: 1,
             allowed: true,
             remaining: 541,
             reset: Duration::from_millis(16_200),
@@ -396,6 +489,8 @@ mod tests {
         };
         assert_eq!(decision.policy_field(), "\"premium\";q=600;w=60");
         assert_eq!(decision.limit_field(), "\"premium\";r=541;t=17");
+        decision.unit = Some("ids");
+        assert_eq!(decision.policy_field(), "\"premium\";q=600;qu=\"ids\";w=60");
     }
 
     fn limiter(limit: u32) -> RateLimiter {
@@ -442,6 +537,53 @@ mod tests {
         assert!(
             limiter.check("gold", "ada").await.is_none(),
             "no such policy"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_request_is_charged_its_cost_all_or_nothing() {
+        let limiter = limiter(100);
+        let charge = |cost| limiter.check_cost("standard", "acme", cost, Some("ids"));
+        let first = charge(50).await.expect("policy");
+        assert!(first.allowed);
+        assert_eq!(
+            (first.remaining, first.cost, first.unit),
+            (50, 50, Some("ids"))
+        );
+        assert_eq!(charge(50).await.expect("policy").remaining, 0);
+        let third = charge(50).await.expect("policy");
+        assert!(!third.allowed, "two batches of 50 spend 100");
+        assert!(third.retry_after > Duration::from_secs(25), "{third:?}");
+        assert!(!third.exceeds_quota());
+        // Another caller's single ids are not touched.
+        for _ in 0..10 {
+            assert!(
+                limiter
+                    .check_cost("standard", "globex", 1, Some("ids"))
+                    .await
+                    .expect("policy")
+                    .allowed
+            );
+        }
+        // More than the whole quota never passes, and costs nothing.
+        let fresh = limiter
+            .check_cost("standard", "initech", 101, Some("ids"))
+            .await
+            .expect("policy");
+        assert!(!fresh.allowed && fresh.exceeds_quota());
+        let after = limiter
+            .check_cost("standard", "initech", 100, Some("ids"))
+            .await
+            .expect("policy");
+        assert!(after.allowed, "the refused request cost nothing");
+        // 0 is charged as 1.
+        assert_eq!(
+            limiter
+                .check_cost("standard", "hooli", 0, None)
+                .await
+                .expect("policy")
+                .remaining,
+            99
         );
     }
 }

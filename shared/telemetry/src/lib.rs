@@ -89,6 +89,12 @@ pub mod names {
     pub const AUTH_REJECTED: &str = "bff.auth.rejected";
     /// Counter of requests refused by a rate limit, by `bff`, `tier` and `client` (a partner's client id, `user`, or `anonymous`).
     pub const RATE_LIMITED: &str = "bff.ratelimit.limited";
+    /// Counter of quota units charged to answered requests, by `bff`, `tier` and `client`, where a BFF declares what a request costs (a partner's batch of 50 ids costs 50).
+    pub const RATE_LIMIT_COST: &str = "bff.ratelimit.cost";
+    /// Counter of feature-flag evaluations, by `bff`, `flag` and `variant` (`default` when the flag could not be evaluated).
+    pub const FLAG_EVALUATIONS: &str = "bff.flag.evaluations";
+    /// Counter of flag refreshes from the shared store that failed or were refused, by `reason` (`unavailable`, `invalid`); the last known values stay in force.
+    pub const FLAG_REFRESH_ERRORS: &str = "bff.flag.refresh.errors";
     /// Counter of rate-limit checks Redis did not answer (the local limiter answered).
     pub const RATE_LIMIT_SHARED_ERRORS: &str = "bff.ratelimit.shared.errors";
     /// Histogram (seconds) of rate-limit checks in Redis.
@@ -315,6 +321,24 @@ pub mod names {
             Kind::Counter,
             None,
             "Requests refused by a rate limit.",
+        ),
+        (
+            RATE_LIMIT_COST,
+            Kind::Counter,
+            None,
+            "Quota units charged to answered requests, by tier and client.",
+        ),
+        (
+            FLAG_EVALUATIONS,
+            Kind::Counter,
+            None,
+            "Feature-flag evaluations, by flag and variant.",
+        ),
+        (
+            FLAG_REFRESH_ERRORS,
+            Kind::Counter,
+            None,
+            "Flag refreshes from the shared store that failed (the last known values stay).",
         ),
         (
             RATE_LIMIT_SHARED_ERRORS,

@@ -217,6 +217,13 @@ fn partners() -> Vec<PartnerClient> {
             "premium",
         ),
         p(
+            "partner-umbrella",
+            "umbrella-secret",
+            "Umbrella Wholesale",
+            &["catalog:read"],
+            "premium",
+        ),
+        p(
             "partner-globex",
             "globex-secret",
             "Globex Marketplace",

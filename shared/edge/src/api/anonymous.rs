@@ -9,6 +9,7 @@ use std::sync::Arc;
 use axum::extract::{ConnectInfo, Request};
 
 use super::{Next, ResponseFuture, Step};
+use crate::client_address::ClientAddress;
 use crate::ratelimit::Limits;
 
 /// Counts failed authentications per client address; `None` (rate limits
@@ -18,10 +19,18 @@ pub(crate) struct AnonymousLimit(pub(crate) Option<Arc<Limits>>);
 
 impl Step for AnonymousLimit {
     fn call<N: Next>(&self, next: N, request: Request) -> ResponseFuture {
+        // The client's address as the edge resolved it (across trusted
+        // proxies only), else the peer's.
         let peer = request
             .extensions()
-            .get::<ConnectInfo<SocketAddr>>()
-            .map(|c| c.0.ip());
+            .get::<ClientAddress>()
+            .map(|c| c.0)
+            .or_else(|| {
+                request
+                    .extensions()
+                    .get::<ConnectInfo<SocketAddr>>()
+                    .map(|c| c.0.ip())
+            });
         let (Some(limits), Some(ip)) = (self.0.clone(), peer) else {
             return next.run(request);
         };

@@ -12,7 +12,8 @@
 //!    costs it one request of that quota;
 //! 3. [`authenticate`]: the bearer token is verified and its claims put in
 //!    the request, or the answer is 401;
-//! 4. [`caller_limit`]: the request is counted against its caller's tier;
+//! 4. [`caller_limit`]: the request is charged to its caller's tier (one
+//!    request, or its declared cost);
 //! 5. [`cache_headers`]: `Cache-Control` from what the sections served, and
 //!    `Preference-Applied: handling=strict` when the client asked for it;
 //! 6. the layer the BFF gave [`crate::EdgeBuilder::authenticated_with`], if
@@ -71,6 +72,8 @@ pub(crate) struct Pieces {
     pub(crate) limits: Option<Arc<Limits>>,
     /// The token verifier.
     pub(crate) auth: Arc<Authenticator>,
+    /// What a request costs, where the BFF declares it (else one request).
+    pub(crate) cost: Option<bff_ratelimit::Cost>,
 }
 
 /// `routes` behind the API stack, admitted in `class`, with `innermost`
@@ -90,7 +93,10 @@ where
     let steps = admission::Admission::new(pieces.limiter.as_ref(), class, pieces.queue)
         .then(anonymous::AnonymousLimit(pieces.limits.clone()))
         .then(authenticate::Authenticate(pieces.auth.clone()))
-        .then(caller_limit::CallerLimit(pieces.limits.clone()))
+        .then(caller_limit::CallerLimit(
+            pieces.limits.clone(),
+            pieces.cost,
+        ))
         .then(cache_headers::CacheHeaders);
     routes.route_layer(
         ServiceBuilder::new()

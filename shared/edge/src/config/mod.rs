@@ -28,6 +28,8 @@ use reqwest::Url;
 
 mod section;
 
+use crate::client_address::TrustedProxies;
+
 use section::EdgeSection;
 
 pub use bff_config::ConfigError;
@@ -135,6 +137,10 @@ pub struct BffConfig {
     /// The kernel send buffer of each connection, in bytes
     /// (`BFF_SEND_BUFFER`); `None`: the kernel's autotuning.
     pub send_buffer: Option<usize>,
+    /// `BFF_TRUSTED_PROXIES` and `BFF_CLIENT_ADDRESS_HEADER`: the proxies
+    /// whose word on the client's address is taken, and the header they
+    /// write it in ([`crate::client_address`]).
+    pub trusted_proxies: TrustedProxies,
     /// Things worth a warning once logging is up (unknown variables, …).
     pub warnings: Vec<String>,
 }
@@ -202,6 +208,7 @@ impl BffConfig {
             auth_cache_bytes: auth.cache_bytes,
             live,
             send_buffer: edge.send_buffer,
+            trusted_proxies: edge.trusted_proxies.in_header(edge.client_address_header),
             warnings,
         })
     }

@@ -6,6 +6,8 @@ use std::time::Duration;
 use bff_config::{FieldError, Section, de};
 use reqwest::Url;
 
+use crate::client_address::{ForwardedHeader, TrustedProxies};
+
 /// API requests a BFF works on at once at most, per CPU it may use, unless
 /// `BFF_MAX_IN_FLIGHT` says otherwise: the ceiling of the adaptive limit
 /// ([`crate::admission`]), which is what bounds the work in practice. The
@@ -51,6 +53,10 @@ pub(super) struct EdgeSection {
     pub(super) shutdown_grace: Duration,
     #[serde(deserialize_with = "send_buffer")]
     pub(super) send_buffer: Option<usize>,
+    #[serde(deserialize_with = "trusted_proxies")]
+    pub(super) trusted_proxies: TrustedProxies,
+    #[serde(deserialize_with = "client_address_header")]
+    pub(super) client_address_header: ForwardedHeader,
 }
 
 impl Default for EdgeSection {
@@ -66,6 +72,8 @@ impl Default for EdgeSection {
             admission_queue: ADMISSION_QUEUE,
             shutdown_grace: Duration::from_secs(10),
             send_buffer: None,
+            trusted_proxies: TrustedProxies::default(),
+            client_address_header: ForwardedHeader::default(),
         }
     }
 }
@@ -141,4 +149,14 @@ fn cors_origins<'de, D: serde::Deserializer<'de>>(
             })
             .collect()
     })
+}
+
+fn trusted_proxies<'de, D: serde::Deserializer<'de>>(d: D) -> Result<TrustedProxies, D::Error> {
+    de::text(d, TrustedProxies::parse)
+}
+
+fn client_address_header<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<ForwardedHeader, D::Error> {
+    de::text(d, str::parse)
 }

@@ -148,6 +148,9 @@ fn bad_values_name_their_key() {
         ("BFF_BODY_LIMIT", "big"),
         ("BFF_MAX_IN_FLIGHT", "0"),
         ("BFF_MAX_IN_FLIGHT", "many"),
+        ("BFF_TRUSTED_PROXIES", "10.0.0.0/33"),
+        ("BFF_TRUSTED_PROXIES", "10.0.0.0/8, lb.internal"),
+        ("BFF_CLIENT_ADDRESS_HEADER", "x-real-ip"),
     ];
     for (key, value) in cases {
         let err = BffConfig::load(SPEC, None, env(&[(key, value)])).expect_err(key);
