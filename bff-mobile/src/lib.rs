@@ -4,7 +4,8 @@
 //! home screen shows — the user's name, avatar and app preferences, the last
 //! five orders as one-liners, three recommendations — in a fraction of the
 //! bytes the domain services return, with a strong ETag so an unchanged
-//! dashboard costs a 304. Everything else (tokens, resilience, errors,
+//! dashboard costs a 304. A layout experiment (flag `dashboard-layout`)
+//! shows some users three orders instead of five. Everything else (tokens, resilience, errors,
 //! compression, telemetry) comes from the shared crates.
 
 #![warn(missing_docs)]
@@ -30,6 +31,7 @@ pub const SPEC: BffSpec = BffSpec {
     default_port: 8081,
     upstreams: &[upstreams::USER, upstreams::ORDER, upstreams::RECOMMENDATION],
     fragments: &fragments::POLICIES,
+    flags: &[dashboard::LAYOUT],
 };
 
 /// What the handlers use.
@@ -38,6 +40,7 @@ pub struct AppState {
     users: UserClient,
     orders: OrderClient,
     recommendations: RecommendationClient,
+    flags: bff_edge::flags::Flags,
 }
 
 /// The mobile BFF's app over `shared`.
@@ -47,6 +50,7 @@ pub async fn app(shared: Shared) -> Result<Router, StartError> {
         users: UserClient::new(registry)?,
         orders: OrderClient::new(registry)?,
         recommendations: RecommendationClient::new(registry)?,
+        flags: shared.flags().clone(),
     };
     let (api, doc) = OpenApiRouter::new()
         .routes(routes!(dashboard::dashboard))

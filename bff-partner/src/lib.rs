@@ -1,7 +1,9 @@
 //! The partner-integrations team's BFF.
 //!
 //! Partners integrate once and expect the API to hold still: it is
-//! versioned (`/v1`, `/v2`, or `/products` with an `API-Version` header),
+//! versioned (`/v1`, `/v2`, or `/products` with an `API-Version` header,
+//! where a partner sending none is moved from v1 to v2 by the flag
+//! `unversioned-version`),
 //! v1 announces its retirement with `Deprecation`, `Sunset` and a
 //! successor `Link`, and a batch of up to 50 products costs exactly one call
 //! per upstream, whatever its size. Every route needs the `catalog:read`
@@ -36,6 +38,7 @@ pub const SPEC: BffSpec = BffSpec {
     default_port: 8083,
     upstreams: &[upstreams::PRODUCT, upstreams::PRICING, upstreams::INVENTORY],
     fragments: &fragments::POLICIES,
+    flags: &[products::UNVERSIONED],
 };
 
 /// The scope every partner route requires.
@@ -47,6 +50,7 @@ pub struct AppState {
     products: ProductClient,
     pricing: PricingClient,
     inventory: InventoryClient,
+    flags: bff_edge::flags::Flags,
 }
 
 async fn require_catalog_scope(
@@ -65,6 +69,7 @@ pub async fn app(shared: Shared) -> Result<Router, StartError> {
         products: ProductClient::new(registry)?,
         pricing: PricingClient::new(registry)?,
         inventory: InventoryClient::new(registry)?,
+        flags: shared.flags().clone(),
     };
     // A price change evicts that product's price fragment (every replica).
     bff_clients::follow_price_changes(

@@ -10,6 +10,7 @@ use bff_aggregate::Metadata;
 use bff_auth::Claims;
 use bff_clients::models::{Price, Product, Stock};
 use bff_edge::extract::{Query, parse_uuid};
+use bff_edge::flags::Flag;
 use bff_edge::ratelimit::Cost;
 use bff_edge::versioning::{self, Lifecycle};
 use bff_edge::{Aggregate, RequestContext};
@@ -31,6 +32,19 @@ pub(crate) const V1: Lifecycle = Lifecycle {
     deprecation: Some("@1788220800"),
     sunset: Some("Thu, 01 Jul 2027 00:00:00 GMT"),
     links: &["</v2/products>; rel=\"successor-version\""],
+};
+
+/// The version `/products` serves a partner that sends no `API-Version`:
+/// the migration of version-less callers from v1 to v2, partner by partner
+/// (sticky per client id, on every replica). Shipped with everyone on v2
+/// (the newest, as the contract says); a team moving a fleet of old
+/// integrations over sets `BFF_FLAG_UNVERSIONED_VERSION=v1:80,v2:20` and
+/// raises v2's share in Redis without a restart.
+pub(crate) const UNVERSIONED: Flag = Flag {
+    key: "unversioned-version",
+    description: "The version /products serves a partner that sends no API-Version (v1 or v2), sticky per partner",
+    variants: &["v1", "v2"],
+    default: "v2",
 };
 
 /// v2: current.
@@ -378,7 +392,8 @@ pub(crate) async fn v2(
     Ok(Json(shape_v2(fetch(&app, &ctx, agg, ids).await?)).into_response())
 }
 
-/// Products by id in the version asked with `API-Version` (default: the
+/// Products by id in the version asked with `API-Version` (without one:
+/// the partner's variant of the `unversioned-version` flag, by default the
 /// newest); the answer says `API-Version` and `Vary: API-Version`.
 #[utoipa::path(
     get,
@@ -386,7 +401,7 @@ pub(crate) async fn v2(
     tag = "catalog",
     params(
         ("ids" = String, Query, description = "1 to 50 comma-separated product UUIDs; duplicates are dropped, order is kept"),
-        ("API-Version" = Option<String>, Header, description = "1 or 2 (default 2)"),
+        ("API-Version" = Option<String>, Header, description = "1 or 2; without it, the version your partner account is migrated to (2 unless told otherwise)"),
     ),
     responses(
         (status = 200, description = "The v1 or v2 shape", body = V2Response,
@@ -403,7 +418,11 @@ pub(crate) async fn negotiated(
     Query(q): Query<IdsQuery>,
 ) -> Result<Response, ApiError> {
     let version = match headers.get("api-version").map(|v| v.as_bytes()) {
-        None | Some(b"2") => 2,
+        None => match app.flags.variant(&UNVERSIONED, &claims.sub).await {
+            "v1" => 1,
+            _ => 2,
+        },
+        Some(b"2") => 2,
         Some(b"1") => 1,
         Some(_) => {
             return Err(ApiError::validation(vec![FieldError::new(

@@ -33,6 +33,7 @@ pub const SPEC: BffSpec = BffSpec {
     default_port: 8082,
     upstreams: &upstreams::ALL,
     fragments: &fragments::POLICIES,
+    flags: &[],
 };
 
 /// What the handlers use.

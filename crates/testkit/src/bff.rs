@@ -194,6 +194,7 @@ pub const EDGE_SPEC: BffSpec = BffSpec {
     default_port: 8081,
     upstreams: &[],
     fragments: &[],
+    flags: &[],
 };
 
 /// [`serve_edge`] with the configuration changed by `configure` first.

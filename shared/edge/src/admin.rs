@@ -1,5 +1,9 @@
 //! Operator routes, present only when `BFF_ADMIN_TOKEN` is set.
 //!
+//! `GET /admin/flags` lists the BFF's feature flags: each one's split in
+//! force and where it comes from (declared, file, environment, Redis), and
+//! how the last read of Redis went.
+//!
 //! `POST /admin/cache/purge` forgets fragments by tag (every fragment of a
 //! product: `product:{id}`) or by key, in this replica, in Redis and in
 //! every other replica. It is guarded by its own bearer secret rather than
@@ -10,7 +14,7 @@ use axum::Router;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
+use axum::routing::{get, post};
 use bff_problem::{ApiError, FieldError};
 use http::{HeaderMap, StatusCode, header};
 use serde::{Deserialize, Serialize};
@@ -19,6 +23,8 @@ use crate::shared::Shared;
 
 /// The purge route.
 pub const PURGE_PATH: &str = "/admin/cache/purge";
+/// The flags listing.
+pub const FLAGS_PATH: &str = "/admin/flags";
 
 /// Most tags plus keys one purge may name.
 const MAX_ITEMS: usize = 1000;
@@ -46,6 +52,7 @@ pub(crate) fn router(shared: &Shared) -> Option<Router> {
     Some(
         Router::new()
             .route(PURGE_PATH, post(purge))
+            .route(FLAGS_PATH, get(flags))
             .with_state(shared.clone()),
     )
 }
@@ -113,6 +120,22 @@ fn parse(body: &[u8]) -> Result<PurgeRequest, ApiError> {
     } else {
         Err(ApiError::validation(errors))
     }
+}
+
+#[derive(Debug, Serialize)]
+struct FlagsResponse {
+    flags: Vec<bff_flags::FlagView>,
+    shared: Option<bff_flags::SharedView>,
+}
+
+async fn flags(State(shared): State<Shared>, headers: HeaderMap) -> Result<Response, ApiError> {
+    authorize(&shared, &headers)?;
+    let flags = shared.flags();
+    Ok(axum::Json(FlagsResponse {
+        flags: flags.list(),
+        shared: flags.shared(),
+    })
+    .into_response())
 }
 
 async fn purge(

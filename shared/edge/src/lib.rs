@@ -47,6 +47,10 @@ mod shared;
 mod state;
 pub mod versioning;
 
+/// Feature flags ([`bff_flags`]): a BFF declares its [`flags::Flag`]s in
+/// its [`BffSpec`] and asks [`Shared::flags`] for a subject's variant.
+pub use bff_flags as flags;
+
 pub use admission::AdmissionClass;
 pub use aggregate::{Aggregate, AggregateState};
 pub use app::EdgeBuilder;

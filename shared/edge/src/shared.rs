@@ -24,6 +24,9 @@ pub enum StartError {
     /// The rate limiter cannot be built (an unusable `REDIS_URL`).
     #[error(transparent)]
     RateLimit(#[from] LimiterError),
+    /// The flags cannot be read from Redis (an unusable `REDIS_URL`).
+    #[error(transparent)]
+    Flags(#[from] bff_flags::FlagsError),
     /// A BFF's own part cannot be built.
     #[error("{part}: {message}")]
     Part {
@@ -41,6 +44,7 @@ struct Inner {
     registry: Registry,
     limiter: Option<RateLimiter>,
     streams: bff_live::Streams,
+    flags: bff_flags::Flags,
 }
 
 /// The process-wide pieces of a BFF: configuration, the authenticator, the
@@ -111,6 +115,22 @@ impl Shared {
             })?)
         };
         let streams = bff_live::Streams::new(config.live);
+        let flags = bff_flags::Flags::start(
+            config.name,
+            &config.flags,
+            config
+                .redis_url
+                .as_ref()
+                .map(|url| bff_flags::SharedStore {
+                    url: url.clone(),
+                    // A refresh is off the request path: it may wait for a
+                    // slow Redis longer than a request's cache lookup.
+                    timeout: config.redis_timeout.max(Duration::from_millis(500)),
+                    // Every BFF kind on one Redis has flags of its own.
+                    namespace: config.name.to_owned(),
+                })
+                .as_ref(),
+        )?;
         Ok(Shared {
             inner: Arc::new(Inner {
                 config,
@@ -119,6 +139,7 @@ impl Shared {
                 registry,
                 limiter,
                 streams,
+                flags,
             }),
         })
     }
@@ -153,6 +174,12 @@ impl Shared {
     /// shutdown.
     pub fn streams(&self) -> &bff_live::Streams {
         &self.inner.streams
+    }
+
+    /// The BFF's feature flags ([`bff_flags`]): which variant a subject
+    /// gets, the same on every replica.
+    pub fn flags(&self) -> &bff_flags::Flags {
+        &self.inner.flags
     }
 
     /// The rate limiter; `None` when `BFF_RATE_LIMITS=off`.

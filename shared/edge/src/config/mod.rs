@@ -50,6 +50,9 @@ pub struct BffSpec {
     pub upstreams: &'static [UpstreamDecl],
     /// The kinds of fragment this BFF caches, with their default policies.
     pub fragments: &'static [FragmentPolicy],
+    /// The feature flags this BFF reads, with the splits it ships
+    /// ([`bff_flags`]).
+    pub flags: &'static [bff_flags::Flag],
 }
 
 /// Variables read under their standard names rather than `BFF_*`.
@@ -141,6 +144,9 @@ pub struct BffConfig {
     /// whose word on the client's address is taken, and the header they
     /// write it in ([`crate::client_address`]).
     pub trusted_proxies: TrustedProxies,
+    /// The flags the BFF declared and their splits from the file and the
+    /// environment (`BFF_FLAG_{KEY}`, `BFF_FLAGS_FILE`, `BFF_FLAGS_REFRESH`).
+    pub flags: bff_flags::FlagsConfig,
     /// Things worth a warning once logging is up (unknown variables, …).
     pub warnings: Vec<String>,
 }
@@ -171,6 +177,7 @@ impl BffConfig {
         let rate_limits = bff_ratelimit::configured_policies(&mut s)?;
         let telemetry = TelemetrySettings::configure(&mut s)?;
         let live: bff_live::LiveConfig = s.section("LIVE")?;
+        let flags = bff_flags::FlagsConfig::configure(&mut s, spec.flags)?;
         let redis_url = s.take("REDIS_URL");
         let warnings = s.finish()?;
         Ok(BffConfig {
@@ -209,6 +216,7 @@ impl BffConfig {
             live,
             send_buffer: edge.send_buffer,
             trusted_proxies: edge.trusted_proxies.in_header(edge.client_address_header),
+            flags,
             warnings,
         })
     }

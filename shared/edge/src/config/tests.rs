@@ -40,6 +40,7 @@ const SPEC: BffSpec = BffSpec {
         approx_bytes: 200,
         per_user: false,
     }],
+    flags: &[],
 };
 
 fn policy(c: &BffConfig, name: &str) -> UpstreamPolicy {
