@@ -68,13 +68,24 @@ async fn the_layout_flag_decides_how_many_orders_a_user_sees() {
     }
     assert!(seen.contains(&3) && seen.contains(&5), "{seen:?}");
 
+    // Every variant's series exists from start-up, and each evaluation was
+    // counted (the replicas of this test share the process's registry:
+    // the shipped one evaluated once per user, a twice and b once).
     let metrics = a.get_text("/metrics").await;
     for variant in ["full", "compact"] {
-        assert!(
-            metrics.contains(&format!(
-                r#"bff_flag_evaluations_total{{bff="bff-mobile",flag="dashboard-layout",variant="{variant}"}}"#
-            )),
-            "evaluations counted by variant"
+        let series = format!(
+            r#"bff_flag_evaluations_total{{bff="bff-mobile",flag="dashboard-layout",variant="{variant}"}} "#
         );
+        let count: f64 = metrics
+            .lines()
+            .find_map(|line| line.strip_prefix(&series))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no series {series}"));
+        let shown = if variant == "full" { 5 } else { 3 };
+        let mut expected = 3 * seen.iter().filter(|s| **s == shown).count();
+        if variant == "full" {
+            expected += tokens.len();
+        }
+        assert_eq!(count as usize, expected, "{variant} evaluations");
     }
 }

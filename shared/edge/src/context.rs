@@ -99,6 +99,10 @@ fn begin<B>(
         .get::<MatchedPath>()
         .map_or("unmatched", MatchedPath::as_str);
     let method = request.method();
+    let address = request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| proxies.client(c.0.ip(), request.headers()));
     // Probes and scrapes (every few seconds, from every replica's
     // orchestrator) are neither traced nor logged.
     let probe = matches!(route, "/healthz" | "/readyz" | "/metrics");
@@ -117,20 +121,14 @@ fn begin<B>(
             request_id = request_id.to_str().unwrap_or_default(),
             trace_id = tracing::field::Empty,
             span_id = tracing::field::Empty,
-            client.address = tracing::field::Empty,
+            // Given when the span is made: a later `record` costs the JSON
+            // log format a re-encoding of every field of the span.
+            client.address = address.map(tracing::field::display),
             enduser.pseudo.id = tracing::field::Empty,
             http.response.status_code = tracing::field::Empty,
         )
     };
-    let peer = request
-        .extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| c.0.ip());
-    if let Some(peer) = peer {
-        let address = proxies.client(peer, request.headers());
-        if !span.is_disabled() {
-            span.record("client.address", tracing::field::display(address));
-        }
+    if let Some(address) = address {
         request.extensions_mut().insert(ClientAddress(address));
     }
     let trace = TraceContext::start(request.headers(), &span);

@@ -122,6 +122,7 @@ pub struct Flags {
 
 struct Inner {
     bff: &'static str,
+    hook: TelemetryHook,
     store: Arc<Store>,
     client: OnceCell<Client>,
     refresher: tokio::sync::Mutex<Refresher>,
@@ -170,6 +171,7 @@ impl Flags {
         let flags = Flags {
             inner: Arc::new(Inner {
                 bff,
+                hook: TelemetryHook::new(bff, config.flags),
                 store: store.clone(),
                 client: OnceCell::new(),
                 refresher: tokio::sync::Mutex::new(Refresher {
@@ -215,10 +217,7 @@ impl Flags {
                 let mut api = OpenFeature::default();
                 api.set_provider(Provider::new(self.inner.store.clone()))
                     .await;
-                api.add_hook(TelemetryHook {
-                    bff: self.inner.bff,
-                })
-                .await;
+                api.add_hook(self.inner.hook.clone()).await;
                 api.create_client()
             })
             .await

@@ -126,10 +126,57 @@ impl FeatureProvider for Provider {
 /// (`bff_flag_evaluations_total`, `default` when it failed) and records it
 /// as a `feature_flag.evaluation` event with the OpenTelemetry
 /// feature-flag attributes, in the request's span.
-#[derive(Debug, Clone, Copy)]
+///
+/// The counters are registered once, when the hook is made (so every
+/// flag's series exist from start-up), and an evaluation only finds its
+/// own: no label is allocated or hashed into the registry per request.
+#[derive(Debug, Clone)]
 pub struct TelemetryHook {
-    /// The BFF, a metric label.
-    pub bff: &'static str,
+    counters: Arc<Vec<(&'static str, Variants)>>,
+}
+
+/// A flag's counters, by variant.
+type Variants = Vec<(&'static str, metrics::Counter)>;
+
+impl TelemetryHook {
+    /// The hook of the BFF `bff` reading `flags`.
+    pub fn new(bff: &'static str, flags: &'static [crate::Flag]) -> Self {
+        let counters = flags
+            .iter()
+            .map(|flag| {
+                let variants = flag
+                    .variants
+                    .iter()
+                    .copied()
+                    .chain(["default"])
+                    .map(|variant| {
+                        let counter = metrics::counter!(
+                            names::FLAG_EVALUATIONS,
+                            "bff" => bff,
+                            "flag" => flag.key,
+                            "variant" => variant
+                        );
+                        (variant, counter)
+                    })
+                    .collect();
+                (flag.key, variants)
+            })
+            .collect();
+        TelemetryHook {
+            counters: Arc::new(counters),
+        }
+    }
+
+    fn count(&self, flag: &str, variant: &str) {
+        let counter = self
+            .counters
+            .iter()
+            .find(|(key, _)| *key == flag)
+            .and_then(|(_, variants)| variants.iter().find(|(v, _)| *v == variant));
+        if let Some((_, counter)) = counter {
+            counter.increment(1);
+        }
+    }
 }
 
 #[async_trait]
@@ -178,12 +225,6 @@ impl Hook for TelemetryHook {
             feature_flag.provider.name = PROVIDER,
             "feature_flag.evaluation"
         );
-        metrics::counter!(
-            names::FLAG_EVALUATIONS,
-            "bff" => self.bff,
-            "flag" => context.flag_key.to_owned(),
-            "variant" => variant.to_owned()
-        )
-        .increment(1);
+        self.count(context.flag_key, variant);
     }
 }
