@@ -180,8 +180,10 @@ fn serialise(body: &Dashboard<'_>) -> Result<(Vec<u8>, HeaderValue), serde_json:
     path = "/v1/dashboard",
     tag = "dashboard",
     params(
-        ("dpr" = Option<String>, Query, description = "Device pixel ratio of the image URLs, 1 to 4; the `DPR` client hint when absent"),
-        ("DPR" = Option<String>, Header, description = "Client hint: the device pixel ratio"),
+        ("dpr" = Option<f64>, Query, minimum = 1, maximum = 4, example = 2, description = "Device pixel ratio of the image URLs, 1 to 4 (anything else is a 400); the `Sec-CH-DPR` or `DPR` client hint when absent, else 2"),
+        ("Sec-CH-DPR" = Option<f64>, Header, minimum = 1, maximum = 4, description = "Client hint: the device pixel ratio (a value out of range is ignored, as a hint)"),
+        ("DPR" = Option<f64>, Header, minimum = 1, maximum = 4, description = "Client hint: the device pixel ratio (a value out of range is ignored, as a hint)"),
+        ("Save-Data" = Option<String>, Header, description = "`on`: images at a ratio of 1 and lower quality (any other value is ignored)"),
         ("If-None-Match" = Option<String>, Header, description = "ETags of earlier answers: 304 when unchanged"),
     ),
     responses(

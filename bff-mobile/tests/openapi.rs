@@ -25,4 +25,33 @@ async fn the_document_is_valid_openapi_3_1_with_every_route() {
             .is_some(),
         "the response schema is generated from the code"
     );
+
+    // `dpr`'s documented range is the handler's.
+    let dpr = operation["parameters"]
+        .as_array()
+        .and_then(|p| p.iter().find(|p| p["name"] == "dpr"))
+        .expect("dpr");
+    let schema = serde_json::to_string(&dpr["schema"]).expect("json");
+    assert!(
+        schema.contains(r#""minimum":1"#) && schema.contains(r#""maximum":4"#),
+        "{schema}"
+    );
+    let token = testkit::user_token(&stack, "user0001", "bff-mobile", None);
+    for (value, expected) in [
+        ("1", 200),
+        ("4", 200),
+        ("2.5", 200),
+        ("0.99", 400),
+        ("4.01", 400),
+        ("x", 400),
+    ] {
+        let status = reqwest::Client::new()
+            .get(server.url(&format!("/v1/dashboard?dpr={value}")))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .expect("request")
+            .status();
+        assert_eq!(status, expected, "dpr={value}");
+    }
 }

@@ -21,6 +21,35 @@ use uuid::Uuid;
 
 use crate::{AppState, fragments};
 
+/// The OpenAPI schema of `ids`, as [`parse_ids`] accepts it: 1 to 50
+/// hyphenated UUIDs separated by commas, with blanks and empty items
+/// around them ignored. The annotations take it as a literal (a test ties
+/// the two together).
+#[cfg(test)]
+pub(crate) const IDS_PATTERN: &str = "^(\\s*,)*\\s*[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}\\s*(,(\\s*,)*\\s*[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}\\s*){0,49}(,\\s*)*$";
+
+/// The versions `API-Version` may name (the header's schema).
+#[derive(Debug, Clone, Copy, serde::Serialize, utoipa::ToSchema)]
+pub(crate) enum ApiVersion {
+    /// v1 (deprecated).
+    #[serde(rename = "1")]
+    One,
+    /// v2.
+    #[serde(rename = "2")]
+    Two,
+}
+
+impl ApiVersion {
+    /// The header's value, exactly `1` or `2`.
+    fn parse(raw: &[u8]) -> Option<Self> {
+        match raw {
+            b"1" => Some(ApiVersion::One),
+            b"2" => Some(ApiVersion::Two),
+            _ => None,
+        }
+    }
+}
+
 /// The most ids one request may ask for.
 pub(crate) const MAX_IDS: usize = 50;
 
@@ -349,7 +378,7 @@ fn shape_v2(mut a: Assembled) -> V2Response {
     get,
     path = "/v1/products",
     tag = "catalog",
-    params(("ids" = String, Query, description = "1 to 50 comma-separated product UUIDs; duplicates are dropped, order is kept")),
+    params(("ids" = String, Query, description = "1 to 50 comma-separated product UUIDs (hyphenated); duplicates are dropped, order is kept", pattern = "^(\\s*,)*\\s*[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}\\s*(,(\\s*,)*\\s*[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}\\s*){0,49}(,\\s*)*$", example = "0b6a6a34-5d2c-4b8e-9a53-1f0e3c2d4b5a,7c1e2f3a-9b8d-4c6e-8f2a-3b4c5d6e7f80")),
     responses(
         (status = 200, description = "The products found, in the order asked, and the ids not found", body = V1Response,
             headers(
@@ -376,7 +405,7 @@ pub(crate) async fn v1(
     get,
     path = "/v2/products",
     tag = "catalog",
-    params(("ids" = String, Query, description = "1 to 50 comma-separated product UUIDs; duplicates are dropped, order is kept")),
+    params(("ids" = String, Query, description = "1 to 50 comma-separated product UUIDs (hyphenated); duplicates are dropped, order is kept", pattern = "^(\\s*,)*\\s*[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}\\s*(,(\\s*,)*\\s*[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}\\s*){0,49}(,\\s*)*$", example = "0b6a6a34-5d2c-4b8e-9a53-1f0e3c2d4b5a,7c1e2f3a-9b8d-4c6e-8f2a-3b4c5d6e7f80")),
     responses(
         (status = 200, description = "The products found, in the order asked, and the ids not found", body = V2Response),
     ),
@@ -400,8 +429,8 @@ pub(crate) async fn v2(
     path = "/products",
     tag = "catalog",
     params(
-        ("ids" = String, Query, description = "1 to 50 comma-separated product UUIDs; duplicates are dropped, order is kept"),
-        ("API-Version" = Option<String>, Header, description = "1 or 2; without it, the version your partner account is migrated to (2 unless told otherwise)"),
+        ("ids" = String, Query, description = "1 to 50 comma-separated product UUIDs (hyphenated); duplicates are dropped, order is kept", pattern = "^(\\s*,)*\\s*[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}\\s*(,(\\s*,)*\\s*[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}\\s*){0,49}(,\\s*)*$", example = "0b6a6a34-5d2c-4b8e-9a53-1f0e3c2d4b5a,7c1e2f3a-9b8d-4c6e-8f2a-3b4c5d6e7f80"),
+        ("API-Version" = inline(Option<ApiVersion>), Header, description = "1 or 2; without it, the version your partner account is migrated to (2 unless told otherwise)"),
     ),
     responses(
         (status = 200, description = "The v1 or v2 shape", body = V2Response,
@@ -417,19 +446,18 @@ pub(crate) async fn negotiated(
     headers: HeaderMap,
     Query(q): Query<IdsQuery>,
 ) -> Result<Response, ApiError> {
-    let version = match headers.get("api-version").map(|v| v.as_bytes()) {
+    let version = match headers.get("api-version") {
         None => match app.flags.variant(&UNVERSIONED, &claims.sub).await {
-            "v1" => 1,
-            _ => 2,
+            "v1" => ApiVersion::One,
+            _ => ApiVersion::Two,
         },
-        Some(b"2") => 2,
-        Some(b"1") => 1,
-        Some(_) => {
-            return Err(ApiError::validation(vec![FieldError::new(
-                "API-Version",
-                "must be 1 or 2",
-            )]));
-        }
+        Some(raw) => ApiVersion::parse(raw.as_bytes()).ok_or_else(|| {
+            ApiError::validation(vec![FieldError::new("API-Version", "must be 1 or 2")])
+        })?,
+    };
+    let version = match version {
+        ApiVersion::One => 1,
+        ApiVersion::Two => 2,
     };
     let lifecycle = if version == 1 { V1 } else { V2 };
     versioning::count_call(lifecycle.bff, lifecycle.version, Some(&claims));
@@ -449,6 +477,63 @@ pub(crate) async fn negotiated(
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
+    /// An item of an `ids` list: a valid id (either case), a broken one,
+    /// blanks, nothing.
+    fn item() -> impl Strategy<Value = String> {
+        prop_oneof![
+            4 => any::<u128>().prop_map(|n| Uuid::from_u128(n).to_string()),
+            1 => any::<u128>().prop_map(|n| Uuid::from_u128(n).to_string().to_uppercase()),
+            1 => any::<u128>().prop_map(|n| format!("  {} ", Uuid::from_u128(n))),
+            1 => any::<u128>().prop_map(|n| Uuid::from_u128(n).simple().to_string()),
+            1 => Just(String::new()),
+            1 => Just(" ".to_owned()),
+            1 => "[0-9a-f-]{0,40}",
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2_000))]
+
+        /// The document's pattern for `ids` accepts exactly what the
+        /// handlers accept.
+        #[test]
+        fn the_documented_pattern_is_what_the_handlers_accept(
+            items in prop::collection::vec(item(), 0..60),
+        ) {
+            static PATTERN: std::sync::LazyLock<regex::Regex> =
+                std::sync::LazyLock::new(|| regex::Regex::new(IDS_PATTERN).expect("pattern"));
+            let raw = items.join(",");
+            prop_assert_eq!(PATTERN.is_match(&raw), parse_ids(Some(&raw)).is_ok(), "{:?}", raw);
+        }
+    }
+
+    #[test]
+    fn the_document_carries_the_pattern_and_the_versions() {
+        use utoipa_axum::router::OpenApiRouter;
+        use utoipa_axum::routes;
+        let (_, doc) = OpenApiRouter::<bff_edge::BffState<AppState>>::new()
+            .routes(routes!(v1))
+            .routes(routes!(v2))
+            .routes(routes!(negotiated))
+            .split_for_parts();
+        let doc = serde_json::to_value(doc).expect("json");
+        for path in ["/v1/products", "/v2/products", "/products"] {
+            let ids = doc["paths"][path]["get"]["parameters"]
+                .as_array()
+                .and_then(|p| p.iter().find(|p| p["name"] == "ids"))
+                .expect("ids");
+            assert_eq!(ids["schema"]["pattern"], IDS_PATTERN, "{path}");
+        }
+        let version = doc["paths"]["/products"]["get"]["parameters"]
+            .as_array()
+            .and_then(|p| p.iter().find(|p| p["name"] == "API-Version"))
+            .expect("API-Version");
+        let schema = serde_json::to_string(&version["schema"]).expect("json");
+        assert!(schema.contains(r#""enum":["1","2"]"#), "{schema}");
+    }
+
     use super::*;
 
     #[test]

@@ -490,9 +490,9 @@ fn wants_websocket(headers: &HeaderMap) -> bool {
     path = "/v1/products/{product_id}/live",
     tag = "catalog",
     params(
-        ("product_id" = String, Path, description = "The product's UUID"),
-        ("lastEventId" = Option<String>, Query, description = "Resume after this event id (for WebSocket clients; SSE clients send `Last-Event-ID`)"),
-        ("Last-Event-ID" = Option<String>, Header, description = "Resume after this event id (sent by `EventSource` on reconnect)"),
+        ("product_id" = String, Path, format = Uuid, pattern = "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$", example = "0b6a6a34-5d2c-4b8e-9a53-1f0e3c2d4b5a", description = "The product's UUID (hyphenated)"),
+        ("lastEventId" = Option<String>, Query, pattern = "^\\s*[0-9a-fA-F]{8}-[0-9]{1,20}\\s*$", example = "1f2e3d4c-42", description = "Resume after this event id (for WebSocket clients; SSE clients send `Last-Event-ID`); blank is none"),
+        ("Last-Event-ID" = Option<String>, Header, pattern = "^\\s*[0-9a-fA-F]{8}-[0-9]{1,20}\\s*$", example = "1f2e3d4c-42", description = "Resume after this event id (sent by `EventSource` on reconnect); blank is none"),
     ),
     responses(
         (status = 200, description = "Server-Sent Events: one event per change, named by its type, data as `LiveEvent`", content_type = "text/event-stream", body = LiveEvent),

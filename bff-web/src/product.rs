@@ -235,9 +235,9 @@ pub(crate) async fn stock_section(
     path = "/v1/products/{product_id}",
     tag = "catalog",
     params(
-        ("product_id" = String, Path, description = "The product's UUID"),
-        ("includeReviews" = Option<bool>, Query, description = "Whether to fetch the latest reviews (default true)"),
-        ("includeInventory" = Option<bool>, Query, description = "Whether to fetch stock levels (default true)"),
+        ("product_id" = String, Path, format = Uuid, pattern = "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$", example = "0b6a6a34-5d2c-4b8e-9a53-1f0e3c2d4b5a", description = "The product's UUID (hyphenated)"),
+        ("includeReviews" = Option<bool>, Query, description = "Whether to fetch the latest reviews: true or false (1 and 0 too), default true; anything else is a 400"),
+        ("includeInventory" = Option<bool>, Query, description = "Whether to fetch stock levels: true or false (1 and 0 too), default true; anything else is a 400"),
     ),
     responses(
         (status = 200, description = "The product page", body = ProductPage),

@@ -67,4 +67,33 @@ async fn the_document_is_valid_openapi_3_1_with_every_route() {
         .await
         .expect("request");
     assert_eq!(raw.headers()["content-encoding"], "br");
+
+    // The product id's schema is what the handler accepts: values the
+    // pattern allows are served, the others refused with 400.
+    let pattern = doc["paths"]["/v1/products/{product_id}"]["get"]["parameters"]
+        .as_array()
+        .and_then(|p| p.iter().find(|p| p["name"] == "product_id"))
+        .and_then(|p| p["schema"]["pattern"].as_str())
+        .expect("a pattern");
+    let pattern = regex::Regex::new(pattern).expect("regex");
+    let id = stack.data().products()[0].id;
+    let token = testkit::user_token(&stack, "user0001", "bff-web", None);
+    for value in [
+        id.to_string(),
+        id.to_string().to_uppercase(),
+        id.simple().to_string(),
+        format!("{{{id}}}"),
+        format!("urn:uuid:{id}"),
+        format!("{id}0"),
+    ] {
+        let status = reqwest::Client::new()
+            .get(server.url(&format!("/v1/products/{value}?includeReviews=false")))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .expect("request")
+            .status();
+        let expected = if pattern.is_match(&value) { 200 } else { 400 };
+        assert_eq!(status, expected, "{value}");
+    }
 }
