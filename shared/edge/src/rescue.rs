@@ -17,7 +17,7 @@ use http::header;
 /// go.
 pub fn rescue(response: Response, request_id: &str, trace: &TraceContext) -> Response {
     if let Some(error) = response.extensions().get::<Arc<ApiError>>().cloned() {
-        let mut rendered = error.to_response(Some(request_id), Some(&trace.trace_id()));
+        let mut rendered = ApiError::render(&error, Some(request_id), Some(&trace.trace_id()));
         keep_headers(&response, &mut rendered);
         return rendered;
     }

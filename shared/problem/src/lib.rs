@@ -8,9 +8,12 @@
 //! clients branch on codes, never on prose.
 //!
 //! The edge fills in `requestId` and `traceId`: an `ApiError` turned into a
-//! response leaves a copy of itself in the response extensions, and the edge
-//! re-renders it with the request's ids. Internal causes are never part of
-//! the body; log them where the error is made.
+//! response leaves itself in the response extensions, and the edge renders
+//! it with the request's ids ([`ApiError::render`]). The body of
+//! `into_response` is rendered only if it is sent as it is, so an error that
+//! reaches the edge is serialised once (a refusal under overload is mostly
+//! that work). Internal causes are never part of the body; log them where
+//! the error is made.
 //!
 //! ```
 //! use bff_problem::{ApiError, FieldError};
@@ -23,7 +26,6 @@
 
 use std::sync::Arc;
 
-use axum::Json;
 use axum::response::{IntoResponse, Response};
 use http::{HeaderValue, StatusCode, header};
 use serde::Serialize;
@@ -348,6 +350,25 @@ impl ApiError {
 
     /// Renders the response, with the ids of the request when known.
     pub fn to_response(&self, request_id: Option<&str>, trace_id: Option<&str>) -> Response {
+        ApiError::render(&Arc::new(self.clone()), request_id, trace_id)
+    }
+
+    /// `error` as problem+json with the request's ids, leaving `error`
+    /// itself (not a copy) in the response extensions.
+    pub fn render(
+        error: &Arc<ApiError>,
+        request_id: Option<&str>,
+        trace_id: Option<&str>,
+    ) -> Response {
+        let mut response = Response::new(axum::body::Body::from(error.body(request_id, trace_id)));
+        *response.status_mut() = error.status;
+        error.set_headers(response.headers_mut());
+        response.extensions_mut().insert(error.clone());
+        response
+    }
+
+    /// The problem+json body.
+    fn body(&self, request_id: Option<&str>, trace_id: Option<&str>) -> bytes::Bytes {
         let body = ProblemBody {
             kind: match self.extra {
                 Some(Extra::Quota(_)) => QUOTA_EXCEEDED.to_owned(),
@@ -365,8 +386,12 @@ impl ApiError {
                 _ => &[],
             },
         };
-        let mut response = (self.status, Json(body)).into_response();
-        let headers = response.headers_mut();
+        // Strings and numbers only: serialising cannot fail.
+        serde_json::to_vec(&body).unwrap_or_default().into()
+    }
+
+    /// The headers every rendering of this problem carries.
+    fn set_headers(&self, headers: &mut http::HeaderMap) {
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         if let Some(secs) = self.retry_after {
@@ -377,8 +402,6 @@ impl ApiError {
         {
             headers.insert(header::WWW_AUTHENTICATE, value);
         }
-        response.extensions_mut().insert(Arc::new(self.clone()));
-        response
     }
 }
 
@@ -391,8 +414,39 @@ impl std::fmt::Display for ApiError {
 impl std::error::Error for ApiError {}
 
 impl IntoResponse for ApiError {
+    /// The problem without the request's ids, its body rendered only when
+    /// polled: the edge replaces it with [`ApiError::render`]'s.
     fn into_response(self) -> Response {
-        self.to_response(None, None)
+        let error = Arc::new(self);
+        let mut response = Response::new(axum::body::Body::new(Unrendered(Some(error.clone()))));
+        *response.status_mut() = error.status;
+        error.set_headers(response.headers_mut());
+        response.extensions_mut().insert(error);
+        response
+    }
+}
+
+/// The body of a problem not yet rendered: it is serialised on the first
+/// poll, so one replaced before it is sent costs nothing.
+struct Unrendered(Option<Arc<ApiError>>);
+
+impl http_body::Body for Unrendered {
+    type Data = bytes::Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        std::task::Poll::Ready(
+            self.0
+                .take()
+                .map(|error| Ok(http_body::Frame::data(error.body(None, None)))),
+        )
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.0.is_none()
     }
 }
 
@@ -426,6 +480,29 @@ mod tests {
     async fn body(response: Response) -> serde_json::Value {
         serde_json::from_slice(&to_bytes(response.into_body(), 1 << 16).await.expect("body"))
             .expect("json")
+    }
+
+    #[tokio::test]
+    async fn into_response_renders_its_body_only_when_sent_and_the_edge_renders_the_same_error() {
+        let response = ApiError::unavailable("busy", 1).into_response();
+        assert_eq!(response.status(), 503);
+        assert_eq!(response.headers()[header::CONTENT_TYPE], PROBLEM_JSON);
+        assert_eq!(response.headers()[header::RETRY_AFTER], "1");
+        let error = response
+            .extensions()
+            .get::<Arc<ApiError>>()
+            .cloned()
+            .expect("the error rides along");
+        // Rendered with ids: the same error, not a copy.
+        let rendered = ApiError::render(&error, Some("req-1"), None);
+        let again = rendered.extensions().get::<Arc<ApiError>>().expect("error");
+        assert!(Arc::ptr_eq(&error, again));
+        assert_eq!(body(rendered).await["requestId"], "req-1");
+        // Sent as it is, the body is rendered then, without ids.
+        let sent = body(response).await;
+        assert_eq!(sent["code"], "unavailable");
+        assert_eq!(sent["detail"], "busy");
+        assert!(sent.get("requestId").is_none());
     }
 
     #[tokio::test]
