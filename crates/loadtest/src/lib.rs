@@ -49,7 +49,8 @@ pub struct Args {
     /// Closed-loop concurrent connections.
     #[arg(long, default_value_t = 32)]
     pub connections: usize,
-    /// Scenarios to run (1–11).
+    /// Scenarios to run (1–12; 12, instructions under callgrind, only
+    /// when asked for: it needs valgrind and takes minutes).
     #[arg(long, value_delimiter = ',', default_value = "1,2,3,4,5,6,7,8,9,10,11")]
     pub scenarios: Vec<u8>,
     /// Scenario 9: idle live streams held open at once.
@@ -94,8 +95,13 @@ pub struct Args {
     /// such a run are not for comparison.
     #[arg(long)]
     pub perf: Option<PathBuf>,
+    /// Scenario 12: dashboards measured under callgrind (after 300 to warm
+    /// up), for the bff-mobile, the I/O floor and `--compare-with`.
+    #[arg(long, default_value_t = 1000)]
+    pub callgrind_requests: usize,
     /// Another bff-mobile binary (e.g. the previous commit's) to measure in
-    /// scenarios 1 and 11 against this one, alternately, in the same run.
+    /// scenarios 1, 11 and 12 against this one (alternately in 1 and 11),
+    /// in the same run.
     #[arg(long)]
     pub compare_with: Option<PathBuf>,
 }

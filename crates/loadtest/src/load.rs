@@ -216,6 +216,32 @@ async fn connect(addr: SocketAddr) -> Result<Conn, String> {
     Ok(send)
 }
 
+/// `n` requests of `target` one after the other on one keep-alive
+/// connection (what an instruction count per request is measured over);
+/// any answer but 2xx is an error.
+pub async fn sequential(target: &Target, n: usize) -> Result<(), String> {
+    let mut conn = connect(target.addr).await?;
+    for i in 0..n {
+        conn.ready()
+            .await
+            .map_err(|e| format!("request {i}: the connection closed: {e}"))?;
+        let response = conn
+            .send_request(target.request()?)
+            .await
+            .map_err(|e| format!("request {i}: {e}"))?;
+        let status = response.status();
+        response
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| format!("request {i}: {e}"))?;
+        if !status.is_success() {
+            return Err(format!("request {i} of {}: {status}", target.path));
+        }
+    }
+    Ok(())
+}
+
 /// One connection per target of a workload.
 struct Worker {
     conns: Vec<Option<Conn>>,

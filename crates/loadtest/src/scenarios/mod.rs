@@ -7,6 +7,7 @@ use crate::bench::Bench;
 
 mod cache_hits;
 mod dashboard;
+mod instructions;
 mod live;
 mod memory;
 mod overload;
@@ -29,7 +30,7 @@ pub(crate) struct Scenario {
 
 /// Every scenario, in the order they run: the ones that restart upstreams
 /// or add load of their own come after those that need a quiet machine.
-pub(crate) const SCENARIOS: [Scenario; 11] = [
+pub(crate) const SCENARIOS: [Scenario; 12] = [
     Scenario {
         number: 1,
         uses_mobile: true,
@@ -84,5 +85,10 @@ pub(crate) const SCENARIOS: [Scenario; 11] = [
         number: 9,
         uses_mobile: false,
         run: |b| Box::pin(live::run(b)),
+    },
+    Scenario {
+        number: 12,
+        uses_mobile: false,
+        run: |b| Box::pin(instructions::run(b)),
     },
 ];
