@@ -85,9 +85,14 @@ pub(crate) const V2: Lifecycle = Lifecycle {
     links: &[],
 };
 
-#[derive(Debug, Deserialize)]
+/// The query of every route: what the handlers deserialise is what the
+/// document says (one declaration for the three routes).
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub(crate) struct IdsQuery {
+    /// 1 to 50 comma-separated product UUIDs (hyphenated); duplicates are dropped, order is kept
+    #[param(required = true, value_type = String, pattern = "^(\\s*,)*\\s*[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}\\s*(,(\\s*,)*\\s*[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}\\s*){0,49}(,\\s*)*$", example = "0b6a6a34-5d2c-4b8e-9a53-1f0e3c2d4b5a,7c1e2f3a-9b8d-4c6e-8f2a-3b4c5d6e7f80")]
     ids: Option<String>,
 }
 
@@ -132,13 +137,15 @@ fn parse_ids(raw: Option<&str>) -> Result<Vec<Uuid>, ApiError> {
     let mut ids = Vec::with_capacity(parts.len());
     let mut errors = Vec::new();
     for (i, part) in parts.iter().enumerate() {
-        match parse_uuid(&format!("ids[{i}]"), part) {
+        // The field's name is written only for an error: the cost of every
+        // request parses its ids too.
+        match parse_uuid("ids", part) {
             Ok(id) => {
                 if seen.insert(id) {
                     ids.push(id);
                 }
             }
-            Err(e) => errors.push(e),
+            Err(e) => errors.push(FieldError::new(format!("ids[{i}]"), e.message)),
         }
     }
     if errors.is_empty() {
@@ -378,7 +385,7 @@ fn shape_v2(mut a: Assembled) -> V2Response {
     get,
     path = "/v1/products",
     tag = "catalog",
-    params(("ids" = String, Query, description = "1 to 50 comma-separated product UUIDs (hyphenated); duplicates are dropped, order is kept", pattern = "^(\\s*,)*\\s*[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}\\s*(,(\\s*,)*\\s*[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}\\s*){0,49}(,\\s*)*$", example = "0b6a6a34-5d2c-4b8e-9a53-1f0e3c2d4b5a,7c1e2f3a-9b8d-4c6e-8f2a-3b4c5d6e7f80")),
+    params(IdsQuery),
     responses(
         (status = 200, description = "The products found, in the order asked, and the ids not found", body = V1Response,
             headers(
@@ -405,7 +412,7 @@ pub(crate) async fn v1(
     get,
     path = "/v2/products",
     tag = "catalog",
-    params(("ids" = String, Query, description = "1 to 50 comma-separated product UUIDs (hyphenated); duplicates are dropped, order is kept", pattern = "^(\\s*,)*\\s*[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}\\s*(,(\\s*,)*\\s*[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}\\s*){0,49}(,\\s*)*$", example = "0b6a6a34-5d2c-4b8e-9a53-1f0e3c2d4b5a,7c1e2f3a-9b8d-4c6e-8f2a-3b4c5d6e7f80")),
+    params(IdsQuery),
     responses(
         (status = 200, description = "The products found, in the order asked, and the ids not found", body = V2Response),
     ),
@@ -429,7 +436,7 @@ pub(crate) async fn v2(
     path = "/products",
     tag = "catalog",
     params(
-        ("ids" = String, Query, description = "1 to 50 comma-separated product UUIDs (hyphenated); duplicates are dropped, order is kept", pattern = "^(\\s*,)*\\s*[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}\\s*(,(\\s*,)*\\s*[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}\\s*){0,49}(,\\s*)*$", example = "0b6a6a34-5d2c-4b8e-9a53-1f0e3c2d4b5a,7c1e2f3a-9b8d-4c6e-8f2a-3b4c5d6e7f80"),
+        IdsQuery,
         ("API-Version" = inline(Option<ApiVersion>), Header, description = "1 or 2; without it, the version your partner account is migrated to (2 unless told otherwise)"),
     ),
     responses(

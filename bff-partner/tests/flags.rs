@@ -67,18 +67,9 @@ async fn version_less_partners_move_to_v2_as_the_flag_says() {
     );
 
     // An operator moves everyone to v2 in Redis: applied within 2 s.
-    let client = redis::Client::open(url.as_str()).expect("url");
-    let mut conn = client
-        .get_multiplexed_async_connection()
-        .await
-        .expect("connection");
-    let _: () = redis::cmd("HSET")
-        .arg("bff-partner:flags:v1")
-        .arg("unversioned-version")
-        .arg("v2")
-        .query_async(&mut conn)
-        .await
-        .expect("HSET");
+    redis
+        .command(&["HSET", "bff-partner:flags:v1", "unversioned-version", "v2"])
+        .await;
     let changed = Instant::now();
     while unversioned(&server, &stack, &acme).await != "2" {
         assert!(changed.elapsed() < Duration::from_secs(2), "not within 2 s");

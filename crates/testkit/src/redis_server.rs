@@ -65,6 +65,27 @@ impl RedisServer {
         format!("redis://127.0.0.1:{}", self.port)
     }
 
+    /// Runs one command on the server, as an operator would with
+    /// `redis-cli` (`["HSET", "bff-partner:flags:v1", "flag", "v2"]`).
+    ///
+    /// # Panics
+    /// When the server refuses it.
+    pub async fn command(&self, args: &[&str]) {
+        let client = redis::Client::open(self.url()).expect("redis URL");
+        let mut conn = client
+            .get_multiplexed_async_connection()
+            .await
+            .expect("a connection to redis-server");
+        let mut cmd = redis::cmd(args.first().copied().unwrap_or("PING"));
+        for arg in args.iter().skip(1) {
+            cmd.arg(*arg);
+        }
+        let _: redis::Value = cmd
+            .query_async(&mut conn)
+            .await
+            .unwrap_or_else(|e| panic!("redis {args:?}: {e}"));
+    }
+
     /// Kills the server (as a crash would), keeping its port for
     /// [`restart`](Self::restart).
     pub async fn stop(&mut self) {

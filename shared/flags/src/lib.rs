@@ -36,7 +36,7 @@ pub mod split;
 mod store;
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use open_feature::{Client, EvaluationContext, OpenFeature};
 use tokio::sync::OnceCell;
@@ -162,12 +162,10 @@ impl Flags {
         };
         let shared_key = shared.as_ref().map(|s| s.key.clone());
         let refreshes = shared.is_some() || config.file.is_some();
-        let file_stamp = config.file.as_ref().map(|path| {
-            let stamp = std::fs::metadata(path)
-                .ok()
-                .map(|m| (m.modified().unwrap_or(SystemTime::UNIX_EPOCH), m.len()));
-            (path.clone(), stamp)
-        });
+        let file_stamp = config
+            .file
+            .as_ref()
+            .map(|path| (path.clone(), store::stamp(path)));
         let flags = Flags {
             inner: Arc::new(Inner {
                 bff,

@@ -97,17 +97,6 @@ impl FlagsConfig {
             refresh: section.refresh,
         })
     }
-
-    /// No flag and nothing set: what a BFF that declares none gets.
-    pub fn none() -> Self {
-        FlagsConfig {
-            flags: &[],
-            env: BTreeMap::new(),
-            file: None,
-            from_file: BTreeMap::new(),
-            refresh: REFRESH,
-        }
-    }
 }
 
 /// Reads a file of splits: `{"unversioned-version": "v1:80,v2:20"}`. A key

@@ -119,10 +119,15 @@ impl Store {
         }
     }
 
-    fn set_redis(&self, key: &str, split: Option<Split>) {
-        if let Some(i) = self.index(key) {
-            self.layers.write()[i].redis = split;
-        }
+    /// Sets flag `key`'s split from Redis; whether it changed.
+    fn set_redis(&self, key: &str, split: Option<Split>) -> bool {
+        let Some(i) = self.index(key) else {
+            return false;
+        };
+        let mut layers = self.layers.write();
+        let changed = layers[i].redis != split;
+        layers[i].redis = split;
+        changed
     }
 }
 
@@ -130,6 +135,17 @@ impl Store {
 /// changes (not every second while Redis is down).
 fn refresh_error(reason: &'static str) {
     metrics::counter!(names::FLAG_REFRESH_ERRORS, "reason" => reason).increment(1);
+}
+
+/// What tells a changed file: its modification time and size (the size
+/// too, as mtimes may be coarse).
+pub(crate) type Stamp = Option<(SystemTime, u64)>;
+
+/// The stamp of the file at `path` now (`None` when it cannot be read).
+pub(crate) fn stamp(path: &std::path::Path) -> Stamp {
+    std::fs::metadata(path)
+        .ok()
+        .map(|m| (m.modified().unwrap_or(SystemTime::UNIX_EPOCH), m.len()))
 }
 
 /// Where the shared splits live: the BFF's hash in Redis.
@@ -142,7 +158,7 @@ pub(crate) struct Shared {
 /// Reads the file (when it changed) and Redis again.
 pub(crate) struct Refresher {
     pub(crate) store: Arc<Store>,
-    pub(crate) file: Option<(PathBuf, Option<(SystemTime, u64)>)>,
+    pub(crate) file: Option<(PathBuf, Stamp)>,
     pub(crate) shared: Option<Shared>,
     /// Values in Redis last refused, so each is logged once.
     pub(crate) refused: HashMap<String, String>,
@@ -158,9 +174,7 @@ impl Refresher {
         let Some((path, seen)) = &mut self.file else {
             return;
         };
-        let stamp = std::fs::metadata(&*path)
-            .ok()
-            .map(|m| (m.modified().unwrap_or(SystemTime::UNIX_EPOCH), m.len()));
+        let stamp = stamp(path);
         if stamp == *seen {
             return;
         }
@@ -228,7 +242,20 @@ impl Refresher {
                     }
                 },
             };
-            self.store.set_redis(flag.key, split);
+            // Each change is logged once, on every replica: when a
+            // rollout step took effect is in the logs.
+            let shown = split.as_ref().map(|s| s.display(flag).to_string());
+            if self.store.set_redis(flag.key, split) {
+                match shown {
+                    Some(split) => {
+                        tracing::info!(flag = flag.key, %split, "flag split from Redis in force")
+                    }
+                    None => tracing::info!(
+                        flag = flag.key,
+                        "flag split removed from Redis; the other sources apply"
+                    ),
+                }
+            }
         }
         let mut status = self.store.status.lock();
         if status.last_error.take().is_some() {

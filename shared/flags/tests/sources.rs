@@ -41,19 +41,10 @@ fn shared(url: &str) -> SharedStore {
     }
 }
 
-async fn hset(url: &str, field: &str, value: &str) {
-    let client = redis::Client::open(url).expect("url");
-    let mut conn = client
-        .get_multiplexed_async_connection()
-        .await
-        .expect("connection");
-    let _: () = redis::cmd("HSET")
-        .arg("bff-test:flags:v1")
-        .arg(field)
-        .arg(value)
-        .query_async(&mut conn)
-        .await
-        .expect("HSET");
+async fn hset(redis: &testkit::RedisServer, field: &str, value: &str) {
+    redis
+        .command(&["HSET", "bff-test:flags:v1", field, value])
+        .await;
 }
 
 async fn variants(flags: &Flags, flag: &Flag, n: usize) -> Vec<&'static str> {
@@ -64,13 +55,18 @@ async fn variants(flags: &Flags, flag: &Flag, n: usize) -> Vec<&'static str> {
     out
 }
 
+/// Whether each of `n` subjects gets `variant`.
+async fn all_get(flags: &Flags, flag: &Flag, n: usize, variant: &str) -> bool {
+    variants(flags, flag, n).await.iter().all(|v| *v == variant)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replicas_on_one_redis_agree_follow_changes_and_survive_its_loss() {
     let Some(mut redis) = testkit::RedisServer::start().await else {
         return;
     };
     let url = redis.url();
-    hset(&url, "checkout", "old:70,new:30").await;
+    hset(&redis, "checkout", "old:70,new:30").await;
     let config = config(&[]);
     let a = Flags::start("bff-test", &config, Some(&shared(&url))).expect("a");
     let b = Flags::start("bff-test", &config, Some(&shared(&url))).expect("b");
@@ -97,7 +93,7 @@ async fn replicas_on_one_redis_agree_follow_changes_and_survive_its_loss() {
     // A change in Redis applies within 2 s, without a restart (the
     // background refresh, not `refresh()`).
     let before = variants(&a, CHECKOUT, 200).await;
-    hset(&url, "checkout", "new").await;
+    hset(&redis, "checkout", "new").await;
     let changed = Instant::now();
     loop {
         let (now_a, now_b) = (
@@ -120,25 +116,15 @@ async fn replicas_on_one_redis_agree_follow_changes_and_survive_its_loss() {
     assert_eq!(listed[0].split[1].percent, 100.0);
 
     // A value that does not parse is refused; the last one stays.
-    hset(&url, "checkout", "gold").await;
+    hset(&redis, "checkout", "gold").await;
     a.refresh().await;
-    assert!(
-        variants(&a, CHECKOUT, 100)
-            .await
-            .iter()
-            .all(|v| *v == "new")
-    );
+    assert!(all_get(&a, CHECKOUT, 100, "new").await);
 
     // Redis goes away: the last values read stay, nothing fails.
     redis.stop().await;
     tokio::time::sleep(Duration::from_millis(600)).await;
     a.refresh().await;
-    assert!(
-        variants(&a, CHECKOUT, 100)
-            .await
-            .iter()
-            .all(|v| *v == "new")
-    );
+    assert!(all_get(&a, CHECKOUT, 100, "new").await);
     let state = a.shared().expect("shared");
     assert!(state.error.is_some(), "the failure is shown: {state:?}");
     assert_eq!(a.list()[0].source, Source::Redis);
@@ -146,16 +132,11 @@ async fn replicas_on_one_redis_agree_follow_changes_and_survive_its_loss() {
     // A replica started while Redis is down runs on its other sources.
     let c = Flags::start("bff-test", &config, Some(&shared(&url))).expect("c");
     c.refresh().await;
-    assert!(
-        variants(&c, CHECKOUT, 100)
-            .await
-            .iter()
-            .all(|v| *v == "old")
-    );
+    assert!(all_get(&c, CHECKOUT, 100, "old").await);
 
     // Redis is back: the replicas read it again.
     redis.restart().await;
-    hset(&url, "checkout", "old:50,new:50").await;
+    hset(&redis, "checkout", "old:50,new:50").await;
     let back = Instant::now();
     while c.list()[0].source != Source::Redis {
         assert!(back.elapsed() < Duration::from_secs(5), "Redis read again");
@@ -173,20 +154,8 @@ async fn the_environment_wins_over_the_file_which_is_read_again_when_it_changes(
     let path = file.display().to_string();
     let config = config(&[("BFF_FLAGS_FILE", &path), ("BFF_FLAG_LAYOUT", "full")]);
     let flags = Flags::start("bff-test", &config, None).expect("flags");
-    assert!(
-        variants(&flags, CHECKOUT, 50)
-            .await
-            .iter()
-            .all(|v| *v == "new"),
-        "the file"
-    );
-    assert!(
-        variants(&flags, LAYOUT, 50)
-            .await
-            .iter()
-            .all(|v| *v == "full"),
-        "the environment"
-    );
+    assert!(all_get(&flags, CHECKOUT, 50, "new").await, "the file");
+    assert!(all_get(&flags, LAYOUT, 50, "full").await, "the environment");
     let listed = flags.list();
     assert_eq!(
         (listed[0].source, listed[1].source),
@@ -197,21 +166,11 @@ async fn the_environment_wins_over_the_file_which_is_read_again_when_it_changes(
     // the size changes too).
     std::fs::write(&file, r#"{"checkout": "old:100,new:0"}"#).expect("write");
     flags.refresh().await;
-    assert!(
-        variants(&flags, CHECKOUT, 50)
-            .await
-            .iter()
-            .all(|v| *v == "old")
-    );
+    assert!(all_get(&flags, CHECKOUT, 50, "old").await);
     // A broken file is refused and the last splits stay.
     std::fs::write(&file, r#"{"checkout": "gold", "typo": "x"}"#).expect("write");
     flags.refresh().await;
-    assert!(
-        variants(&flags, CHECKOUT, 50)
-            .await
-            .iter()
-            .all(|v| *v == "old")
-    );
+    assert!(all_get(&flags, CHECKOUT, 50, "old").await);
     let _ = std::fs::remove_dir_all(dir);
 }
 
